@@ -1,0 +1,390 @@
+"""Typed, frozen configuration schemas and the one strict converter every config source goes through."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from common.errors import ConfigError
+
+__all__ = [
+    "DatasetConfig",
+    "ModelConfig",
+    "PrivacyConfig",
+    "TrainingConfig",
+    "StrategyConfig",
+    "FederationConfig",
+    "ExperimentConfig",
+    "from_dict",
+    "from_flat",
+    "to_dict",
+    "to_flat",
+    "load_json",
+    "DATASETS",
+    "MODELS",
+    "STRATEGIES",
+    "ACCOUNTANTS",
+]
+
+# Registries' names live here so that a config can be checked without importing torch.
+DATASETS = ("heart_disease", "breast_cancer")
+MODELS = ("logreg", "mlp")
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+ACCOUNTANTS = ("rdp", "prv")
+
+
+def _check(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which data each site holds and how a pooled set is split into sites."""
+
+    name: Literal["heart_disease", "breast_cancer"] = "heart_disease"
+    partition: Literal["natural", "iid", "dirichlet"] = "natural"
+    num_sites: int = 4
+    alpha: float = 0.5
+    test_fraction: float = 0.2
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check(self.num_sites >= 1, "dataset.num_sites", self.num_sites, "an integer >= 1")
+        _check(self.alpha > 0, "dataset.alpha", self.alpha, "a float > 0")
+        _check(
+            0 < self.test_fraction < 1,
+            "dataset.test_fraction",
+            self.test_fraction,
+            "a float in (0, 1)",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model by registry name; every registered model is valid under Opacus."""
+
+    name: Literal["logreg", "mlp"] = "mlp"
+    hidden: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.hidden >= 1, "model.hidden", self.hidden, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Sample-level DP-SGD at each site.
+
+    Either `noise_multiplier` is given, or it is derived per site from `target_epsilon`
+    for the planned rounds and local epochs at that site's real sample rate.
+    """
+
+    enabled: bool = True
+    target_epsilon: float | None = 3.0
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+    def __post_init__(self) -> None:
+        _check(0 < self.delta < 1, "privacy.delta", self.delta, "a float in (0, 1)")
+        _check(self.max_grad_norm > 0, "privacy.max_grad_norm", self.max_grad_norm, "a float > 0")
+        if self.target_epsilon is not None:
+            _check(
+                self.target_epsilon > 0 and math.isfinite(self.target_epsilon),
+                "privacy.target_epsilon",
+                self.target_epsilon,
+                "a finite float > 0, or null to use privacy.noise_multiplier",
+            )
+        if self.noise_multiplier is not None:
+            _check(
+                self.noise_multiplier >= 0,
+                "privacy.noise_multiplier",
+                self.noise_multiplier,
+                "a float >= 0 (0 gives no privacy: epsilon is infinite)",
+            )
+        if self.enabled:
+            _check(
+                (self.target_epsilon is None) != (self.noise_multiplier is None),
+                "privacy.target_epsilon",
+                self.target_epsilon,
+                "exactly one of privacy.target_epsilon and privacy.noise_multiplier set "
+                f"(noise_multiplier is {self.noise_multiplier!r})",
+            )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Rounds and the local optimisation each site runs per round."""
+
+    rounds: int = 10
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 1, "training.rounds", self.rounds, "an integer >= 1")
+        _check(self.local_epochs >= 1, "training.local_epochs", self.local_epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, "training.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.learning_rate > 0, "training.learning_rate", self.learning_rate, "a float > 0")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Server aggregation: Flower's own strategies, chosen by name."""
+
+    name: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    fraction_train: float = 1.0
+    min_sites: int = 2
+    proximal_mu: float = 0.01
+    server_learning_rate: float = 0.05
+    round_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _check(
+            0 < self.fraction_train <= 1,
+            "strategy.fraction_train",
+            self.fraction_train,
+            "a float in (0, 1]",
+        )
+        _check(self.min_sites >= 1, "strategy.min_sites", self.min_sites, "an integer >= 1")
+        _check(self.proximal_mu >= 0, "strategy.proximal_mu", self.proximal_mu, "a float >= 0")
+        _check(
+            self.server_learning_rate > 0,
+            "strategy.server_learning_rate",
+            self.server_learning_rate,
+            "a float > 0",
+        )
+        _check(
+            self.round_timeout_s > 0, "strategy.round_timeout_s", self.round_timeout_s, "> 0 s"
+        )
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Who takes part in a simulation, and what the simulation engine may use."""
+
+    name: str = "hospitals"
+    sites: tuple[str, ...] = ()
+    cpus_per_site: float = 1.0
+    max_parallel_sites: int = 2
+
+    def __post_init__(self) -> None:
+        _check(
+            self.cpus_per_site > 0, "federation.cpus_per_site", self.cpus_per_site, "a float > 0"
+        )
+        _check(
+            self.max_parallel_sites >= 1,
+            "federation.max_parallel_sites",
+            self.max_parallel_sites,
+            "an integer >= 1",
+        )
+        _check(
+            len(set(self.sites)) == len(self.sites),
+            "federation.sites",
+            list(self.sites),
+            "distinct site names",
+        )
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one run needs; the only object the apps see."""
+
+    name: str = "heart"
+    runs_dir: str = "runs"
+    seed: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name.strip()), "name", self.name, "a non-empty run name")
+        if self.dataset.partition == "natural":
+            _check(
+                self.dataset.name == "heart_disease",
+                "dataset.partition",
+                "natural",
+                "'natural' only for datasets with real sites (heart_disease); "
+                "use 'iid' or 'dirichlet'",
+            )
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any, source: str | None) -> Any:
+    """Coerce one leaf value to its declared type, or raise ConfigError naming it."""
+    origin = typing.get_origin(tp)
+    fail = ConfigError(key, value, _type_name(tp), source=source)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise fail
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, arg, source)
+            except ConfigError:
+                continue
+        raise fail
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise fail
+        (item_tp, *_) = typing.get_args(tp)
+        return tuple(_coerce(f"{key}[{i}]", v, item_tp, source) for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise fail
+    if tp is int:
+        if isinstance(value, bool):
+            raise fail
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise fail from None
+        raise fail
+    if tp is float:
+        if isinstance(value, bool):
+            raise fail
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise fail from None
+        raise fail
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail
+    raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def from_dict(cls: type[Any], data: dict[str, Any], *, source: str | None = None, prefix: str = "") -> Any:
+    """Build a frozen config dataclass from nested plain data, strictly.
+
+    Unknown keys, wrong types and out-of-range values raise ConfigError naming the
+    dotted key, the value, what is allowed and the source file.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "<root>", data, "a mapping", source=source)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"{prefix}{key}", data[key], f"one of {sorted(fields)}{hint}", source=source
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, source=source, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, tp, source)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if err.source is None and source is not None:
+            raise ConfigError(err.key, err.value, err.allowed, source=source) from None
+        raise
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested data (tuples as lists) for JSON and YAML."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def to_flat(cfg: Any) -> dict[str, Any]:
+    """Dotted keys -> leaf values, the shape Flower's run config carries."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(to_dict(cfg), "")
+    return flat
+
+
+def from_flat(flat: dict[str, Any], *, source: str | None = None) -> ExperimentConfig:
+    """Dotted overrides (Flower run config, `--run-config`) applied over the defaults.
+
+    Flower's run config cannot hold None or lists, so the strings "null"/"none" mean
+    None and comma-separated strings fill list fields.
+    """
+    nested = to_dict(ExperimentConfig())
+    for dotted, value in flat.items():
+        key = dotted.replace("-", "_")
+        if key == "experiment.name":
+            key = "name"
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                raise ConfigError(dotted, value, "a known dotted config key", source=source)
+            node = child
+        if leaf not in node:
+            known = [k for k in node if not isinstance(node[k], dict)]
+            raise ConfigError(dotted, value, f"one of {known} under '{'.'.join(parents)}'", source=source)
+        if isinstance(value, str) and value.lower() in ("null", "none"):
+            value = None
+        node[leaf] = value
+    return from_dict(ExperimentConfig, nested, source=source)
+
+
+def load_json(path: Path) -> ExperimentConfig:
+    """Read a resolved config written by a previous run (config.json)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("config file", str(path), "an existing file", source=str(path)) from None
+    except json.JSONDecodeError as err:
+        raise ConfigError("config file", str(path), f"valid JSON ({err})", source=str(path)) from None
+    return from_dict(ExperimentConfig, data, source=str(path))

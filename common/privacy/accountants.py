@@ -1,0 +1,210 @@
+"""Accountants by name (rdp, prv) composing a history of DP-SGD charges into (epsilon, delta)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+
+from common.errors import AccountantError, PrivacyError
+
+__all__ = [
+    "ACCOUNTANTS",
+    "Accountant",
+    "Charge",
+    "RdpAccountant",
+    "PrvAccountant",
+    "get_accountant",
+    "epsilon_for",
+    "noise_for_target",
+]
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One stretch of DP-SGD at a fixed noise and sample rate: what a site actually ran."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier >= 0:
+            raise PrivacyError(f"noise_multiplier must be >= 0, got {self.noise_multiplier!r}")
+        if not 0 <= self.sample_rate <= 1:
+            raise PrivacyError(f"sample_rate must be in [0, 1], got {self.sample_rate!r}")
+        if self.steps < 0:
+            raise PrivacyError(f"steps must be >= 0, got {self.steps!r}")
+
+    @property
+    def is_free(self) -> bool:
+        """No record can be touched: nothing sampled or nothing run."""
+        return self.sample_rate == 0 or self.steps == 0
+
+    def as_tuple(self) -> tuple[float, float, int]:
+        return (self.noise_multiplier, self.sample_rate, self.steps)
+
+
+class Accountant(Protocol):
+    """Composes a history into epsilon at a delta; raises AccountantError when it cannot."""
+
+    name: str
+
+    def epsilon(self, history: Sequence[Charge], *, delta: float) -> float: ...
+
+
+def _check_delta(delta: float) -> None:
+    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+        raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
+
+
+class _OpacusAccountant:
+    """Shared shape: edge cases here, the composition itself in Opacus."""
+
+    name = ""
+
+    def epsilon(self, history: Sequence[Charge], *, delta: float) -> float:
+        _check_delta(delta)
+        live = [c for c in history if not c.is_free]
+        if not live:
+            return 0.0
+        if any(c.noise_multiplier == 0 for c in live):
+            return math.inf
+        try:
+            value = self._compose(live, delta)
+        except (ValueError, OverflowError, FloatingPointError, RuntimeError) as err:
+            raise AccountantError(self._failure(live, delta, err)) from err
+        if not math.isfinite(value) or value < 0:
+            raise AccountantError(self._failure(live, delta, f"returned {value!r}"))
+        return float(value)
+
+    def _failure(self, live: Sequence[Charge], delta: float, err: object) -> str:
+        steps = sum(c.steps for c in live)
+        return (
+            f"the '{self.name}' accountant failed for {len(live)} charge(s), {steps} steps "
+            f"in total, at delta={delta:g}: {err}. Use accountant 'rdp', which handles "
+            "tiny deltas and very long histories."
+        )
+
+    def _compose(self, live: Sequence[Charge], delta: float) -> float:
+        raise NotImplementedError  # an interface: each accountant implements it
+
+
+class RdpAccountant(_OpacusAccountant):
+    """Renyi DP (Mironov et al.) with Opacus' orders and (epsilon, delta) conversion. Conservative.
+
+    RDP composes additively and is linear in steps, so charges sharing (noise, rate) are
+    merged and the one-step curve is cached: a history of 1,000 rounds costs one curve.
+    """
+
+    name = "rdp"
+
+    def _compose(self, live: Sequence[Charge], delta: float) -> float:
+        from opacus.accountants.analysis.rdp import get_privacy_spent
+
+        steps: dict[tuple[float, float], int] = {}
+        for c in live:
+            key = (c.noise_multiplier, c.sample_rate)
+            steps[key] = steps.get(key, 0) + c.steps
+        total = sum(_rdp_one_step(sigma, q) * n for (sigma, q), n in steps.items())
+        eps, _ = get_privacy_spent(orders=_RDP_ORDERS, rdp=total, delta=delta)
+        return float(eps)
+
+
+_RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))  # Opacus' defaults
+
+
+@lru_cache(maxsize=4096)
+def _rdp_one_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    curve = compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=_RDP_ORDERS)
+    curve.setflags(write=False)
+    return curve
+
+
+class PrvAccountant(_OpacusAccountant):
+    """Privacy random variables (Gopi et al.): tighter, numerically fragile at extremes."""
+
+    name = "prv"
+
+    def _compose(self, live: Sequence[Charge], delta: float) -> float:
+        from opacus.accountants import PRVAccountant
+
+        acc = PRVAccountant()
+        acc.history = [c.as_tuple() for c in live]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            return float(acc.get_epsilon(delta=delta, eps_error=0.01))
+
+
+ACCOUNTANTS: dict[str, type[_OpacusAccountant]] = {
+    RdpAccountant.name: RdpAccountant,
+    PrvAccountant.name: PrvAccountant,
+}
+
+
+def get_accountant(name: str) -> Accountant:
+    """The accountant registered under `name`; unknown names list the known ones."""
+    try:
+        return ACCOUNTANTS[name]()
+    except KeyError:
+        raise PrivacyError(
+            f"unknown accountant {name!r}; known accountants: {sorted(ACCOUNTANTS)}"
+        ) from None
+
+
+def epsilon_for(
+    history: Iterable[Charge | tuple[float, float, int]], *, delta: float, accountant: str = "rdp"
+) -> float:
+    """Epsilon of the whole composed history at `delta` (never a sum of per-round epsilons)."""
+    charges = [c if isinstance(c, Charge) else Charge(*c) for c in history]
+    return get_accountant(accountant).epsilon(charges, delta=delta)
+
+
+def noise_for_target(
+    *,
+    target_epsilon: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = "rdp",
+    prior: Sequence[Charge] = (),
+) -> tuple[float, float]:
+    """Smallest noise multiplier (to 0.01 in epsilon) whose epsilon stays <= target.
+
+    `prior` is history already spent, so a site can plan the rest of its budget.
+    Returns (noise_multiplier, epsilon reached), the epsilon never above the target.
+    """
+    _check_delta(delta)
+    if not (target_epsilon > 0 and math.isfinite(target_epsilon)):
+        raise PrivacyError(f"target_epsilon must be a finite float > 0, got {target_epsilon!r}")
+    acc = get_accountant(accountant)
+    if sample_rate == 0 or steps == 0:
+        return 0.0, acc.epsilon(list(prior), delta=delta)
+
+    def eps(sigma: float) -> float:
+        return acc.epsilon([*prior, Charge(sigma, sample_rate, steps)], delta=delta)
+
+    low, high = 0.0, 1.0
+    while (eps_high := eps(high)) > target_epsilon:
+        low, high = high, high * 2
+        if high > 1e4:
+            raise PrivacyError(
+                f"target_epsilon={target_epsilon} cannot be reached at delta={delta:g} with "
+                f"sample_rate={sample_rate:g}, steps={steps} (prior spend "
+                f"{acc.epsilon(list(prior), delta=delta):.4g})"
+            )
+    while target_epsilon - eps_high > 0.01 * target_epsilon and high - low > 1e-4:
+        mid = (low + high) / 2
+        eps_mid = eps(mid)
+        if eps_mid <= target_epsilon:
+            high, eps_high = mid, eps_mid
+        else:
+            low = mid
+    return high, eps_high
