@@ -1,0 +1,1 @@
+"""fedsafe's Hydra configs, shipped as package data so an installed fedsafe finds them."""

@@ -1,0 +1,5 @@
+"""The coordinator side: a thin Flower ServerApp, strategies with recording, the run folder."""
+
+from common.flower_env import apply_offline_flower_env
+
+apply_offline_flower_env()

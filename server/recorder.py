@@ -1,0 +1,197 @@
+"""The run folder: per-round, per-site metrics as they arrive, and the summary at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flwr.app import RecordDict
+
+from common import keys
+from common.config import ExperimentConfig, to_dict
+
+__all__ = ["RunRecorder", "clean_json"]
+
+log = logging.getLogger("fedsafe.server")
+
+
+def clean_json(value: Any) -> Any:
+    """NaN and infinities become null: strict JSON for any reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def _weighted(rows: list[dict[str, float]], key: str) -> float:
+    pairs = [(r[keys.NUM_EXAMPLES], r[key]) for r in rows if math.isfinite(r.get(key, math.nan))]
+    total = sum(w for w, _ in pairs)
+    return sum(w * v for w, v in pairs) / total if total else math.nan
+
+
+@dataclass
+class _Site:
+    trained_rounds: list[int] = field(default_factory=list)
+    train: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RunRecorder:
+    """Writes metrics.jsonl line by line (a crash keeps what was seen) and summary.json at the end."""
+
+    def __init__(self, run_dir: Path, cfg: ExperimentConfig) -> None:
+        self.run_dir = run_dir
+        self.cfg = cfg
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+        self.sites: dict[str, _Site] = {}
+        self.node_sites: dict[int, str] = {}
+        self.rounds: list[dict[str, Any]] = []
+        self.stop: dict[str, Any] | None = None
+        self._t0 = time.perf_counter()
+        self._round_t0 = self._t0
+        self._round: dict[str, Any] = {}
+
+    def _site(self, name: str) -> _Site:
+        return self.sites.setdefault(name, _Site())
+
+    def _write(self, line: dict[str, Any]) -> None:
+        self._metrics.write(json.dumps(clean_json(line), sort_keys=True) + "\n")
+        self._metrics.flush()
+
+    def _name(self, node_id: int, content: RecordDict | None = None) -> str:
+        if content is not None and keys.SITE in content:
+            self.node_sites[node_id] = str(content[keys.SITE][keys.SITE_NAME])
+        return self.node_sites.get(node_id, f"node-{node_id}")
+
+    def round_started(self, server_round: int) -> None:
+        self._round_t0 = time.perf_counter()
+        self._round = {"round": server_round, "trained": [], "refused": []}
+
+    def site_trained(self, server_round: int, node_id: int, content: RecordDict) -> None:
+        name = self._name(node_id, content)
+        metrics = {k: float(v) for k, v in content[keys.METRICS].items()}
+        site = self._site(name)
+        site.trained_rounds.append(server_round)
+        site.train = metrics
+        site.steps += int(metrics[keys.STEPS])
+        self._round.setdefault("trained", []).append(name)
+        self._write({"round": server_round, "site": name, "phase": "train", **metrics})
+
+    def site_failed(self, server_round: int, node_id: int, code: int, reason: str) -> None:
+        name = self._name(node_id)
+        if name.startswith("node-") and reason.startswith("site "):
+            name = reason.split(":", 1)[0].removeprefix("site ")
+        self._site(name).refusals.append({"round": server_round, "code": code, "reason": reason})
+        self._round.setdefault("refused", []).append(name)
+        self._write({"round": server_round, "site": name, "phase": "refused", "code": code, "reason": reason})
+        log.warning("round %d: site %s did not take part: %s", server_round, name, reason)
+
+    def site_evaluated(self, server_round: int, node_id: int, content: RecordDict) -> None:
+        name = self._name(node_id, content)
+        metrics = {k: float(v) for k, v in content[keys.METRICS].items()}
+        self._site(name).evaluation = metrics
+        self._write({"round": server_round, "site": name, "phase": "evaluate", **metrics})
+
+    def stopped(self, server_round: int, reason: str) -> None:
+        self.stop = {"round": server_round, "reason": reason}
+        log.warning("round %d: stopping training: %s", server_round, reason)
+
+    def global_metrics(self) -> dict[str, float]:
+        rows = [s.evaluation for s in self.sites.values() if s.evaluation]
+        return {k: _weighted(rows, k) for k in (keys.LOSS, keys.ACCURACY, keys.BALANCED_ACCURACY, keys.AUROC)}
+
+    def round_finished(self, server_round: int) -> None:
+        figures = self.global_metrics()
+        eps = [s.train.get(keys.EPSILON, math.nan) for s in self.sites.values() if s.train]
+        seconds = time.perf_counter() - self._round_t0
+        row = {**self._round, "round": server_round, "seconds": seconds, "global": figures}
+        self.rounds.append(row)
+        self._write({"round": server_round, "phase": "global", "seconds": seconds, **figures})
+        finite_eps = [e for e in eps if math.isfinite(e)]
+        log.info(
+            "round %d/%d  trained %d, refused %d  held-out acc %.3f  auroc %.3f  loss %.3f  max eps %s  %.1f s",
+            server_round,
+            self.cfg.training.rounds,
+            len(row.get("trained", [])),
+            len(row.get("refused", [])),
+            figures[keys.ACCURACY],
+            figures[keys.AUROC],
+            figures[keys.LOSS],
+            f"{max(finite_eps):.3f}" if finite_eps else "n/a (no DP)",
+            seconds,
+        )
+
+    def finish(self, *, model_path: Path, model_sha256: str) -> dict[str, Any]:
+        """Write summary.json; its numbers come only from what the sites reported."""
+        self._metrics.close()
+        wall = time.perf_counter() - self._t0
+        sites = {}
+        for name in sorted(self.sites):
+            s = self.sites[name]
+            dp = self.cfg.privacy.enabled
+            sites[name] = {
+                "accuracy": s.evaluation.get(keys.ACCURACY),
+                "balanced_accuracy": s.evaluation.get(keys.BALANCED_ACCURACY),
+                "auroc": s.evaluation.get(keys.AUROC),
+                "loss": s.evaluation.get(keys.LOSS),
+                "num_test": s.evaluation.get(keys.NUM_EXAMPLES),
+                "num_train": s.train.get(keys.NUM_EXAMPLES),
+                "epsilon": s.train.get(keys.EPSILON) if dp else None,
+                "delta": s.train.get(keys.DELTA) if dp else None,
+                "steps": s.steps,
+                "noise_multiplier": s.train.get(keys.NOISE_MULTIPLIER) if dp else None,
+                "sample_rate": s.train.get(keys.SAMPLE_RATE),
+                "rounds_trained": s.trained_rounds,
+                "refusals": s.refusals,
+            }
+        accuracies = {n: v["accuracy"] for n, v in sites.items() if v["accuracy"] is not None}
+        fairness = None
+        if accuracies:
+            best = max(accuracies, key=accuracies.__getitem__)
+            worst = min(accuracies, key=accuracies.__getitem__)
+            fairness = {
+                "metric": "accuracy",
+                "best_site": best,
+                "worst_site": worst,
+                "gap": accuracies[best] - accuracies[worst],
+            }
+        round_seconds = [r["seconds"] for r in self.rounds]
+        summary = {
+            "run": self.cfg.name,
+            "run_dir": str(self.run_dir),
+            "dataset": self.cfg.dataset.name,
+            "strategy": self.cfg.strategy.name,
+            "privacy": {
+                "enabled": self.cfg.privacy.enabled,
+                "target_epsilon": self.cfg.privacy.target_epsilon,
+                "noise_multiplier": self.cfg.privacy.noise_multiplier,
+                "delta": self.cfg.privacy.delta,
+                "max_grad_norm": self.cfg.privacy.max_grad_norm,
+                "accountant": self.cfg.privacy.accountant,
+            },
+            "rounds_planned": self.cfg.training.rounds,
+            "rounds_completed": len(self.rounds),
+            "stopped_early": self.stop,
+            "sites": sites,
+            "global": self.global_metrics(),
+            "fairness": fairness,
+            "model": {"path": model_path.name, "sha256": model_sha256},
+            "wall_time_s": wall,
+            "seconds_per_round": sum(round_seconds) / len(round_seconds) if round_seconds else None,
+            "config": to_dict(self.cfg),
+        }
+        (self.run_dir / "summary.json").write_text(
+            json.dumps(clean_json(summary), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        return summary

@@ -1,0 +1,44 @@
+"""`fedsafe simulate [overrides]`: compose conf/ with Hydra, validate, simulate, print the table."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from common.config import ExperimentConfig, from_dict
+from common.errors import FedsafeError
+from simulations.engine import format_table, simulate
+
+__all__ = ["main", "config_from_hydra"]
+
+log = logging.getLogger("fedsafe")
+
+
+def config_from_hydra(cfg: DictConfig) -> ExperimentConfig:
+    """The only place a DictConfig is seen: turned into frozen, validated dataclasses."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    return from_dict(ExperimentConfig, data, source="conf/ (Hydra composition + overrides)")
+
+
+@hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Returns pooled held-out accuracy so sweeps can compare jobs."""
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    try:
+        experiment = config_from_hydra(cfg)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        summary = simulate(experiment, run_dir)
+    except FedsafeError as err:
+        log.error("%s", err)
+        print(f"fedsafe: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(format_table(summary))
+    print(f"run folder: {run_dir}")
+    return summary["global"].get("accuracy")
