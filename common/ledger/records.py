@@ -1,0 +1,188 @@
+"""Ledger entry schema, canonical JSON and the hash-chain rule; the payload keys are a contract.
+
+Every entry is ``Entry(seq, time, kind, payload, prev_hash, hash)``. ``seq`` starts at 1 and grows
+by one; ``time`` is UTC ISO-8601 with microseconds and a ``Z``; ``prev_hash`` of the first entry is
+64 zeros and of every other entry the ``hash`` of the one before; ``hash`` is the lower-case hex
+SHA-256 of the canonical JSON (sorted keys, no whitespace, UTF-8, finite floats only) of
+``{"seq", "time", "kind", "payload", "prev_hash"}``.
+
+Payload keys the server (and, for attestations, the sites) must write; readers such as
+``provenance_card`` rely on them. Other keys may be added freely; they are hashed like the rest.
+
+- ``run_started``: ``run_id`` (str), ``purpose`` (str), ``code_version`` (str, e.g. a git commit),
+  ``config_hash`` (SHA-256 hex of the resolved config), ``strategy`` (str), ``privacy`` (dict:
+  accountant, target epsilon, delta, noise, clipping...), ``secure_aggregation`` (bool).
+- ``consent_decision``: ``site``, ``round``, ``decision`` ("granted" | "refused" | "withdrawn"),
+  ``reason`` (str).
+- ``attestation``: ``site`` (str), ``signature`` (hex of ``common.crypto.sign`` over
+  ``canonical_bytes(signed)`` with the site's Ed25519 key), ``signed`` (dict, the part the site
+  signed) with ``site`` (must equal the outer ``site``), ``round`` (int), ``epsilon`` (float, the
+  site's cumulative epsilon after this round), ``delta`` (float), ``steps`` (int, local DP steps
+  this round), ``update_digest`` (SHA-256 hex of the update sent, or null), ``refused`` (bool).
+- ``round_aggregated``: ``round`` (int), ``sites`` (list of str), ``aggregate_digest``
+  (SHA-256 hex).
+- ``dropout``: ``site``, ``round``, ``reason``.
+- ``error``: ``component``, ``message``, and ``round`` when known.
+- ``run_resumed``: ``run_id``, ``from_round`` (int).
+- ``run_finished``: ``run_id``, ``rounds_completed`` (int), ``final_model_sha256`` (SHA-256 hex).
+- ``head_signed`` (written only by ``Ledger.sign_head``): ``head_seq``, ``head_hash``, ``signer``
+  (``public_key_fingerprint`` of the server key), ``signature`` (hex of ``sign`` over
+  ``head_message(head_seq, head_hash)``).
+
+Entries after a ``run_started`` or ``run_resumed`` belong to that payload's ``run_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "RUN_STARTED",
+    "CONSENT_DECISION",
+    "ATTESTATION",
+    "ROUND_AGGREGATED",
+    "DROPOUT",
+    "ERROR",
+    "RUN_RESUMED",
+    "RUN_FINISHED",
+    "HEAD_SIGNED",
+    "KINDS",
+    "GENESIS_PREV_HASH",
+    "HEAD_MESSAGE_PREFIX",
+    "Entry",
+    "canonical_json",
+    "canonical_bytes",
+    "check_kind",
+    "format_time",
+    "entry_hash",
+    "make_entry",
+    "head_message",
+]
+
+RUN_STARTED = "run_started"
+CONSENT_DECISION = "consent_decision"
+ATTESTATION = "attestation"
+ROUND_AGGREGATED = "round_aggregated"
+DROPOUT = "dropout"
+ERROR = "error"
+RUN_RESUMED = "run_resumed"
+RUN_FINISHED = "run_finished"
+HEAD_SIGNED = "head_signed"
+
+KINDS: tuple[str, ...] = (
+    RUN_STARTED,
+    CONSENT_DECISION,
+    ATTESTATION,
+    ROUND_AGGREGATED,
+    DROPOUT,
+    ERROR,
+    RUN_RESUMED,
+    RUN_FINISHED,
+    HEAD_SIGNED,
+)
+GENESIS_PREV_HASH = "0" * 64
+HEAD_MESSAGE_PREFIX = b"fedsafe-ledger-head-v1"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One committed ledger entry; ``payload`` must be treated as read-only (it is hashed)."""
+
+    seq: int
+    time: str
+    kind: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict in export order; ``canonical_json`` of it is what exports write."""
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "kind": self.kind,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def _check_json(value: object, path: str) -> None:
+    # json.dumps would silently accept tuples, coerce int keys and write NaN; a hash chain
+    # needs one unambiguous byte form, so reject anything that would not round-trip exactly.
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(
+                f"canonical JSON: non-finite float {value!r} at {path}; NaN and infinity "
+                "are not JSON and cannot be hashed reproducibly (store null or a string)"
+            )
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"canonical JSON: key {key!r} at {path} must be str")
+            _check_json(item, f"{path}.{key}")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]")
+        return
+    raise TypeError(
+        f"canonical JSON: {type(value).__name__} at {path} is not allowed "
+        "(use dict, list, str, int, finite float, bool or None)"
+    )
+
+
+def canonical_json(value: object) -> str:
+    """Sorted keys, no whitespace, non-ASCII kept, finite floats only: one text per value."""
+    _check_json(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_bytes(value: object) -> bytes:
+    """UTF-8 of ``canonical_json``: the exact bytes that are hashed and signed."""
+    return canonical_json(value).encode("utf-8")
+
+
+def check_kind(kind: str) -> str:
+    """Return ``kind`` if registered; otherwise raise ValueError listing the known kinds."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown ledger entry kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    return kind
+
+
+def format_time(at_time: datetime) -> str:
+    """UTC ISO-8601 with microseconds and ``Z``; fixed width so equal instants hash equally."""
+    if not isinstance(at_time, datetime):
+        raise TypeError(f"at_time must be datetime, got {type(at_time).__name__}")
+    if at_time.tzinfo is None or at_time.utcoffset() is None:
+        raise ValueError("at_time must be timezone-aware (naive datetimes are ambiguous)")
+    return at_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def entry_hash(seq: int, time: str, kind: str, payload: dict[str, Any], prev_hash: str) -> str:
+    """SHA-256 hex over the canonical JSON of everything in an entry except its own hash."""
+    body = {"seq": seq, "time": time, "kind": kind, "payload": payload, "prev_hash": prev_hash}
+    return hashlib.sha256(canonical_bytes(body)).hexdigest()
+
+
+def make_entry(seq: int, time: str, kind: str, payload: dict[str, Any], prev_hash: str) -> Entry:
+    """Build a hashed entry after checking kind and payload type; storage-independent."""
+    check_kind(kind)
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be dict, got {type(payload).__name__}")
+    return Entry(
+        seq, time, kind, payload, prev_hash, entry_hash(seq, time, kind, payload, prev_hash)
+    )
+
+
+def head_message(head_seq: int, head_hash: str) -> bytes:
+    """Bytes a head signature covers: prefix, 8-byte big-endian seq, 32 raw hash bytes."""
+    return HEAD_MESSAGE_PREFIX + head_seq.to_bytes(8, "big") + bytes.fromhex(head_hash)

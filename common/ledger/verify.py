@@ -1,0 +1,245 @@
+"""Full ledger verification: recompute every hash and link, check signatures and the witness."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common import crypto
+from common.errors import FedsafeError, IntegrityError, LedgerError
+from common.ledger.records import (
+    ATTESTATION,
+    GENESIS_PREV_HASH,
+    HEAD_SIGNED,
+    Entry,
+    canonical_bytes,
+    entry_hash,
+    head_message,
+)
+from common.ledger.store import WITNESS_FORMAT, Ledger
+
+__all__ = [
+    "LedgerTamperedError",
+    "VerifyResult",
+    "verify_ledger",
+    "load_site_keys",
+    "read_witness",
+    "EDITED",
+    "GAP",
+    "INSERTED",
+    "REORDERED",
+    "TRUNCATED",
+    "DIVERGED",
+    "FORGED_SITE",
+    "UNKNOWN_SITE",
+    "BAD_HEAD",
+]
+
+EDITED = "payload edited (hash mismatch)"
+GAP = "entry deleted or inserted (seq gap / prev_hash mismatch)"
+INSERTED = "entry inserted (the next entry links past it)"
+REORDERED = "reordered (entries out of chain order)"
+TRUNCATED = "chain truncated after signed head"
+DIVERGED = "chain diverges from the witnessed signed head"
+FORGED_SITE = "forged or invalid site signature in attestation"
+UNKNOWN_SITE = "attestation from an unknown signer (no public key for site)"
+BAD_HEAD = "bad head signature"
+_MALFORMED = "malformed entry"
+
+
+class LedgerTamperedError(LedgerError):
+    """The ledger does not verify; ``seq`` is the first bad entry and ``reason`` says why."""
+
+    def __init__(self, seq: int, reason: str, detail: str = "") -> None:
+        self.seq, self.reason, self.detail = seq, reason, detail
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"ledger entry {seq}: {reason}{suffix}")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What a successful verification covered (signatures count only when keys were given)."""
+
+    entries_checked: int
+    last_seq: int
+    last_hash: str
+    signed_heads: int
+    attestations_checked: int
+
+
+def read_witness(path: Path) -> dict[str, Any]:
+    """Load a witness written by ``Ledger.sign_head``; a missing or bad file is a LedgerError."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise LedgerError(f"cannot read ledger witness {path}: {err}") from err
+    keys = ("entry_seq", "entry_hash", "head_seq", "head_hash", "signer", "signature")
+    if not isinstance(record, dict) or record.get("format") != WITNESS_FORMAT:
+        raise LedgerError(f"{path} is not a ledger witness (format {WITNESS_FORMAT})")
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise LedgerError(f"ledger witness {path} lacks {', '.join(missing)}")
+    return record
+
+
+def load_site_keys(directory: Path) -> dict[str, bytes]:
+    """Read ``<site>.pub`` Ed25519 public PEM files; the file stem is the site name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise LedgerError(f"site key directory {directory} does not exist")
+    keys: dict[str, bytes] = {}
+    for path in sorted(directory.glob("*.pub")):
+        pem = path.read_bytes()
+        try:
+            crypto.public_key_fingerprint(pem)
+        except (ValueError, TypeError, FedsafeError) as err:
+            raise LedgerError(f"{path} is not an Ed25519 public key PEM: {err}") from err
+        keys[path.stem] = pem
+    return keys
+
+
+def _hex(value: object, seq: int, field: str) -> bytes:
+    try:
+        return bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        raise LedgerTamperedError(seq, _MALFORMED, f"{field} is not hex") from None
+
+
+def _check_head_signed(entry: Entry, server_public_pem: bytes | None) -> None:
+    payload = entry.payload
+    if payload.get("head_seq") != entry.seq - 1 or payload.get("head_hash") != entry.prev_hash:
+        raise LedgerTamperedError(entry.seq, BAD_HEAD, "signed head is not the preceding entry")
+    if server_public_pem is None:
+        return
+    if payload.get("signer") != crypto.public_key_fingerprint(server_public_pem):
+        raise LedgerTamperedError(entry.seq, BAD_HEAD, "signer is not the server key")
+    signature = _hex(payload.get("signature"), entry.seq, "signature")
+    try:
+        crypto.verify(server_public_pem, head_message(entry.seq - 1, entry.prev_hash), signature)
+    except IntegrityError:
+        raise LedgerTamperedError(entry.seq, BAD_HEAD) from None
+
+
+def _check_attestation(entry: Entry, site_keys: dict[str, bytes]) -> None:
+    payload = entry.payload
+    site, signed = payload.get("site"), payload.get("signed")
+    if not isinstance(site, str) or not isinstance(signed, dict):
+        raise LedgerTamperedError(entry.seq, _MALFORMED, "attestation needs 'site' and 'signed'")
+    if signed.get("site", site) != site:
+        raise LedgerTamperedError(entry.seq, FORGED_SITE, f"signed site differs from {site!r}")
+    if site not in site_keys:
+        raise LedgerTamperedError(entry.seq, UNKNOWN_SITE, f"site {site!r}")
+    signature = _hex(payload.get("signature"), entry.seq, "signature")
+    try:
+        crypto.verify(site_keys[site], canonical_bytes(signed), signature)
+    except IntegrityError:
+        raise LedgerTamperedError(entry.seq, FORGED_SITE, f"site {site!r}") from None
+
+
+def _link_error(
+    prev: Entry | None, before_prev: Entry | None, cur: Entry, nxt: Entry | None
+) -> LedgerTamperedError | None:
+    """Classify a broken link; a lookahead and a lookbehind of one entry tell the cases apart."""
+    expected_seq = prev.seq + 1 if prev else 1
+    expected_prev = prev.hash if prev else GENESIS_PREV_HASH
+    if cur.seq != expected_seq:
+        return LedgerTamperedError(
+            expected_seq, GAP, f"seq {expected_seq} missing, found {cur.seq}"
+        )
+    if cur.prev_hash == expected_prev:
+        return None
+    if nxt is not None and nxt.prev_hash == expected_prev:
+        return LedgerTamperedError(cur.seq, REORDERED, f"entry {nxt.seq} belongs before it")
+    if prev is not None and cur.prev_hash == (
+        before_prev.hash if before_prev else GENESIS_PREV_HASH
+    ):
+        return LedgerTamperedError(prev.seq, INSERTED, f"entry {cur.seq} links past it")
+    return LedgerTamperedError(cur.seq, GAP, "prev_hash does not match the preceding entry")
+
+
+def _with_lookahead(entries: Iterator[Entry]) -> Iterator[tuple[Entry, Entry | None]]:
+    cur = next(entries, None)
+    while cur is not None:
+        nxt = next(entries, None)
+        yield cur, nxt
+        cur = nxt
+
+
+def verify_ledger(
+    ledger_or_url: Ledger | str | os.PathLike[str],
+    *,
+    server_public_pem: bytes | None = None,
+    site_keys: dict[str, bytes] | None = None,
+    witness: Path | None = None,
+) -> VerifyResult:
+    """Recompute the whole chain; raise LedgerTamperedError naming the first bad entry.
+
+    Head signatures are checked when ``server_public_pem`` is given, attestation signatures
+    when ``site_keys`` is given (then a site without a key fails). Only a ``witness`` written
+    by ``sign_head`` can reveal entries cut from the end, so auditors should keep one.
+    """
+    if isinstance(ledger_or_url, Ledger):
+        return _verify(ledger_or_url, server_public_pem, site_keys, witness)
+    if "://" not in os.fspath(ledger_or_url) and not Path(ledger_or_url).is_file():
+        raise LedgerError(f"no ledger file at {ledger_or_url}")  # do not create an empty one
+    with Ledger.open(ledger_or_url) as ledger:
+        return _verify(ledger, server_public_pem, site_keys, witness)
+
+
+def _verify(
+    ledger: Ledger,
+    server_public_pem: bytes | None,
+    site_keys: dict[str, bytes] | None,
+    witness_path: Path | None,
+) -> VerifyResult:
+    witness = read_witness(witness_path) if witness_path is not None else None
+    if witness is not None and server_public_pem is not None:
+        _check_witness_signature(witness, server_public_pem)
+    prev: Entry | None = None
+    before_prev: Entry | None = None
+    count = heads = attestations = 0
+    for cur, nxt in _with_lookahead(ledger.entries()):
+        error = _link_error(prev, before_prev, cur, nxt)
+        if error is not None:
+            raise error
+        if entry_hash(cur.seq, cur.time, cur.kind, cur.payload, cur.prev_hash) != cur.hash:
+            raise LedgerTamperedError(cur.seq, EDITED)
+        if cur.kind == HEAD_SIGNED:
+            _check_head_signed(cur, server_public_pem)
+            heads += 1
+        elif cur.kind == ATTESTATION and site_keys is not None:
+            _check_attestation(cur, site_keys)
+            attestations += 1
+        if witness is not None:
+            _check_witnessed(cur, witness)
+        before_prev, prev = prev, cur
+        count += 1
+    last_seq = prev.seq if prev else 0
+    if witness is not None and last_seq < witness["entry_seq"]:
+        detail = f"ledger ends at seq {last_seq}, witness holds seq {witness['entry_seq']}"
+        raise LedgerTamperedError(last_seq + 1, TRUNCATED, detail)
+    return VerifyResult(
+        count, last_seq, prev.hash if prev else GENESIS_PREV_HASH, heads, attestations
+    )
+
+
+def _check_witnessed(entry: Entry, witness: dict[str, Any]) -> None:
+    if entry.seq == witness["head_seq"] and entry.hash != witness["head_hash"]:
+        raise LedgerTamperedError(entry.seq, DIVERGED, "signed head hash differs from witness")
+    if entry.seq == witness["entry_seq"] and entry.hash != witness["entry_hash"]:
+        raise LedgerTamperedError(entry.seq, DIVERGED, "head_signed entry differs from witness")
+
+
+def _check_witness_signature(witness: dict[str, Any], server_public_pem: bytes) -> None:
+    seq = witness["entry_seq"]
+    if witness["signer"] != crypto.public_key_fingerprint(server_public_pem):
+        raise LedgerTamperedError(seq, BAD_HEAD, "witness signer is not the server key")
+    try:
+        message = head_message(int(witness["head_seq"]), str(witness["head_hash"]))
+        crypto.verify(server_public_pem, message, bytes.fromhex(witness["signature"]))
+    except (IntegrityError, ValueError, TypeError):
+        raise LedgerTamperedError(seq, BAD_HEAD, "witness signature does not verify") from None
