@@ -14,10 +14,13 @@ from common import keys
 from common.config import StrategyConfig
 from common.errors import ConfigError
 from server.recorder import RunRecorder
+from server.validation import MalformedReplyError, check_evaluate_reply, check_train_reply
 
 __all__ = ["STRATEGIES", "build_strategy", "RecordingStrategy", "finite_weighted_mean"]
 
 log = logging.getLogger("fedsafe.server")
+
+MALFORMED_CODE = 4200  # the server dropped a reply that is not a well-formed update
 
 
 def finite_weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -88,6 +91,7 @@ class RecordingStrategy(Strategy):
         self.recorder = recorder
         self.min_sites = min_sites
         self.stopped_at: int | None = None
+        self._global: ArrayRecord | None = None
 
     def summary(self) -> None:
         self.inner.summary()
@@ -98,6 +102,7 @@ class RecordingStrategy(Strategy):
         if self.stopped_at is not None:
             return []
         self.recorder.round_started(server_round)
+        self._global = arrays
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -106,17 +111,36 @@ class RecordingStrategy(Strategy):
         replies = list(replies)
         if self.stopped_at is not None:
             return None, None
-        ok = [m for m in replies if not m.has_error()]
-        for msg in replies:
-            if msg.has_error():
-                self.recorder.site_failed(server_round, msg.metadata.src_node_id, msg.error.code, msg.error.reason)
-            else:
-                self.recorder.site_trained(server_round, msg.metadata.src_node_id, msg.content)
+        ok = self._accepted(server_round, replies, train=True)
         if len(ok) < self.min_sites:
             self.stopped_at = server_round
             self.recorder.stopped(server_round, f"{len(ok)} site(s) trained, fewer than min_sites={self.min_sites}")
             return None, None
         return self.inner.aggregate_train(server_round, ok)
+
+    def _accepted(self, server_round: int, replies: list[Message], *, train: bool) -> list[Message]:
+        """Replies that are well-formed; refusals and malformed ones are recorded and dropped."""
+        accepted = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                self.recorder.site_failed(server_round, node, msg.error.code, msg.error.reason)
+                continue
+            try:
+                if train:
+                    assert self._global is not None
+                    check_train_reply(msg.content, self._global)
+                else:
+                    check_evaluate_reply(msg.content)
+            except MalformedReplyError as err:
+                self.recorder.site_failed(server_round, node, MALFORMED_CODE, f"malformed reply dropped: {err}")
+                continue
+            if train:
+                self.recorder.site_trained(server_round, node, msg.content)
+            else:
+                self.recorder.site_evaluated(server_round, node, msg.content)
+            accepted.append(msg)
+        return accepted
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -129,12 +153,7 @@ class RecordingStrategy(Strategy):
         replies = list(replies)
         if self.stopped_at is not None and self.stopped_at < server_round:
             return None
-        for msg in replies:
-            if msg.has_error():
-                self.recorder.site_failed(server_round, msg.metadata.src_node_id, msg.error.code, msg.error.reason)
-            else:
-                self.recorder.site_evaluated(server_round, msg.metadata.src_node_id, msg.content)
-        ok = [m for m in replies if not m.has_error()]
+        ok = self._accepted(server_round, replies, train=False)
         metrics = self.inner.aggregate_evaluate(server_round, ok) if ok else None
         self.recorder.round_finished(server_round)
         return metrics

@@ -26,9 +26,20 @@ def write_config(cfg: ExperimentConfig, run_dir: Path) -> Path:
     return path
 
 
+def _quiet_flower() -> None:
+    """Flower logs every record at INFO; the operator wants fedsafe's one line per round."""
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.setLevel(logging.WARNING)
+    flwr_log.propagate = False
+    flwr_log.addFilter(lambda record: "run_simulation` function is deprecated" not in record.getMessage())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Build the ServerApp and ClientApp through their public builders and simulate all sites."""
     from flwr.simulation import run_simulation
+
+    _quiet_flower()
 
     from client.app import build_client_app
     from server.app import build_server_app

