@@ -34,10 +34,20 @@ __all__ = [
 ]
 
 # Registries' names live here so that a config can be checked without importing torch.
-DATASETS = ("heart_disease", "breast_cancer")
-MODELS = ("logreg", "mlp")
+DATASETS = (
+    "heart_disease",
+    "breast_cancer",
+    "lending_club",
+    "credit_data",
+    "digits",
+    "fashion_mnist",
+    "site_files",
+)
+MODELS = ("logreg", "mlp", "cnn")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 ACCOUNTANTS = ("rdp", "prv")
+# Data sets whose rows already belong to real sites (hospitals, regional banks, site files).
+NATURAL_SITES = ("heart_disease", "lending_club", "site_files")
 
 
 def _check(ok: bool, key: str, value: object, allowed: str) -> None:
@@ -49,12 +59,22 @@ def _check(ok: bool, key: str, value: object, allowed: str) -> None:
 class DatasetConfig:
     """Which data each site holds and how a pooled set is split into sites."""
 
-    name: Literal["heart_disease", "breast_cancer"] = "heart_disease"
+    name: Literal[
+        "heart_disease",
+        "breast_cancer",
+        "lending_club",
+        "credit_data",
+        "digits",
+        "fashion_mnist",
+        "site_files",
+    ] = "heart_disease"
     partition: Literal["natural", "iid", "dirichlet"] = "natural"
     num_sites: int = 4
     alpha: float = 0.5
     test_fraction: float = 0.2
     seed: int = 42
+    files: tuple[str, ...] = ()  # site_files: one data file (CSV/Parquet) per simulated site
+    schema: str | None = None  # site_files: the schema file all sites share
 
     def __post_init__(self) -> None:
         _check(self.num_sites >= 1, "dataset.num_sites", self.num_sites, "an integer >= 1")
@@ -65,13 +85,16 @@ class DatasetConfig:
             self.test_fraction,
             "a float in (0, 1)",
         )
+        if self.name == "site_files":
+            _check(bool(self.files), "dataset.files", list(self.files), "one data file per site")
+            _check(self.schema is not None, "dataset.schema", self.schema, "a schema file path")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Model by registry name; every registered model is valid under Opacus."""
 
-    name: Literal["logreg", "mlp"] = "mlp"
+    name: Literal["logreg", "mlp", "cnn"] = "mlp"
     hidden: int = 32
 
     def __post_init__(self) -> None:
@@ -213,10 +236,10 @@ class ExperimentConfig:
         _check(bool(self.name.strip()), "name", self.name, "a non-empty run name")
         if self.dataset.partition == "natural":
             _check(
-                self.dataset.name == "heart_disease",
+                self.dataset.name in NATURAL_SITES,
                 "dataset.partition",
                 "natural",
-                "'natural' only for datasets with real sites (heart_disease); "
+                f"'natural' only for datasets with real sites {list(NATURAL_SITES)}; "
                 "use 'iid' or 'dirichlet'",
             )
 

@@ -1,6 +1,22 @@
-"""Site data: built-in real data sets, partitioners and per-site preprocessing."""
+"""Site data: built-in real data sets, schema-checked site files, partitioners, preprocessing."""
 
-from common.data.builtin import DATASETS, DatasetInfo, dataset_info
-from common.data.sites import SiteData, load_site, load_sites, site_names
+# Importing a family module registers its data sets (one module per family).
+from common.data import banks, breast_cancer, heart, images, site_file  # noqa: F401
+from common.data.base import DatasetInfo, SiteData
+from common.data.registry import DATASETS, dataset_info, register_dataset
+from common.data.site_file import LoadedSiteFile, load_site_file, site_data_from_file
+from common.data.sites import load_site, load_sites, site_names
 
-__all__ = ["DATASETS", "DatasetInfo", "SiteData", "dataset_info", "load_site", "load_sites", "site_names"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "LoadedSiteFile",
+    "SiteData",
+    "dataset_info",
+    "load_site",
+    "load_site_file",
+    "load_sites",
+    "register_dataset",
+    "site_data_from_file",
+    "site_names",
+]

@@ -41,7 +41,9 @@ def encode_tabular(
     blocks_test = [x_num_test, missing[test_idx]]
     for column, levels in schema.categorical:
         col = frame[column].astype("string")
-        onehot = np.stack([(col == str(level)).fillna(False).to_numpy() for level in levels], axis=1)
+        onehot = np.stack(
+            [(col == str(level)).fillna(False).to_numpy() for level in levels], axis=1
+        )
         onehot = onehot.astype(np.float32)
         blocks_train.append(onehot[train_idx])
         blocks_test.append(onehot[test_idx])

@@ -1,0 +1,117 @@
+"""Image data sets (8x8 digits, Fashion-MNIST) read from local files, split into simulated sites."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from common.config import DatasetConfig
+from common.data.base import DatasetInfo, SiteData, partition_rows, split_rows
+from common.data.idx import read_idx
+from common.data.registry import register_dataset
+from common.errors import DataError
+
+__all__ = ["FASHION_MNIST_DIR", "fashion_mnist_dir", "digits_arrays", "fashion_mnist_arrays"]
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_FMNIST_ENV = "FEDSAFE_FASHION_MNIST_DIR"
+_FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def fashion_mnist_dir() -> Path:
+    """Where the idx files are: $FEDSAFE_FASHION_MNIST_DIR, else the Debian package's folder."""
+    return Path(os.environ.get(_FMNIST_ENV, FASHION_MNIST_DIR))
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"Fashion-MNIST file {stem}[.gz] not found in {folder}. Get the files offline with "
+        "`make fashion-mnist` or `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu "
+        f"package, installs {FASHION_MNIST_DIR}), or point ${_FMNIST_ENV} at a folder holding "
+        "the four MNIST-format idx files"
+    )
+
+
+@cache
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (1797 x 1 x 8 x 8, pixel values 0..16) as uint8 and labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images.astype(np.uint8)[:, None, :, :], bunch.target.astype(np.int64)
+
+
+@cache
+def fashion_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """All 70,000 Fashion-MNIST images (train then t10k) as N x 1 x 28 x 28 uint8, and labels.
+
+    The two official files are pooled: the federation draws each site's held-out rows from
+    its own share, like every other data set here.
+    """
+    folder = fashion_mnist_dir()
+    images, labels = [], []
+    for image_stem, label_stem in _FMNIST_FILES.values():
+        x = read_idx(_find(folder, image_stem))
+        y = read_idx(_find(folder, label_stem))
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y):
+            raise DataError(f"{folder}: {image_stem} has shape {x.shape}, labels {y.shape}")
+        images.append(x[:, None, :, :])
+        labels.append(y.astype(np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _image_site(
+    x_all: np.ndarray, y_all: np.ndarray, scale: float, cfg: DatasetConfig, index: int, site: str
+) -> SiteData:
+    """Scale pixels by a fixed constant; no per-site standardisation.
+
+    Pixel ranges are known in advance (0..16, 0..255), so a fixed scale puts every site in
+    the same feature space without fitting anything on its rows; GroupNorm in the CNN does
+    the rest. Nothing site-specific is computed, so nothing can leak.
+    """
+    part = partition_rows(y_all, cfg)[index]
+    x, y = x_all[part], y_all[part]
+    train, test = split_rows(y, cfg, index)
+    x_train = (x[train].astype(np.float32) / scale).astype(np.float32)
+    x_test = (x[test].astype(np.float32) / scale).astype(np.float32)
+    return SiteData(site, x_train, y[train], x_test, y[test])
+
+
+def _digits_info(_: DatasetConfig | None) -> DatasetInfo:
+    return DatasetInfo(
+        "digits", 64, 10, (), "scikit-learn 8x8 digits: 1,797 images, 10 classes", (1, 8, 8)
+    )
+
+
+def _digits_load(cfg: DatasetConfig, index: int, site: str) -> SiteData:
+    x, y = digits_arrays()
+    return _image_site(x, y, 16.0, cfg, index, site)
+
+
+def _fmnist_info(_: DatasetConfig | None) -> DatasetInfo:
+    return DatasetInfo(
+        "fashion_mnist",
+        784,
+        10,
+        (),
+        "Fashion-MNIST (Zalando): 70,000 28x28 grey images, 10 classes, from local idx files",
+        (1, 28, 28),
+    )
+
+
+def _fmnist_load(cfg: DatasetConfig, index: int, site: str) -> SiteData:
+    x, y = fashion_mnist_arrays()
+    return _image_site(x, y, 255.0, cfg, index, site)
+
+
+register_dataset("digits", info=_digits_info, load=_digits_load)
+register_dataset("fashion_mnist", info=_fmnist_info, load=_fmnist_load)
