@@ -11,7 +11,7 @@ import torch
 from common import keys
 from common.config import ExperimentConfig
 from common.data import SiteData, dataset_info
-from common.models import build_model
+from common.models import model_for
 from common.privacy import Charge, epsilon_for
 from common.privacy.planner import plan_site
 from common.training import DpSettings, evaluate, resolve_device, train_local
@@ -37,10 +37,7 @@ def round_seed(cfg: ExperimentConfig, site: str, server_round: int) -> int:
 
 
 def _model(cfg: ExperimentConfig, state: StateDict) -> torch.nn.Module:
-    info = dataset_info(cfg.dataset.name)
-    model = build_model(
-        cfg.model.name, n_features=info.n_features, n_classes=info.n_classes, hidden=cfg.model.hidden
-    )
+    model = model_for(cfg.model, dataset_info(cfg.dataset.name, cfg.dataset))
     model.load_state_dict(state)
     return model
 

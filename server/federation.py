@@ -13,7 +13,7 @@ from flwr.serverapp import Grid
 
 from common.config import ExperimentConfig
 from common.data import dataset_info
-from common.models import build_model
+from common.models import model_for
 from server.recorder import RunRecorder
 from server.strategy import RecordingStrategy, build_strategy
 
@@ -30,10 +30,8 @@ def save_model(state: dict[str, torch.Tensor], path: Path) -> str:
 
 def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Run all rounds; the server sees model shapes and scalar metrics, never a data row."""
-    info = dataset_info(cfg.dataset.name)
-    model = build_model(
-        cfg.model.name, n_features=info.n_features, n_classes=info.n_classes, hidden=cfg.model.hidden, seed=cfg.seed
-    )
+    info = dataset_info(cfg.dataset.name, cfg.dataset)
+    model = model_for(cfg.model, info, seed=cfg.seed)
     recorder = RunRecorder(run_dir, cfg)
     strategy = RecordingStrategy(build_strategy(cfg.strategy), recorder, min_sites=cfg.strategy.min_sites)
     log.info("run %s: %s, %d rounds, strategy %s, run folder %s", cfg.name, info.description, cfg.training.rounds, cfg.strategy.name, run_dir)

@@ -30,7 +30,6 @@ def config_from_hydra(cfg: DictConfig) -> ExperimentConfig:
 @hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Returns pooled held-out accuracy so sweeps can compare jobs."""
-    logging.getLogger("flwr").setLevel(logging.WARNING)
     try:
         experiment = config_from_hydra(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -77,7 +77,7 @@ class _OpacusAccountant:
             return math.inf
         try:
             value = self._compose(live, delta)
-        except (ValueError, OverflowError, FloatingPointError, RuntimeError) as err:
+        except (ValueError, OverflowError, FloatingPointError, RuntimeError, RuntimeWarning) as err:
             raise AccountantError(self._failure(live, delta, err)) from err
         if not math.isfinite(value) or value < 0:
             raise AccountantError(self._failure(live, delta, f"returned {value!r}"))

@@ -1,0 +1,85 @@
+"""The ClientApp in-process: what a site sends back is model-shaped arrays and scalar metrics only."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from client.app import build_client_app
+from common import keys
+from common.config import ExperimentConfig, from_dict
+from common.data import dataset_info, load_site
+from common.models import build_model
+from common.privacy import epsilon_for
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> None:
+    """Flower's runtime names the process' run, node and task; a unit test does it by hand."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+
+
+@pytest.fixture(scope="module")
+def cfg() -> ExperimentConfig:
+    return from_dict(ExperimentConfig, {"training": {"rounds": 2}})
+
+
+def _message(cfg: ExperimentConfig, kind: str, server_round: int) -> Message:
+    info = dataset_info(cfg.dataset.name)
+    model = build_model(cfg.model.name, n_features=info.n_features, n_classes=2, hidden=cfg.model.hidden)
+    content = RecordDict(
+        {keys.ARRAYS: ArrayRecord(model.state_dict()), keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: server_round})}
+    )
+    return Message(content=content, dst_node_id=7, message_type=kind)
+
+
+def _context(partition: int) -> Context:
+    return Context(run_id=1, node_id=7, node_config={keys.PARTITION_ID: partition}, state=RecordDict(), run_config={})
+
+
+def test_train_reply_carries_only_model_shaped_arrays_and_scalars(cfg: ExperimentConfig) -> None:
+    app, context, msg = build_client_app(cfg), _context(3), _message(cfg, "train", 1)
+    site = load_site(cfg.dataset, 3)
+
+    reply = app(msg, context)
+
+    assert not reply.has_error()
+    content = reply.content
+    assert set(content.keys()) == {keys.ARRAYS, keys.METRICS, keys.SITE}
+    sent = content[keys.ARRAYS]
+    expected = msg.content[keys.ARRAYS]
+    assert list(sent.keys()) == list(expected.keys())
+    for name in expected.keys():
+        assert sent[name].shape == expected[name].shape
+    n_rows = site.n_train
+    assert all(n_rows not in a.shape for a in sent.values())  # nothing is row-shaped
+    assert set(content[keys.METRICS].keys()) == set(keys.TRAIN_METRICS)
+    assert all(isinstance(v, float) for v in content[keys.METRICS].values())
+    assert dict(content[keys.SITE]) == {keys.SITE_NAME: "switzerland"}
+
+
+def test_epsilon_is_cumulative_over_rounds_through_context_state(cfg: ExperimentConfig) -> None:
+    app, context = build_client_app(cfg), _context(0)
+
+    first = app(_message(cfg, "train", 1), context).content[keys.METRICS]
+    second = app(_message(cfg, "train", 2), context).content[keys.METRICS]
+
+    history = [
+        (m[keys.NOISE_MULTIPLIER], m[keys.SAMPLE_RATE], int(m[keys.STEPS])) for m in (first, second)
+    ]
+    assert second[keys.EPSILON] > first[keys.EPSILON]
+    assert second[keys.EPSILON] == pytest.approx(epsilon_for(history, delta=cfg.privacy.delta))
+    assert second[keys.EPSILON] <= cfg.privacy.target_epsilon
+
+
+def test_evaluate_reply_has_metrics_and_no_arrays(cfg: ExperimentConfig) -> None:
+    reply = build_client_app(cfg)(_message(cfg, "evaluate", 1), _context(1))
+    assert set(reply.content.keys()) == {keys.METRICS, keys.SITE}
+    metrics = reply.content[keys.METRICS]
+    assert 0 <= metrics[keys.ACCURACY] <= 1 and metrics[keys.NUM_EXAMPLES] == 59
+    assert math.isfinite(metrics[keys.LOSS]) and not np.isnan(metrics[keys.AUROC])

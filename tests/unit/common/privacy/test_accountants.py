@@ -1,0 +1,106 @@
+"""Accountants pinned to Opacus' published reference values, plus every edge case."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from opacus.accountants import RDPAccountant
+
+from common.errors import AccountantError, PrivacyError
+from common.privacy import Charge, epsilon_for, noise_for_target
+
+# Opacus' own tests (opacus/tests/accountants_test.py): sigma 1.5, q 0.04, 90 epochs, delta 1e-5.
+OPACUS_SIGMA, OPACUS_Q, OPACUS_STEPS, OPACUS_EPS = 1.5, 0.04, int(90 / 0.04), 7.32911117143
+# Same file: get_noise_multiplier(target 8, delta 1e-5, q 0.04, 90 epochs) = 1.425307617.
+OPACUS_NOISE_FOR_EPS8 = 1.425307617
+
+
+def test_rdp_matches_opacus_published_value() -> None:
+    eps = epsilon_for([(OPACUS_SIGMA, OPACUS_Q, OPACUS_STEPS)], delta=1e-5)
+    assert eps == pytest.approx(OPACUS_EPS, abs=1e-9)
+
+
+def test_history_split_into_rounds_composes_to_the_same_epsilon() -> None:
+    rounds = [Charge(OPACUS_SIGMA, OPACUS_Q, OPACUS_STEPS // 10)] * 10
+    assert epsilon_for(rounds, delta=1e-5) == pytest.approx(OPACUS_EPS, abs=1e-9)
+
+
+def test_mixed_history_matches_opacus_and_is_not_a_sum() -> None:
+    history = [(1.5, 0.04, 1000), (1.0, 0.02, 500), (2.0, 0.1, 300)]
+    reference = RDPAccountant()
+    reference.history = list(history)
+
+    eps = epsilon_for(history, delta=1e-5)
+
+    assert eps == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-12)
+    parts = [epsilon_for([h], delta=1e-5) for h in history]
+    assert max(parts) < eps < sum(parts)
+
+
+def test_prv_is_tighter_than_rdp_on_the_reference_history() -> None:
+    history = [(OPACUS_SIGMA, OPACUS_Q, OPACUS_STEPS)]
+    prv = epsilon_for(history, delta=1e-5, accountant="prv")
+    assert 0 < prv < OPACUS_EPS
+
+
+def test_noise_for_target_matches_opacus_and_never_exceeds_target() -> None:
+    sigma, eps = noise_for_target(target_epsilon=8.0, sample_rate=OPACUS_Q, steps=OPACUS_STEPS, delta=1e-5)
+    assert eps <= 8.0
+    assert eps == pytest.approx(epsilon_for([(sigma, OPACUS_Q, OPACUS_STEPS)], delta=1e-5))
+    assert sigma == pytest.approx(OPACUS_NOISE_FOR_EPS8, abs=0.01)
+
+
+def test_noise_for_target_accounts_for_prior_spend() -> None:
+    prior = [Charge(2.0, 0.1, 100)]
+    fresh, _ = noise_for_target(target_epsilon=3.0, sample_rate=0.1, steps=100, delta=1e-5)
+    sigma, eps = noise_for_target(target_epsilon=3.0, sample_rate=0.1, steps=100, delta=1e-5, prior=prior)
+    assert sigma > fresh
+    assert eps == pytest.approx(epsilon_for([*prior, (sigma, 0.1, 100)], delta=1e-5))
+    assert eps <= 3.0
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_zero_noise_is_infinite_epsilon(accountant: str) -> None:
+    assert math.isinf(epsilon_for([(0.0, 0.1, 10)], delta=1e-5, accountant=accountant))
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_zero_sample_rate_or_steps_cost_nothing(accountant: str) -> None:
+    assert epsilon_for([(1.0, 0.0, 10)], delta=1e-5, accountant=accountant) == 0.0
+    assert epsilon_for([(1.0, 0.1, 0)], delta=1e-5, accountant=accountant) == 0.0
+    assert epsilon_for([], delta=1e-5, accountant=accountant) == 0.0
+
+
+@pytest.mark.parametrize("delta", [0.0, 1.0, -1e-5, 1.5, math.nan])
+def test_delta_outside_open_unit_interval_is_an_error(delta: float) -> None:
+    with pytest.raises(PrivacyError, match="delta must be in \\(0, 1\\)"):
+        epsilon_for([(1.0, 0.1, 10)], delta=delta)
+
+
+def test_unknown_accountant_lists_the_known_ones() -> None:
+    with pytest.raises(PrivacyError, match=r"unknown accountant 'gdp'; known accountants: \['prv', 'rdp'\]"):
+        epsilon_for([(1.0, 0.1, 10)], delta=1e-5, accountant="gdp")
+
+
+@pytest.mark.parametrize("bad", [dict(noise_multiplier=-1), dict(sample_rate=1.5), dict(steps=-2)])
+def test_charge_rejects_impossible_values(bad: dict[str, float]) -> None:
+    values = {"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 1, **bad}
+    with pytest.raises(PrivacyError):
+        Charge(**values)  # type: ignore[arg-type]
+
+
+def test_prv_failure_at_huge_step_counts_suggests_rdp() -> None:
+    with pytest.raises(AccountantError, match="Use accountant 'rdp'"):
+        epsilon_for([(0.5, 0.5, 10**6)], delta=1e-10, accountant="prv")
+
+
+def test_prv_failure_at_tiny_delta_suggests_rdp() -> None:
+    with pytest.raises(AccountantError, match="prv.*delta=1e-300.*Use accountant 'rdp'"):
+        epsilon_for([(1.0, 0.01, 10)], delta=1e-300, accountant="prv")
+    assert math.isfinite(epsilon_for([(1.0, 0.01, 10)], delta=1e-300, accountant="rdp"))
+
+
+def test_unreachable_target_is_a_clear_error() -> None:
+    with pytest.raises(PrivacyError, match="cannot be reached"):
+        noise_for_target(target_epsilon=1e-6, sample_rate=1.0, steps=10**6, delta=1e-5)

@@ -1,0 +1,76 @@
+"""The strict config converter: every bad value names its key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from common.config import ExperimentConfig, from_dict, from_flat, load_json, to_dict, to_flat
+from common.errors import ConfigError
+
+
+def test_defaults_round_trip_through_dict_and_flat() -> None:
+    cfg = ExperimentConfig()
+    assert from_dict(ExperimentConfig, to_dict(cfg)) == cfg
+    assert from_flat(to_flat(cfg)) == cfg
+
+
+def test_unknown_key_names_it_and_suggests_the_close_one() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_dict(ExperimentConfig, {"privacy": {"target_epsilom": 3}}, source="my.yaml")
+    message = str(err.value)
+    assert "privacy.target_epsilom" in message
+    assert "did you mean 'privacy.target_epsilon'" in message
+    assert "my.yaml" in message
+
+
+def test_out_of_range_delta_names_key_value_and_range() -> None:
+    with pytest.raises(ConfigError, match=r"config key 'privacy.delta'.*got 1.5; allowed: a float in \(0, 1\)"):
+        from_dict(ExperimentConfig, {"privacy": {"delta": 1.5}})
+
+
+def test_wrong_type_names_the_type_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"'training.rounds'.*got 'many'; allowed: int"):
+        from_dict(ExperimentConfig, {"training": {"rounds": "many"}})
+
+
+def test_unknown_dataset_lists_the_known_names() -> None:
+    with pytest.raises(ConfigError, match=r"'dataset.name'.*got 'mnist'; allowed: .*'heart_disease'"):
+        from_dict(ExperimentConfig, {"dataset": {"name": "mnist"}})
+
+
+def test_privacy_needs_exactly_one_of_target_and_noise() -> None:
+    with pytest.raises(ConfigError, match="exactly one of privacy.target_epsilon and privacy.noise_multiplier"):
+        from_dict(ExperimentConfig, {"privacy": {"target_epsilon": 3.0, "noise_multiplier": 1.0}})
+    cfg = from_dict(ExperimentConfig, {"privacy": {"target_epsilon": None, "noise_multiplier": 1.1}})
+    assert cfg.privacy.noise_multiplier == 1.1
+
+
+def test_natural_partition_only_for_datasets_with_real_sites() -> None:
+    with pytest.raises(ConfigError, match="'dataset.partition'.*'natural' only for datasets with real sites"):
+        from_dict(ExperimentConfig, {"dataset": {"name": "breast_cancer", "partition": "natural"}})
+
+
+def test_flower_run_config_keys_override_defaults() -> None:
+    cfg = from_flat({"training.rounds": 3, "privacy.target-epsilon": "8", "experiment.name": "x"})
+    assert (cfg.training.rounds, cfg.privacy.target_epsilon, cfg.name) == (3, 8.0, "x")
+    with pytest.raises(ConfigError, match="'training.roundz'"):
+        from_flat({"training.roundz": 3})
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ConfigError, match=f"got '{missing}'; allowed: an existing file"):
+        load_json(missing)
+
+
+def test_malformed_config_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="valid JSON"):
+        load_json(path)
+    path.write_text(json.dumps({"training": {"rounds": 0}}))
+    with pytest.raises(ConfigError, match=f"'training.rounds' \\(from {path}\\): got 0"):
+        load_json(path)

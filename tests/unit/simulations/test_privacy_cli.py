@@ -1,0 +1,35 @@
+"""`fedsafe privacy epsilon|noise` prints the accountant's answer, as JSON with --json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulations.cli import main
+
+
+def test_epsilon_json_matches_the_reference_value(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["privacy", "epsilon", "--noise-multiplier", "1.5", "--sample-rate", "0.04", "--steps", "2250", "--delta", "1e-5", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["accountant"] == "rdp" and out["delta"] == 1e-5
+    assert out["epsilon"] == pytest.approx(7.32911117143, abs=1e-9)
+
+
+def test_noise_json_reaches_at_most_the_target(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["privacy", "noise", "--target-epsilon", "3", "--sample-rate", "0.125", "--steps", "80", "--delta", "1e-5", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert 0 < out["epsilon"] <= 3.0 and out["noise_multiplier"] > 0
+
+
+def test_zero_noise_prints_infinite_epsilon(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["privacy", "epsilon", "--noise-multiplier", "0", "--sample-rate", "0.1", "--steps", "5", "--delta", "1e-5", "--json"])
+    assert json.loads(capsys.readouterr().out)["epsilon"] == "inf"
+
+
+def test_bad_delta_is_an_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["privacy", "epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "5", "--delta", "2"])
+    assert code == 2
+    assert "delta must be in (0, 1)" in capsys.readouterr().err
