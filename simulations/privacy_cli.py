@@ -55,9 +55,9 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     eps = psub.add_parser("epsilon", help="epsilon spent by a noise multiplier over steps")
     eps.add_argument("--noise-multiplier", type=float, required=True)
     common(eps)
-    eps.set_defaults(handler=_epsilon)
+    eps.set_defaults(func=_epsilon)
 
     noise = psub.add_parser("noise", help="noise multiplier that stays within a target epsilon")
     noise.add_argument("--target-epsilon", type=float, required=True)
     common(noise)
-    noise.set_defaults(handler=_noise)
+    noise.set_defaults(func=_noise)

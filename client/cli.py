@@ -1,0 +1,16 @@
+"""Site commands, under `fedsafe site ...`: what a hospital's or bank's admin runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from client.budget_cli import add_budget_parser
+
+__all__ = ["add_site_parser"]
+
+
+def add_site_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`fedsafe site budget` (and the site's deployment commands)."""
+    site = sub.add_parser("site", help="commands for a site's admin")
+    site_sub = site.add_subparsers(dest="site_command", required=True)
+    add_budget_parser(site_sub)
