@@ -1,4 +1,4 @@
-"""A site's own persistent privacy budget: every charge on a dataset, across rounds and runs, in SQLite."""
+"""A site's own persistent privacy budget: every charge on a dataset, across runs, in SQLite."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     insert,
+    inspect,
     select,
     update,
 )
@@ -425,8 +425,11 @@ class BudgetStore:
                         purpose=purpose,
                         time=time,
                     )
-                ).inserted_primary_key[0]
-                row = conn.execute(select(charges_table).where(charges_table.c.id == new_id)).one()
+                ).inserted_primary_key
+                assert new_id is not None  # SQLite always returns the new row id
+                row = conn.execute(
+                    select(charges_table).where(charges_table.c.id == new_id[0])
+                ).one()
                 return self._reservation(conn, row, replayed=False)
             conn.execute(
                 insert(refusals_table).values(
@@ -477,14 +480,14 @@ class BudgetStore:
                 cap=cap,
             )
         cost = math.inf if math.isinf(after) else after - spent
-        numbers = dict(
-            dataset_id=dataset_id,
-            run_id=run_id,
-            round=round,
-            spent_epsilon=spent,
-            round_epsilon_cost=cost,
-            cap=cap,
-        )
+        numbers: dict[str, Any] = {
+            "dataset_id": dataset_id,
+            "run_id": run_id,
+            "round": round,
+            "spent_epsilon": spent,
+            "round_epsilon_cost": cost,
+            "cap": cap,
+        }
         spend = (
             f"spent epsilon {spent:.4g}; this round (noise {charge.noise_multiplier:g}, "
             f"sample rate {charge.sample_rate:g}, {charge.steps} steps) would cost "
@@ -603,7 +606,9 @@ class BudgetStore:
             runs = self.runs(dataset_id)
             last = records[-1] if records else None
             eps = (
-                epsilon_for([r.charge for r in records], delta=last.delta, accountant=last.accountant)
+                epsilon_for(
+                    [r.charge for r in records], delta=last.delta, accountant=last.accountant
+                )
                 if last
                 else 0.0
             )

@@ -69,7 +69,7 @@ def format_report(report: dict[str, Any]) -> str:
                     str(run["refusals"]),
                 )
             )
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(_COLUMNS)]
     lines = [f"budget store: {report['store']}"]
     line = "  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True))
     lines += [line.rstrip(), "  ".join("-" * w for w in widths)]
@@ -95,7 +95,9 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_budget(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def run_budget(
+    args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Print the report; exit status 2 with the reason when the store cannot be read."""
     out = out or sys.stdout
     err = err or sys.stderr

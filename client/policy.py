@@ -1,4 +1,4 @@
-"""What this site allows: its privacy cap, minimum noise and permitted purposes, read from site files."""
+"""What this site allows: its privacy cap, minimum noise and permitted purposes."""
 
 from __future__ import annotations
 
