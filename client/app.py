@@ -2,53 +2,44 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.consent_statements import grants_record, withdrawals_record
+from client.local_round import RoundContext, evaluate_round, train_round
+from client.site import SiteRuntime, deployed_site, simulated_site
 from common import keys
+from common.attestation import identity_payload, sign_statement
 from common.config import ExperimentConfig, from_flat
-from common.data import SiteData, load_site
 from common.errors import FedsafeError
-from common.privacy import Charge
-from client.local_round import evaluate_round, train_round
 
-__all__ = ["app", "build_client_app", "REFUSAL_CODE"]
+__all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG"]
 
 log = logging.getLogger("fedsafe.client")
 
 REFUSAL_CODE = 4100  # a site refused the round on purpose (budget, policy, bad input)
+SITE_CONFIG = "site-config"  # node config key of a deployed site: the path of its site.yaml
 
 
-def _site(cfg: ExperimentConfig, context: Context) -> SiteData:
-    torch.set_num_threads(1)  # one simulated site per core
-    return load_site(cfg.dataset, int(context.node_config[keys.PARTITION_ID]))
-
-
-def _history(context: Context) -> tuple[Charge, ...]:
-    record = context.state.get(keys.PRIVACY_STATE)
-    if record is None:
-        return ()
-    return tuple(Charge(*entry) for entry in json.loads(str(record["history"])))
-
-
-def _remember(context: Context, history: tuple[Charge, ...]) -> None:
-    payload = json.dumps([c.as_tuple() for c in history])
-    context.state[keys.PRIVACY_STATE] = ConfigRecord({"history": payload})
+def _runtime(cfg: ExperimentConfig, context: Context, run_id: str) -> SiteRuntime:
+    """A deployed site reads its site.yaml; a simulated one is built from its partition."""
+    torch.set_num_threads(1)  # one site per core in simulation; a deployed site may raise it
+    if SITE_CONFIG in context.node_config:
+        return deployed_site(Path(str(context.node_config[SITE_CONFIG])), cfg)
+    return simulated_site(cfg, int(context.node_config[keys.PARTITION_ID]), run_id)
 
 
 def _refuse(msg: Message, site: str, err: Exception) -> Message:
-    log.warning("site %s refused round: %s", site, err)
+    log.warning("site %s refused: %s", site, err)
     return Message(Error(code=REFUSAL_CODE, reason=f"site {site}: {err}"), reply_to=msg)
 
 
-def _reply(msg: Message, site: str, metrics: dict[str, float], state: dict | None = None) -> Message:
-    content = RecordDict({keys.METRICS: MetricRecord(metrics), keys.SITE: ConfigRecord({keys.SITE_NAME: site})})
-    if state is not None:
-        content[keys.ARRAYS] = ArrayRecord(state)
+def _reply(msg: Message, site: str, records: dict[str, object]) -> Message:
+    content = RecordDict({keys.SITE: ConfigRecord({keys.SITE_NAME: site}), **records})  # type: ignore[dict-item]
     return Message(content=content, reply_to=msg)
 
 
@@ -59,31 +50,56 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
     def config_of(context: Context) -> ExperimentConfig:
         return cfg if cfg is not None else from_flat(dict(context.run_config), source="run config")
 
+    @app.query()
+    def roll_call(msg: Message, context: Context) -> Message:
+        """Answer "who is there" with a statement signed by the site's key, bound to the run."""
+        run_cfg = config_of(context)
+        instructions = msg.content[keys.CONFIG]
+        run_id = str(instructions[keys.RUN_ID])
+        site = _runtime(run_cfg, context, run_id)
+        statement = identity_payload(site=site.name, run_id=run_id, purpose=str(instructions[keys.PURPOSE]))
+        records: dict[str, object] = {keys.IDENTITY: ConfigRecord(sign_statement(statement, site.signing_key))}
+        if SITE_CONFIG not in context.node_config:  # a simulated site brings its consent along
+            records[keys.CONSENT] = ConfigRecord(grants_record(run_cfg, site.name, site.signing_key, site.signing_public))
+        return _reply(msg, site.name, records)
+
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         run_cfg = config_of(context)
-        data = _site(run_cfg, context)
         instructions = msg.content[keys.CONFIG]
+        ctx = RoundContext(
+            run_id=str(instructions[keys.RUN_ID]),
+            server_round=int(instructions[keys.SERVER_ROUND]),
+            purpose=str(instructions[keys.PURPOSE]),
+            proximal_mu=float(instructions.get(keys.PROXIMAL_MU, 0.0)),
+        )
+        site = _runtime(run_cfg, context, ctx.run_id)
         try:
-            outcome = train_round(
-                run_cfg,
-                data,
-                msg.content[keys.ARRAYS].to_torch_state_dict(),
-                server_round=int(instructions[keys.SERVER_ROUND]),
-                history=_history(context),
-                proximal_mu=float(instructions.get(keys.PROXIMAL_MU, 0.0)),
-            )
+            outcome = train_round(run_cfg, site, msg.content[keys.ARRAYS].to_torch_state_dict(), ctx)
         except FedsafeError as err:
-            return _refuse(msg, data.site, err)
-        _remember(context, outcome.history)
-        return _reply(msg, data.site, outcome.metrics, outcome.state)
+            return _refuse(msg, site.name, err)
+        return _reply(
+            msg,
+            site.name,
+            {
+                keys.ARRAYS: ArrayRecord(outcome.state),
+                keys.METRICS: MetricRecord(outcome.metrics),
+                keys.ATTESTATION: ConfigRecord(outcome.attestation),
+            },
+        )
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         run_cfg = config_of(context)
-        data = _site(run_cfg, context)
-        metrics = evaluate_round(run_cfg, data, msg.content[keys.ARRAYS].to_torch_state_dict())
-        return _reply(msg, data.site, metrics)
+        site = _runtime(run_cfg, context, str(msg.content[keys.CONFIG][keys.RUN_ID]))
+        metrics = evaluate_round(run_cfg, site.data, msg.content[keys.ARRAYS].to_torch_state_dict())
+        records: dict[str, object] = {keys.METRICS: MetricRecord(metrics)}
+        if SITE_CONFIG not in context.node_config:  # a simulated site withdrawing before next round
+            server_round = int(msg.content[keys.CONFIG][keys.SERVER_ROUND])
+            withdrawal = withdrawals_record(run_cfg, site.name, site.signing_key, next_round=server_round + 1)
+            if withdrawal is not None:
+                records[keys.CONSENT] = ConfigRecord(withdrawal)
+        return _reply(msg, site.name, records)
 
     return app
 

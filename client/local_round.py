@@ -1,33 +1,48 @@
-"""One private round at a site: load the global model, train with DP-SGD, account, evaluate."""
+"""One private round at a site: budget check, DP-SGD training, charge, signed attestation."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from client.budget import BudgetStore, RoundRefusedError
+from client.site import SiteRuntime
 from common import keys
+from common.attestation import arrays_digest, attestation_payload, sign_statement
 from common.config import ExperimentConfig
 from common.data import SiteData, dataset_info
+from common.errors import PrivacyError
 from common.models import model_for
-from common.privacy import Charge, epsilon_for
+from common.privacy import Charge
 from common.privacy.planner import plan_site
 from common.training import DpSettings, evaluate, resolve_device, train_local
 
-__all__ = ["RoundOutcome", "train_round", "evaluate_round", "round_seed"]
+__all__ = ["RoundOutcome", "RoundContext", "train_round", "evaluate_round", "round_seed"]
 
 StateDict = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
+class RoundContext:
+    """What the server asked for: which run, which round, to what end."""
+
+    run_id: str
+    server_round: int
+    purpose: str
+    proximal_mu: float = 0.0
+
+
+@dataclass(frozen=True)
 class RoundOutcome:
-    """The updated weights, the scalar metrics to report and the site's new DP history."""
+    """The updated weights, the scalar metrics to report and the site's signed attestation."""
 
     state: StateDict
     metrics: dict[str, float]
-    history: tuple[Charge, ...]
+    attestation: dict[str, Any]
 
 
 def round_seed(cfg: ExperimentConfig, site: str, server_round: int) -> int:
@@ -42,21 +57,8 @@ def _model(cfg: ExperimentConfig, state: StateDict) -> torch.nn.Module:
     return model
 
 
-def train_round(
-    cfg: ExperimentConfig,
-    data: SiteData,
-    state: StateDict,
-    *,
-    server_round: int,
-    history: tuple[Charge, ...],
-    proximal_mu: float = 0.0,
-) -> RoundOutcome:
-    """Train on the site's rows; epsilon reported is for the whole history, this round included."""
+def _train(cfg: ExperimentConfig, data: SiteData, state: StateDict, dp: DpSettings | None, ctx: RoundContext):  # type: ignore[no-untyped-def]
     model = _model(cfg, state)
-    dp: DpSettings | None = None
-    if cfg.privacy.enabled:
-        plan = plan_site(cfg.privacy, cfg.training, n_train=data.n_train)
-        dp = DpSettings(plan.noise_multiplier, cfg.privacy.max_grad_norm)
     result = train_local(
         model,
         data.x_train,
@@ -66,26 +68,76 @@ def train_round(
         learning_rate=cfg.training.learning_rate,
         device=resolve_device(cfg.training.device),
         dp=dp,
-        proximal_mu=proximal_mu,
-        seed=round_seed(cfg, data.site, server_round),
+        proximal_mu=ctx.proximal_mu,
+        seed=round_seed(cfg, data.site, ctx.server_round),
     )
-    if dp is not None:
-        history = (*history, Charge(dp.noise_multiplier, result.sample_rate, result.steps))
-        epsilon = epsilon_for(history, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
-        noise = dp.noise_multiplier
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, result
+
+
+def train_round(cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext) -> RoundOutcome:
+    """Reserve the round's budget, train, charge the steps taken, sign what was done.
+
+    The reservation (cap, noise floor and purpose checks) and its charge are one
+    transaction in the site's own store, written before training: a crash mid-round
+    over-counts, never under-counts. The epsilon reported is composed over the site's
+    whole history on this data set, across runs.
+    """
+    if not cfg.privacy.enabled:
+        if site.require_dp:
+            raise RoundRefusedError(
+                f"site {site.name} trains only with DP-SGD; the run has privacy disabled "
+                "(set privacy.enabled=true)"
+            )
+        trained, result = _train(cfg, site.data, state, None, ctx)
+        epsilon: float | None = None
+        noise, delta = 0.0, 0.0
     else:
-        epsilon, noise = math.inf, 0.0
+        plan = plan_site(cfg.privacy, cfg.training, n_train=site.data.n_train)
+        charge = Charge(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
+        policy = site.policy
+        if (policy.delta, policy.accountant) != (cfg.privacy.delta, cfg.privacy.accountant):
+            raise PrivacyError(
+                f"site {site.name} accounts at delta={policy.delta:g} with {policy.accountant}; "
+                f"the run asks for delta={cfg.privacy.delta:g} with {cfg.privacy.accountant}"
+            )
+        with BudgetStore.open(site.budget_store) as store:
+            reservation = store.reserve(
+                dataset_id=site.dataset_id,
+                run_id=ctx.run_id,
+                round=ctx.server_round,
+                charge=charge,
+                policy=policy,
+                purpose=ctx.purpose,
+            )
+            if reservation.replayed and reservation.status == "completed":
+                raise RoundRefusedError(
+                    f"site {site.name} already trained round {ctx.server_round} of run "
+                    f"{ctx.run_id}; it will not train (or be charged for) it twice"
+                )
+            trained, result = _train(cfg, site.data, state, DpSettings(charge.noise_multiplier, cfg.privacy.max_grad_norm), ctx)
+            store.complete(reservation, steps_taken=result.steps)
+            epsilon = store.spent(site.dataset_id, delta=policy.delta, accountant=policy.accountant)
+        noise, delta = charge.noise_multiplier, policy.delta
+    digest = arrays_digest({k: v.numpy() for k, v in trained.items()})
+    payload = attestation_payload(
+        site=site.name,
+        run_id=ctx.run_id,
+        server_round=ctx.server_round,
+        epsilon=epsilon,
+        delta=delta if epsilon is not None else None,
+        steps=result.steps,
+        update_digest=digest,
+    )
     metrics = {
         keys.NUM_EXAMPLES: float(result.num_examples),
         keys.LOSS: result.loss,
-        keys.EPSILON: epsilon,
-        keys.DELTA: cfg.privacy.delta if dp is not None else 0.0,
+        keys.EPSILON: math.inf if epsilon is None else epsilon,
+        keys.DELTA: delta,
         keys.STEPS: float(result.steps),
         keys.NOISE_MULTIPLIER: noise,
         keys.SAMPLE_RATE: result.sample_rate,
     }
-    trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return RoundOutcome(trained, metrics, history)
+    return RoundOutcome(trained, metrics, sign_statement(payload, site.signing_key))
 
 
 def evaluate_round(cfg: ExperimentConfig, data: SiteData, state: StateDict) -> dict[str, float]:

@@ -21,6 +21,8 @@ __all__ = [
     "TrainingConfig",
     "StrategyConfig",
     "FederationConfig",
+    "ConsentEntry",
+    "ComplianceConfig",
     "ExperimentConfig",
     "from_dict",
     "from_flat",
@@ -193,12 +195,21 @@ class StrategyConfig:
 
 @dataclass(frozen=True)
 class FederationConfig:
-    """Who takes part in a simulation, and what the simulation engine may use."""
+    """Who takes part in a simulation, their simulated site policy, and the engine's resources.
+
+    Each simulated site keeps its own budget store under `<runs_dir>/sites/<site>/`, so a
+    second run or a sweep on the same data keeps charging the same budget, unless
+    `fresh_budget` gives this run new stores inside its run folder.
+    """
 
     name: str = "hospitals"
     sites: tuple[str, ...] = ()
     cpus_per_site: float = 1.0
     max_parallel_sites: int = 2
+    max_epsilon: float = 30.0
+    caps: dict[str, float] = field(default_factory=dict)
+    min_noise_multiplier: float = 0.3
+    fresh_budget: bool = False
 
     def __post_init__(self) -> None:
         _check(
@@ -216,6 +227,62 @@ class FederationConfig:
             list(self.sites),
             "distinct site names",
         )
+        _check(self.max_epsilon > 0, "federation.max_epsilon", self.max_epsilon, "a float > 0")
+        for site, cap in self.caps.items():
+            _check(cap > 0, f"federation.caps.{site}", cap, "a float > 0")
+        _check(
+            self.min_noise_multiplier >= 0,
+            "federation.min_noise_multiplier",
+            self.min_noise_multiplier,
+            "a float >= 0",
+        )
+
+    def cap_for(self, site: str) -> float:
+        """The simulated site's own cap on its composed epsilon."""
+        return self.caps.get(site, self.max_epsilon)
+
+
+@dataclass(frozen=True)
+class ConsentEntry:
+    """One site's consent as a simulation declares it; the site signs it before the run."""
+
+    site: str
+    purposes: tuple[str, ...] = ()
+    legal_basis: str = ""
+    data_categories: tuple[str, ...] = ()
+    jurisdiction: str = ""
+    valid_from: str | None = None
+    valid_until: str | None = None
+    withdraw_at_round: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.withdraw_at_round is not None:
+            _check(
+                self.withdraw_at_round >= 1,
+                f"compliance.consent[{self.site}].withdraw_at_round",
+                self.withdraw_at_round,
+                "an integer >= 1 or null",
+            )
+
+
+@dataclass(frozen=True)
+class ComplianceConfig:
+    """The run's declared purpose and jurisdiction policy, and (in simulation) the sites' consent.
+
+    An empty `consent` means every site consents to the run's purpose (a simulation default);
+    a site left out of a non-empty list has no consent and is excluded every round.
+    """
+
+    purpose: str = "cardiology-research"
+    jurisdictions: tuple[str, ...] = ()
+    consent: tuple[ConsentEntry, ...] = ()
+    site_keys_dir: str | None = None  # deployment: enrolled <site>.pub files; None: simulated sites
+    server_keys_dir: str | None = None  # the server's signing key; None: <runs_dir>/coordinator/keys
+    consent_registry: str | None = None  # deployment: the registry file/URL; None: per run folder
+    roll_call_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.purpose.strip()), "compliance.purpose", self.purpose, "a non-empty purpose")
 
 
 @dataclass(frozen=True)
@@ -231,6 +298,7 @@ class ExperimentConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", self.name, "a non-empty run name")
@@ -257,6 +325,8 @@ def _type_name(tp: Any) -> str:
         return "null"
     if origin is tuple:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {' to '.join(_type_name(a) for a in typing.get_args(tp))}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -278,12 +348,26 @@ def _coerce(key: str, value: Any, tp: Any, source: str | None) -> Any:
             except ConfigError:
                 continue
         raise fail
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail
+        key_tp, value_tp = typing.get_args(tp)
+        return {
+            _coerce(key, k, key_tp, source): _coerce(f"{key}.{k}", v, value_tp, source)
+            for k, v in value.items()
+        }
     if origin is tuple:
+        (item_tp, *_) = typing.get_args(tp)
+        if dataclasses.is_dataclass(item_tp):
+            if not isinstance(value, (list, tuple)):
+                raise fail
+            return tuple(
+                from_dict(item_tp, v, source=source, prefix=f"{key}[{i}].") for i, v in enumerate(value)
+            )
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
             raise fail
-        (item_tp, *_) = typing.get_args(tp)
         return tuple(_coerce(f"{key}[{i}]", v, item_tp, source) for i, v in enumerate(value))
     if tp is bool:
         if isinstance(value, bool):

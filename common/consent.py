@@ -13,6 +13,8 @@ from common.errors import IntegrityError
 from common.ledger.records import canonical_bytes, format_time
 
 __all__ = [
+    "withdrawal_to_dict",
+    "withdrawal_from_dict",
     "CONSENT_DOMAIN",
     "WITHDRAWAL_DOMAIN",
     "ConsentRecord",
@@ -274,3 +276,26 @@ def verify_withdrawal(withdrawal: Withdrawal, site_public_pem: bytes) -> None:
         verify(site_public_pem, message, withdrawal.signature)
     except IntegrityError:
         raise IntegrityError("signature does not verify") from None
+
+
+def withdrawal_to_dict(withdrawal: Withdrawal) -> dict[str, Any]:
+    """Wire form of a withdrawal: what the site signed, and the signature in hex."""
+    return {
+        "record_id": withdrawal.record_id,
+        "site": withdrawal.site,
+        "withdrawn_at": format_time(withdrawal.withdrawn_at),
+        "signature": withdrawal.signature.hex(),
+    }
+
+
+def withdrawal_from_dict(data: Mapping[str, Any]) -> Withdrawal:
+    """Parse the wire form; a malformed one raises ValueError (the signature is checked later)."""
+    try:
+        return Withdrawal(
+            _text("record_id", data["record_id"]),
+            _text("site", data["site"]),
+            parse_time(str(data["withdrawn_at"]), field="withdrawn_at"),
+            bytes.fromhex(str(data["signature"])),
+        )
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"malformed withdrawal: {err}") from None

@@ -8,6 +8,11 @@ __all__ = [
     "METRICS",
     "SITE",
     "SITE_NAME",
+    "ATTESTATION",
+    "IDENTITY",
+    "CONSENT",
+    "RUN_ID",
+    "PURPOSE",
     "SERVER_ROUND",
     "NUM_EXAMPLES",
     "LOSS",
@@ -33,8 +38,14 @@ CONFIG = "config"  # ConfigRecord: server -> site instructions
 METRICS = "metrics"  # MetricRecord: site -> server scalars
 SITE = "site"  # ConfigRecord: who answered (site name), never data
 
+ATTESTATION = "attestation"  # ConfigRecord: the site's signed statement about this round
+IDENTITY = "identity"  # ConfigRecord: the site's signed answer to the run's roll call
+CONSENT = "consent"  # ConfigRecord: site-signed consent grants and withdrawals (JSON texts)
+
 # Keys.
 SITE_NAME = "site-name"
+RUN_ID = "run-id"  # fedsafe's run id (the run folder's name), bound into what sites sign
+PURPOSE = "purpose"  # the run's declared purpose; sites check it against their policy
 SERVER_ROUND = "server-round"  # injected by Flower's strategies
 PROXIMAL_MU = "proximal-mu"
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key

@@ -1,10 +1,12 @@
-"""Coordinator commands: `fedsafe consent ...` (and the server's deployment commands)."""
+"""Coordinator commands: `fedsafe consent ...`, `fedsafe certs ...` and `fedsafe server ...`."""
 
 from __future__ import annotations
 
 import argparse
 
 from server.consent_cli import add_consent_parser
+from server.deploy import add_server_parser
+from server.deploy_certs import add_certs_parser
 
 __all__ = ["add_server_parsers"]
 
@@ -12,3 +14,5 @@ __all__ = ["add_server_parsers"]
 def add_server_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Mount every coordinator-side command on the top-level `fedsafe` parser."""
     add_consent_parser(sub)
+    add_certs_parser(sub)
+    add_server_parser(sub)

@@ -1,9 +1,10 @@
-"""One federated run on the coordinator: initial model, strategy rounds, final model and summary."""
+"""One federated run on the coordinator: roll call, strategy rounds, final model, ledger and summary."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,20 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
+from common import crypto, keys
 from common.config import ExperimentConfig
-from common.data import dataset_info
+from common.data import dataset_info, site_names
+from common.layout import coordinator_dir, simulated_site_dir
+from common.ledger import Ledger, records
 from common.models import model_for
+from server.compliance import Compliance, CoordinatorKeys
+from server.consent import ConsentRegistry
+from server.provenance import code_version, config_hash
 from server.recorder import RunRecorder
+from server.roster import roll_call, wait_for_sites
 from server.strategy import RecordingStrategy, build_strategy
 
-__all__ = ["run_federation", "save_model"]
+__all__ = ["run_federation", "save_model", "open_compliance"]
 
 log = logging.getLogger("fedsafe.server")
 
@@ -28,23 +36,103 @@ def save_model(state: dict[str, torch.Tensor], path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
+    """The run's ledger, consent registry and keys, from config or the simulation layout."""
+    c = cfg.compliance
+    run_id = run_dir.name
+    server_keys = Path(c.server_keys_dir) if c.server_keys_dir else coordinator_dir(cfg) / "keys"
+    site_keys = Path(c.site_keys_dir) if c.site_keys_dir else run_dir / "keys" / "sites"
+    coordinator = CoordinatorKeys.load_or_create(server_keys, site_keys)
+    published = run_dir / "keys" / "server_signing.pub"
+    published.parent.mkdir(parents=True, exist_ok=True)
+    published.write_bytes(coordinator.public)
+    simulated = {}
+    if c.site_keys_dir is None:  # a simulation: each simulated site's key sits in its own folder
+        simulated = {s: simulated_site_dir(cfg, s, run_id) / "keys" for s in site_names(cfg.dataset)}
+    registry = ConsentRegistry.open(c.consent_registry or run_dir / "consent.sqlite")
+    return Compliance(
+        run_id=run_id,
+        purpose=c.purpose,
+        dataset=cfg.dataset.name,
+        jurisdictions=c.jurisdictions or None,
+        ledger=Ledger.open(run_dir / "ledger.sqlite"),
+        witness=run_dir / "ledger.witness.json",
+        coordinator=coordinator,
+        consent=registry,
+        simulated_key_dirs=simulated,
+    )
+
+
+def _run_started(cfg: ExperimentConfig, compliance: Compliance) -> None:
+    participants = {}
+    for site in sorted(compliance.roster.values()):
+        public = compliance.site_key(site)
+        participants[site] = crypto.public_key_fingerprint(public) if public else None
+    compliance.ledger.append(
+        records.RUN_STARTED,
+        {
+            "run_id": compliance.run_id,
+            "purpose": compliance.purpose,
+            "jurisdictions": list(cfg.compliance.jurisdictions),
+            "code_version": code_version(),
+            "config_hash": config_hash(cfg),
+            "dataset": cfg.dataset.name,
+            "model": cfg.model.name,
+            "strategy": cfg.strategy.name,
+            "rounds": cfg.training.rounds,
+            "privacy": asdict(cfg.privacy),
+            "secure_aggregation": False,
+            "sealed_updates": False,
+            "participants": participants,
+            "server_key": crypto.public_key_fingerprint(compliance.coordinator.public),
+        },
+    )
+
+
 def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
-    """Run all rounds; the server sees model shapes and scalar metrics, never a data row."""
+    """Run all rounds; the server sees model shapes, scalar metrics and signed statements only."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     info = dataset_info(cfg.dataset.name, cfg.dataset)
     model = model_for(cfg.model, info, seed=cfg.seed)
     recorder = RunRecorder(run_dir, cfg)
-    strategy = RecordingStrategy(build_strategy(cfg.strategy), recorder, min_sites=cfg.strategy.min_sites)
-    log.info("run %s: %s, %d rounds, strategy %s, run folder %s", cfg.name, info.description, cfg.training.rounds, cfg.strategy.name, run_dir)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=cfg.training.rounds,
-        timeout=cfg.strategy.round_timeout_s,
-        train_config=ConfigRecord(),
-        evaluate_config=ConfigRecord(),
-    )
-    final = result.arrays if len(result.arrays) else ArrayRecord(model.state_dict())
-    path = run_dir / "model.pt"
-    sha = save_model(final.to_torch_state_dict(), path)
-    log.info("final model %s sha256 %s", path, sha)
-    return recorder.finish(model_path=path, model_sha256=sha)
+    compliance = open_compliance(cfg, run_dir)
+    try:
+        nodes = wait_for_sites(grid, minimum=cfg.strategy.min_sites, timeout_s=cfg.compliance.roll_call_timeout_s)
+        roll_call(grid, compliance, nodes, timeout_s=cfg.compliance.roll_call_timeout_s)
+        _run_started(cfg, compliance)
+        strategy = RecordingStrategy(
+            build_strategy(cfg.strategy),
+            recorder,
+            compliance,
+            min_sites=cfg.strategy.min_sites,
+            roll_call_timeout_s=cfg.compliance.roll_call_timeout_s,
+        )
+        log.info(
+            "run %s: %s, %d rounds, strategy %s, purpose %s, run folder %s",
+            compliance.run_id, info.description, cfg.training.rounds, cfg.strategy.name, compliance.purpose, run_dir,
+        )
+        instructions = ConfigRecord({keys.RUN_ID: compliance.run_id, keys.PURPOSE: compliance.purpose})
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(model.state_dict()),
+            num_rounds=cfg.training.rounds,
+            timeout=cfg.strategy.round_timeout_s,
+            train_config=instructions,
+            evaluate_config=ConfigRecord(dict(instructions)),
+        )
+        final = result.arrays if len(result.arrays) else ArrayRecord(model.state_dict())
+        path = run_dir / "model.pt"
+        sha = save_model(final.to_torch_state_dict(), path)
+        compliance.ledger.append(
+            records.RUN_FINISHED,
+            {"run_id": compliance.run_id, "rounds_completed": len(recorder.rounds), "final_model_sha256": sha},
+        )
+        compliance.sign_head()
+        log.info("final model %s sha256 %s", path, sha)
+        return recorder.finish(model_path=path, model_sha256=sha, compliance=compliance)
+    except Exception as err:
+        compliance.error("server", f"run failed: {type(err).__name__}: {err}")
+        raise
+    finally:
+        compliance.consent.close()
+        compliance.ledger.close()

@@ -44,6 +44,7 @@ class _Site:
     evaluation: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     refusals: list[dict[str, Any]] = field(default_factory=list)
+    exclusions: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RunRecorder:
@@ -97,6 +98,12 @@ class RunRecorder:
         self._write({"round": server_round, "site": name, "phase": "refused", "code": code, "reason": reason})
         log.warning("round %d: site %s did not take part: %s", server_round, name, reason)
 
+    def site_excluded(self, server_round: int, site: str, reason: str) -> None:
+        """Not sent work this round (no valid consent, or no verified identity)."""
+        self._site(site).exclusions.append({"round": server_round, "reason": reason})
+        self._round.setdefault("excluded", []).append(site)
+        self._write({"round": server_round, "site": site, "phase": "excluded", "reason": reason})
+
     def site_evaluated(self, server_round: int, node_id: int, content: RecordDict) -> None:
         name = self._name(node_id, content)
         metrics = {k: float(v) for k, v in content[keys.METRICS].items()}
@@ -120,11 +127,12 @@ class RunRecorder:
         self._write({"round": server_round, "phase": "global", "seconds": seconds, **figures})
         finite_eps = [e for e in eps if math.isfinite(e)]
         log.info(
-            "round %d/%d  trained %d, refused %d  held-out acc %.3f  auroc %.3f  loss %.3f  max eps %s  %.1f s",
+            "round %d/%d  trained %d, refused %d, excluded %d  held-out acc %.3f  auroc %.3f  loss %.3f  max eps %s  %.1f s",
             server_round,
             self.cfg.training.rounds,
             len(row.get("trained", [])),
             len(row.get("refused", [])),
+            len(row.get("excluded", [])),
             figures[keys.ACCURACY],
             figures[keys.AUROC],
             figures[keys.LOSS],
@@ -132,7 +140,7 @@ class RunRecorder:
             seconds,
         )
 
-    def finish(self, *, model_path: Path, model_sha256: str) -> dict[str, Any]:
+    def finish(self, *, model_path: Path, model_sha256: str, compliance: Any = None) -> dict[str, Any]:
         """Write summary.json; its numbers come only from what the sites reported."""
         self._metrics.close()
         wall = time.perf_counter() - self._t0
@@ -154,6 +162,8 @@ class RunRecorder:
                 "sample_rate": s.train.get(keys.SAMPLE_RATE),
                 "rounds_trained": s.trained_rounds,
                 "refusals": s.refusals,
+                "exclusions": s.exclusions,
+                "cap": self.cfg.federation.cap_for(name) if dp else None,
             }
         accuracies = {n: v["accuracy"] for n, v in sites.items() if v["accuracy"] is not None}
         fairness = None
@@ -191,6 +201,18 @@ class RunRecorder:
             "seconds_per_round": sum(round_seconds) / len(round_seconds) if round_seconds else None,
             "config": to_dict(self.cfg),
         }
+        if compliance is not None:
+            head = compliance.ledger.head()
+            summary["purpose"] = compliance.purpose
+            summary["consent"] = compliance.decisions
+            summary["attestations"] = compliance.attestations
+            summary["ledger"] = {
+                "path": "ledger.sqlite",
+                "witness": compliance.witness.name,
+                "entries": head.seq if head else 0,
+                "head_hash": head.hash if head else None,
+                "server_key": "keys/server_signing.pub",
+            }
         (self.run_dir / "summary.json").write_text(
             json.dumps(clean_json(summary), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )

@@ -13,14 +13,19 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 from common import keys
 from common.config import StrategyConfig
 from common.errors import ConfigError
+from common.attestation import arrays_digest
+from common.errors import IntegrityError
+from server.compliance import Compliance, RejectedUpdateError
 from server.recorder import RunRecorder
+from server.roster import roll_call
 from server.validation import MalformedReplyError, check_evaluate_reply, check_train_reply
 
 __all__ = ["STRATEGIES", "build_strategy", "RecordingStrategy", "finite_weighted_mean"]
 
 log = logging.getLogger("fedsafe.server")
 
-MALFORMED_CODE = 4200  # the server dropped a reply that is not a well-formed update
+MALFORMED_CODE = 4200  # the server dropped a reply that is not a well-formed, attested update
+SILENT_CODE = 4300  # a site was sent work and did not answer in time
 
 
 def finite_weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -79,22 +84,42 @@ def build_strategy(cfg: StrategyConfig) -> Strategy:
 
 
 class RecordingStrategy(Strategy):
-    """Wraps a Flower strategy: records each site's reply and refusal, stops when too few remain.
+    """Wraps a Flower strategy with the run's compliance: who may train, which updates count.
 
-    Stopping is clean: once fewer than `min_sites` sites answer a training round the
-    global model is kept as it was and no further training is configured, while every
-    site still evaluates the final model.
+    Each round: newcomers are asked who they are (roll call); only sites with valid signed
+    consent are sent work; every reply is validated, and an update counts only if its
+    attestation verifies against the site's enrolled key and the arrays received. Refusals,
+    drops and silence are recorded in the run folder and the ledger.
+
+    Stopping is clean: once fewer than `min_sites` sites train, the global model is kept as
+    it was, no further training is configured, and the admitted sites evaluate it once more.
     """
 
-    def __init__(self, inner: Strategy, recorder: RunRecorder, *, min_sites: int) -> None:
+    def __init__(
+        self,
+        inner: Strategy,
+        recorder: RunRecorder,
+        compliance: Compliance,
+        *,
+        min_sites: int,
+        roll_call_timeout_s: float,
+    ) -> None:
         self.inner = inner
         self.recorder = recorder
+        self.compliance = compliance
         self.min_sites = min_sites
+        self.roll_call_timeout_s = roll_call_timeout_s
         self.stopped_at: int | None = None
         self._global: ArrayRecord | None = None
+        self._admitted: dict[int, set[int]] = {}
 
     def summary(self) -> None:
         self.inner.summary()
+
+    def _call_newcomers(self, grid: Grid) -> None:
+        known = set(self.compliance.roster) | self.compliance.refused_nodes
+        newcomers = [n for n in grid.get_node_ids() if n not in known]
+        roll_call(grid, self.compliance, newcomers, timeout_s=self.roll_call_timeout_s)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -102,8 +127,15 @@ class RecordingStrategy(Strategy):
         if self.stopped_at is not None:
             return []
         self.recorder.round_started(server_round)
+        self._call_newcomers(grid)
         self._global = arrays
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        admitted = self.compliance.admitted(server_round, [m.metadata.dst_node_id for m in messages])
+        self._admitted[server_round] = admitted
+        for payload in self.compliance.decisions:
+            if payload["round"] == server_round and payload["decision"] != "granted":
+                self.recorder.site_excluded(server_round, payload["site"], payload["reason"])
+        return [m for m in messages if m.metadata.dst_node_id in admitted]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -111,31 +143,55 @@ class RecordingStrategy(Strategy):
         replies = list(replies)
         if self.stopped_at is not None:
             return None, None
+        self._record_silence(server_round, replies)
         ok = self._accepted(server_round, replies, train=True)
         if len(ok) < self.min_sites:
             self.stopped_at = server_round
-            self.recorder.stopped(server_round, f"{len(ok)} site(s) trained, fewer than min_sites={self.min_sites}")
+            reason = f"{len(ok)} site(s) trained, fewer than min_sites={self.min_sites}"
+            self.recorder.stopped(server_round, reason)
+            self.compliance.error("strategy", f"training stopped: {reason}", server_round)
             return None, None
-        return self.inner.aggregate_train(server_round, ok)
+        arrays, metrics = self.inner.aggregate_train(server_round, ok)
+        if arrays is not None:
+            digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
+            sites = [self.compliance.roster[m.metadata.src_node_id] for m in ok]
+            self.compliance.round_aggregated(server_round, sites, digest, dict(metrics or {}))
+        return arrays, metrics
+
+    def _record_silence(self, server_round: int, replies: list[Message]) -> None:
+        """Sites that were sent work and never answered (timeout, disconnect) are dropouts."""
+        answered = {m.metadata.src_node_id for m in replies}
+        for node in sorted(self._admitted.get(server_round, set()) - answered):
+            site = self.compliance.roster.get(node, f"node-{node}")
+            reason = "no reply before the round timeout (disconnected or too slow)"
+            self.recorder.site_failed(server_round, node, SILENT_CODE, f"site {site}: {reason}")
+            self.compliance.dropped(server_round, site, reason)
 
     def _accepted(self, server_round: int, replies: list[Message], *, train: bool) -> list[Message]:
-        """Replies that are well-formed; refusals and malformed ones are recorded and dropped."""
+        """Replies that are well-formed and attested; the rest are recorded and dropped."""
         accepted = []
         for msg in replies:
             node = msg.metadata.src_node_id
+            site = self.compliance.roster.get(node, f"node-{node}")
             if msg.has_error():
                 self.recorder.site_failed(server_round, node, msg.error.code, msg.error.reason)
+                self.compliance.dropped(server_round, site, f"refused: {msg.error.reason}")
                 continue
             try:
                 if train:
                     assert self._global is not None
                     check_train_reply(msg.content, self._global)
+                    self.compliance.verify_update(server_round, node, msg.content)
                 else:
                     check_evaluate_reply(msg.content)
-            except MalformedReplyError as err:
-                self.recorder.site_failed(server_round, node, MALFORMED_CODE, f"malformed reply dropped: {err}")
+                    self.compliance.absorb_consent(site, msg.content)
+            except (MalformedReplyError, RejectedUpdateError, IntegrityError) as err:
+                reason = f"reply dropped: {err}"
+                self.recorder.site_failed(server_round, node, MALFORMED_CODE, reason)
+                self.compliance.error("validation", f"site {site}: {reason}", server_round)
                 continue
             if train:
+                self.compliance.record_attestation(site, msg.content)
                 self.recorder.site_trained(server_round, node, msg.content)
             else:
                 self.recorder.site_evaluated(server_round, node, msg.content)
@@ -147,7 +203,9 @@ class RecordingStrategy(Strategy):
     ) -> Iterable[Message]:
         if self.stopped_at is not None and self.stopped_at < server_round:
             return []
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+        admitted = self._admitted.get(server_round, set())
+        messages = self.inner.configure_evaluate(server_round, arrays, config, grid)
+        return [m for m in messages if m.metadata.dst_node_id in admitted]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
@@ -156,4 +214,5 @@ class RecordingStrategy(Strategy):
         ok = self._accepted(server_round, replies, train=False)
         metrics = self.inner.aggregate_evaluate(server_round, ok) if ok else None
         self.recorder.round_finished(server_round)
+        self.compliance.sign_head()
         return metrics

@@ -12,17 +12,18 @@ from common.errors import FedsafeError
 
 __all__ = ["MalformedReplyError", "check_train_reply", "check_evaluate_reply"]
 
-_ALLOWED = {keys.ARRAYS, keys.METRICS, keys.SITE}
+_TRAIN = {keys.ARRAYS, keys.METRICS, keys.SITE, keys.ATTESTATION}
+_EVALUATE = {keys.METRICS, keys.SITE, keys.CONSENT}
 
 
 class MalformedReplyError(FedsafeError):
     """A site's reply does not have the shape of an update; it is dropped, not aggregated."""
 
 
-def _check_records(content: RecordDict, metric_names: tuple[str, ...]) -> None:
-    extra = set(content.keys()) - _ALLOWED
+def _check_records(content: RecordDict, metric_names: tuple[str, ...], allowed: set[str]) -> None:
+    extra = set(content.keys()) - allowed
     if extra:
-        raise MalformedReplyError(f"unexpected records {sorted(extra)}; allowed {sorted(_ALLOWED)}")
+        raise MalformedReplyError(f"unexpected records {sorted(extra)}; allowed {sorted(allowed)}")
     if keys.METRICS not in content.metric_records:
         raise MalformedReplyError(f"missing metric record '{keys.METRICS}'")
     metrics = content.metric_records[keys.METRICS]
@@ -44,7 +45,7 @@ def _check_records(content: RecordDict, metric_names: tuple[str, ...]) -> None:
 
 def check_train_reply(content: RecordDict, reference: ArrayRecord) -> None:
     """A training reply: the global model's exact keys, shapes and dtypes, finite values."""
-    _check_records(content, keys.TRAIN_METRICS)
+    _check_records(content, keys.TRAIN_METRICS, _TRAIN)
     if keys.ARRAYS not in content.array_records:
         raise MalformedReplyError(f"missing array record '{keys.ARRAYS}'")
     arrays = content.array_records[keys.ARRAYS]
@@ -67,4 +68,4 @@ def check_evaluate_reply(content: RecordDict) -> None:
     """An evaluation reply carries metrics and the site name, no arrays."""
     if content.array_records:
         raise MalformedReplyError("an evaluation reply must not carry arrays")
-    _check_records(content, keys.EVAL_METRICS)
+    _check_records(content, keys.EVAL_METRICS, _EVALUATE)

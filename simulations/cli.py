@@ -14,6 +14,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 # (module, function): each function adds its own subcommand(s) to the top-level subparsers.
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("simulations.privacy_cli", "add_privacy_parser"),  # fedsafe privacy epsilon|noise|plan
+    ("simulations.audit_cli", "add_audit_parser"),  # fedsafe audit verify|export
     ("server.cli", "add_server_parsers"),  # fedsafe server|certs|consent ...
     ("client.cli", "add_site_parser"),  # fedsafe site init|start|budget|report
 )

@@ -19,11 +19,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Path, dict[str, Any]]:
+    runs = tmp_path_factory.mktemp("runs")
     cfg = from_dict(
         ExperimentConfig,
-        {"name": "it", "training": {"rounds": 3}, "privacy": {"target_epsilon": 8.0}},
+        {"name": "it", "runs_dir": str(runs), "training": {"rounds": 3}, "privacy": {"target_epsilon": 8.0}},
     )
-    run_dir = tmp_path_factory.mktemp("run")
+    run_dir = runs / "it-run"
     return cfg, run_dir, simulate(cfg, run_dir)
 
 

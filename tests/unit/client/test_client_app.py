@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,16 +25,21 @@ def task_identity() -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
 
 
-@pytest.fixture(scope="module")
-def cfg() -> ExperimentConfig:
-    return from_dict(ExperimentConfig, {"training": {"rounds": 2}})
+@pytest.fixture
+def cfg(tmp_path: Path) -> ExperimentConfig:
+    return from_dict(ExperimentConfig, {"runs_dir": str(tmp_path), "training": {"rounds": 2}})
 
 
 def _message(cfg: ExperimentConfig, kind: str, server_round: int) -> Message:
     info = dataset_info(cfg.dataset.name)
     model = build_model(cfg.model.name, n_features=info.n_features, n_classes=2, hidden=cfg.model.hidden)
     content = RecordDict(
-        {keys.ARRAYS: ArrayRecord(model.state_dict()), keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: server_round})}
+        {
+            keys.ARRAYS: ArrayRecord(model.state_dict()),
+            keys.CONFIG: ConfigRecord(
+                {keys.SERVER_ROUND: server_round, keys.RUN_ID: "run-1", keys.PURPOSE: cfg.compliance.purpose}
+            ),
+        }
     )
     return Message(content=content, dst_node_id=7, message_type=kind)
 
@@ -50,7 +56,7 @@ def test_train_reply_carries_only_model_shaped_arrays_and_scalars(cfg: Experimen
 
     assert not reply.has_error()
     content = reply.content
-    assert set(content.keys()) == {keys.ARRAYS, keys.METRICS, keys.SITE}
+    assert set(content.keys()) == {keys.ARRAYS, keys.METRICS, keys.SITE, keys.ATTESTATION}
     sent = content[keys.ARRAYS]
     expected = msg.content[keys.ARRAYS]
     assert list(sent.keys()) == list(expected.keys())

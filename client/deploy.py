@@ -1,0 +1,166 @@
+"""`fedsafe site start`: check site.yaml and the data first, then become the site's SuperNode."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from client.budget import BudgetStore
+from client.site_config import SiteConfig, load_site_config
+from common.config import ExperimentConfig
+from common.errors import ConfigError
+from common.flower_env import OFFLINE_FLOWER_ENV
+
+__all__ = [
+    "SiteCheck",
+    "check_site",
+    "supernode_command",
+    "supernode_env",
+    "add_start_parser",
+    "run_start",
+    "NODE_CONFIG_KEY",
+]
+
+NODE_CONFIG_KEY = "site-config"  # the ClientApp reads context.node_config[NODE_CONFIG_KEY]
+
+
+@dataclass(frozen=True)
+class SiteCheck:
+    """What the pre-flight check saw: counts only, never a value from the data."""
+
+    config: SiteConfig
+    train_rows: int
+    test_rows: int
+    n_features: int
+
+
+def check_site(config_path: Path) -> SiteCheck:
+    """Validate site.yaml, every data row against the schema, and the budget store.
+
+    Runs before any connection: a site with a typo in its policy or a bad row must fail
+    here, with the key or the row named, not in the middle of a federated round.
+    """
+    cfg = load_site_config(Path(config_path))
+    data = cfg.load_data(ExperimentConfig())
+    with BudgetStore.open(cfg.budget_store, create=True):
+        pass
+    return SiteCheck(cfg, len(data.y_train), len(data.y_test), int(data.x_train.shape[1]))
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def supernode_command(
+    cfg: SiteConfig,
+    *,
+    runtime_port: int | None = None,
+    isolation: str = "subprocess",
+    max_retries: int | None = None,
+    max_wait_time: float | None = None,
+) -> list[str]:
+    """flower-supernode over TLS (site's CA) with node auth and `site-config` as node config.
+
+    Only the site.yaml path crosses into Flower; the ClientApp re-reads the file itself.
+    The Runtime API (ClientAppIo) listens on loopback, on `runtime_api` from site.yaml
+    or else on `runtime_port`, so several sites can run on one machine.
+    """
+    if "'" in str(cfg.path):
+        raise ConfigError(
+            "site config", str(cfg.path), "a path without single quotes", source=str(cfg.path)
+        )
+    if cfg.runtime_api is not None:
+        host, _, port = cfg.runtime_api.rpartition(":")
+    else:
+        host, port = "127.0.0.1", str(runtime_port or _free_loopback_port())
+    command = [
+        str(Path(sys.executable).parent / "flower-supernode"),
+        "--root-certificates",
+        str(cfg.ca_cert),
+        "--superlink",
+        cfg.superlink,
+        "--auth-supernode-private-key",
+        str(cfg.auth_key),
+        "--node-config",
+        f"{NODE_CONFIG_KEY}='{cfg.path}'",
+        "--isolation",
+        isolation,
+        "--host",
+        host.strip("[]"),
+        "--port",
+        port,
+    ]
+    if max_retries is not None:
+        command += ["--max-retries", str(max_retries)]
+    if max_wait_time is not None:
+        command += ["--max-wait-time", str(max_wait_time)]
+    return command
+
+
+def supernode_env(cfg: SiteConfig) -> dict[str, str]:
+    """Offline Flower, FLWR_HOME inside the kit (installed apps stay there), venv on PATH."""
+    env = dict(os.environ)
+    env.update(OFFLINE_FLOWER_ENV)
+    env["FLWR_HOME"] = str(cfg.path.parent / "flwr-home")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """Check, then replace this process with flower-supernode (signals reach it directly)."""
+    out = out or sys.stdout
+    check = check_site(args.config)
+    cfg = check.config
+    print(
+        f"site {cfg.name}: config {cfg.path} valid; data {cfg.data} valid against {cfg.schema} "
+        f"({check.train_rows} training rows, {check.test_rows} held out, "
+        f"{check.n_features} features); budget store {cfg.budget_store}",
+        file=out,
+    )
+    command = supernode_command(
+        cfg,
+        isolation=args.isolation,
+        max_retries=args.max_retries,
+        max_wait_time=args.max_wait_time,
+    )
+    print(f"connecting to SuperLink {cfg.superlink} (TLS, CA {cfg.ca_cert})", file=out)
+    if args.dry_run:
+        print(" ".join(command), file=out)
+        return 0
+    out.flush()
+    env = supernode_env(cfg)
+    Path(env["FLWR_HOME"]).mkdir(mode=0o700, exist_ok=True)
+    os.execve(command[0], command, env)
+    return 0  # not reached
+
+
+def add_start_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `start --config site.yaml [--dry-run] [--max-retries N] [--max-wait-time S]`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "start",
+        help="check site.yaml and the data, then connect this site's SuperNode",
+        description="Validate site.yaml and every data row against the schema before "
+        "connecting; then run flower-supernode in the foreground (Ctrl-C stops it).",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="the site's site.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="check and print the command")
+    parser.add_argument(
+        "--isolation",
+        choices=("subprocess", "process"),
+        default="subprocess",
+        help="Flower ClientApp isolation (default subprocess: Flower starts the executor)",
+    )
+    parser.add_argument("--max-retries", type=int, default=None, help="give up after N tries")
+    parser.add_argument(
+        "--max-wait-time", type=float, default=None, help="give up after S seconds unconnected"
+    )
+    parser.set_defaults(func=run_start)
+    return parser

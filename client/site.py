@@ -1,0 +1,97 @@
+"""Who this site is: its data, its own budget store, its policy and its signing key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.config import ExperimentConfig
+from common.crypto.pki import (
+    KeyExistsError,
+    init_site_keys,
+    load_signing_private_key,
+    load_signing_public_key,
+)
+from common.data import SiteData, load_site, site_names
+from common.layout import simulated_site_dir
+from client.policy import SitePolicy
+
+__all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys", "dataset_id_for"]
+
+
+@dataclass(frozen=True)
+class SiteRuntime:
+    """Everything a site needs to take part in a round, all of it local to the site.
+
+    `require_dp` is True at a deployed site: it never trains without DP-SGD. A simulated
+    site may run a non-private baseline (`privacy=off`), which is then charged nowhere and
+    reported with no epsilon.
+    """
+
+    name: str
+    dataset_id: str
+    data: SiteData
+    budget_store: Path
+    policy: SitePolicy
+    signing_key: bytes
+    signing_public: bytes
+    require_dp: bool
+
+
+def dataset_id_for(cfg: ExperimentConfig, site: str) -> str:
+    """The budget key: the site's rows. A different split of pooled data is different rows."""
+    d = cfg.dataset
+    if d.partition == "natural":
+        return f"{d.name}/{site}"
+    return f"{d.name}/{d.partition}-n{d.num_sites}-a{d.alpha:g}-s{d.seed}/{site}"
+
+
+def ensure_site_keys(directory: Path, site: str) -> tuple[bytes, bytes]:
+    """The site's Ed25519 signing key pair, created once (0600) and reused."""
+    key = directory / "signing.key"
+    if not key.exists():
+        try:
+            init_site_keys(directory, site)
+        except KeyExistsError:
+            pass  # another process of the same site created it a moment ago
+    return load_signing_private_key(key), load_signing_public_key(directory / "signing.pub")
+
+
+def simulated_site(cfg: ExperimentConfig, partition: int, run_id: str) -> SiteRuntime:
+    """A simulated site: the partition's data, a store and keys in its own folder."""
+    name = site_names(cfg.dataset)[partition]
+    folder = simulated_site_dir(cfg, name, run_id)
+    private, public = ensure_site_keys(folder / "keys", name)
+    policy = SitePolicy(
+        max_epsilon=cfg.federation.cap_for(name),
+        delta=cfg.privacy.delta,
+        accountant=cfg.privacy.accountant,
+        min_noise_multiplier=cfg.federation.min_noise_multiplier,
+    )
+    return SiteRuntime(
+        name=name,
+        dataset_id=dataset_id_for(cfg, name),
+        data=load_site(cfg.dataset, partition),
+        budget_store=folder / "budget.sqlite",
+        policy=policy,
+        signing_key=private,
+        signing_public=public,
+        require_dp=False,
+    )
+
+
+def deployed_site(site_yaml: Path, cfg: ExperimentConfig) -> SiteRuntime:
+    """A real site, from its own site.yaml: its file, its store, its policy, its key."""
+    from client.site_config import load_site_config
+
+    site = load_site_config(site_yaml)
+    return SiteRuntime(
+        name=site.name,
+        dataset_id=site.dataset_id,
+        data=site.load_data(cfg),
+        budget_store=site.budget_store,
+        policy=site.policy,
+        signing_key=load_signing_private_key(site.signing_key),
+        signing_public=load_signing_public_key(site.signing_key.with_suffix(".pub")),
+        require_dp=True,
+    )

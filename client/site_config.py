@@ -1,0 +1,215 @@
+"""A deployed site's `site.yaml`: who it is, where the SuperLink is, its keys, data and policy."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from client.policy import SitePolicy, load_policy
+from common.config import ExperimentConfig
+from common.data.base import SiteData
+from common.errors import ConfigError
+
+__all__ = [
+    "SiteConfig",
+    "load_site_config",
+    "parse_address",
+    "SITE_KEYS",
+    "REQUIRED_KEYS",
+    "PATH_KEYS",
+]
+
+# Every key a site.yaml may hold; anything else is a typo and an error.
+REQUIRED_KEYS = (
+    "site",
+    "superlink",
+    "ca_cert",
+    "auth_key",
+    "signing_key",
+    "data",
+    "schema",
+    "dataset_id",
+    "budget_store",
+    "policy",
+)
+OPTIONAL_KEYS = ("runtime_api",)
+SITE_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
+# Keys whose value is a path; relative paths are read from the site.yaml's own folder.
+PATH_KEYS = ("ca_cert", "auth_key", "signing_key", "data", "schema", "budget_store")
+_MUST_EXIST = ("ca_cert", "auth_key", "signing_key", "data", "schema")
+_SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+def parse_address(value: object, *, key: str, source: str) -> tuple[str, int]:
+    """`host:port` -> (host, port); ConfigError names the key and file otherwise."""
+    allowed = "'host:port' with a DNS name or IP address and a port in 1..65535"
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(key, value, allowed, source=source)
+    host, _, port_text = value.rpartition(":")
+    if not _HOST.fullmatch(host) or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(key, value, allowed, source=source)
+    return host, int(port_text)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Everything a site's SuperNode and ClientApp need, validated and with absolute paths.
+
+    The ClientApp receives only the path of site.yaml (as node config `site-config`) and
+    rebuilds this object itself, so the data path, keys and policy never travel through
+    Flower and the server cannot change them.
+    """
+
+    path: Path
+    name: str
+    superlink: str
+    ca_cert: Path
+    auth_key: Path
+    signing_key: Path
+    data: Path
+    schema: Path
+    dataset_id: str
+    budget_store: Path
+    policy: SitePolicy
+    runtime_api: str | None = None
+
+    def load_data(self, cfg: ExperimentConfig) -> SiteData:
+        """This site's train/held-out arrays from its own file, checked against its schema.
+
+        The split fraction and seed come from the run's config so that every site splits
+        the same way; the encoding is fitted on this site's training rows only.
+        """
+        from common.data.site_file import site_data_from_file
+
+        return site_data_from_file(
+            self.data,
+            self.schema,
+            test_fraction=cfg.dataset.test_fraction,
+            seed=cfg.dataset.seed,
+            site=self.name,
+        )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "site config", source, "an existing site.yaml file", source=source
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError("site config", source, "a file, not a folder", source=source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError("<document>", source, f"valid YAML ({err})", source=source) from None
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", data, f"a mapping with keys {list(SITE_KEYS)}", source=source)
+    return data
+
+
+def _check_keys(data: Mapping[str, Any], source: str) -> None:
+    for key in data:
+        if key not in SITE_KEYS:
+            close = difflib.get_close_matches(str(key), SITE_KEYS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(str(key), data[key], f"one of {list(SITE_KEYS)}{hint}", source=source)
+    for key in REQUIRED_KEYS:
+        if data.get(key) is None:
+            raise ConfigError(key, None, f"a value (required key; see {_hint(key)})", source=source)
+
+
+def _hint(key: str) -> str:
+    return {
+        "site": "the site's name, as in its key files",
+        "superlink": "the coordinator's Fleet API 'host:port'",
+        "ca_cert": "the CA certificate the coordinator sent (ca.pem)",
+        "auth_key": "auth.key from `fedsafe site init`",
+        "signing_key": "signing.key from `fedsafe site init`",
+        "data": "the site's CSV or Parquet file",
+        "schema": "the schema YAML every site agreed",
+        "dataset_id": "a stable name for this data set in the budget store",
+        "budget_store": "the site's budget store file (SQLite)",
+        "policy": "policy.max_epsilon at least",
+    }[key]
+
+
+def _string(data: Mapping[str, Any], key: str, source: str, allowed: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value.strip() or value.strip() != value:
+        raise ConfigError(key, value, allowed, source=source)
+    return value
+
+
+def _path(data: Mapping[str, Any], key: str, base: Path, source: str) -> Path:
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            key, value, "a file path (relative to the site.yaml folder)", source=source
+        )
+    path = Path(value).expanduser()
+    resolved = (path if path.is_absolute() else base / path).resolve()
+    if key in _MUST_EXIST and not resolved.is_file():
+        raise ConfigError(key, value, f"an existing file ({resolved} not found)", source=source)
+    if key == "budget_store" and not resolved.parent.is_dir():
+        raise ConfigError(
+            key, value, f"a path in an existing folder ({resolved.parent} not found)", source=source
+        )
+    return resolved
+
+
+def _policy(value: Any, source: str) -> SitePolicy:
+    try:
+        return load_policy(value, source=source)
+    except ConfigError as err:  # name the key as the site.yaml spells it
+        key = err.key.replace("site_policy", "policy", 1)
+        raise ConfigError(key, err.value, err.allowed, source=source) from None
+
+
+def load_site_config(path: Path) -> SiteConfig:
+    """Read and check a site.yaml; every problem raises ConfigError naming key, value and file.
+
+    Relative paths are resolved against the folder holding the site.yaml, so a site kit
+    can be moved as a whole. Files the site needs to start (CA certificate, keys, data,
+    schema) must exist; the budget store may not exist yet, but its folder must.
+    """
+    path = Path(path).expanduser().resolve()
+    source = str(path)
+    data = _read(path)
+    _check_keys(data, source)
+    name = _string(data, "site", source, f"a site name matching {_SITE_NAME.pattern}")
+    if not _SITE_NAME.fullmatch(name):
+        raise ConfigError("site", name, f"a site name matching {_SITE_NAME.pattern}", source=source)
+    superlink = _string(data, "superlink", source, "'host:port' of the coordinator's Fleet API")
+    parse_address(superlink, key="superlink", source=source)
+    runtime_api = data.get("runtime_api")
+    if runtime_api is not None:
+        host, _ = parse_address(runtime_api, key="runtime_api", source=source)
+        if host not in ("127.0.0.1", "localhost", "[::1]"):
+            raise ConfigError(
+                "runtime_api",
+                runtime_api,
+                "a loopback 'host:port' (127.0.0.1): the SuperNode's Runtime API must not be "
+                "reachable from outside the site",
+                source=source,
+            )
+    dataset_id = _string(data, "dataset_id", source, "a non-empty name without surrounding spaces")
+    base = path.parent
+    paths = {key: _path(data, key, base, source) for key in PATH_KEYS}
+    return SiteConfig(
+        path=path,
+        name=name,
+        superlink=superlink,
+        dataset_id=dataset_id,
+        policy=_policy(data["policy"], source),
+        runtime_api=runtime_api,
+        **paths,
+    )

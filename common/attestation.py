@@ -1,0 +1,94 @@
+"""What a site signs each round (attestation) and at the start of a run (identity), and the checks.
+
+Both travel in a ConfigRecord as {"payload": canonical JSON text, "signature": bytes}; the
+server verifies the signature with the site's enrolled Ed25519 key before it believes a word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from common import crypto
+from common.errors import IntegrityError
+from common.ledger.records import canonical_bytes, canonical_json
+
+__all__ = [
+    "arrays_digest",
+    "sign_statement",
+    "open_statement",
+    "attestation_payload",
+    "identity_payload",
+    "ATTESTATION",
+    "IDENTITY",
+]
+
+# Domain separation lives inside the signed payload ("statement"), so a ledger verifier
+# checks a site's signature over canonical_bytes(payload) with nothing else to know.
+ATTESTATION = "fedsafe-attestation-v1"
+IDENTITY = "fedsafe-identity-v1"
+
+
+def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes, in order: the update a site vouches for."""
+    digest = hashlib.sha256()
+    for name, value in arrays.items():
+        array = np.ascontiguousarray(value)
+        header = json.dumps([name, array.dtype.str, list(array.shape)], separators=(",", ":"))
+        digest.update(header.encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def attestation_payload(
+    *,
+    site: str,
+    run_id: str,
+    server_round: int,
+    epsilon: float | None,
+    delta: float | None,
+    steps: int,
+    update_digest: str | None,
+    refused: bool = False,
+) -> dict[str, Any]:
+    """The ledger's attestation contract (common/ledger/records.py), plus the run id."""
+    return {
+        "statement": ATTESTATION,
+        "site": site,
+        "run_id": run_id,
+        "round": server_round,
+        "epsilon": epsilon,
+        "delta": delta,
+        "steps": steps,
+        "update_digest": update_digest,
+        "refused": refused,
+    }
+
+
+def identity_payload(*, site: str, run_id: str, purpose: str) -> dict[str, Any]:
+    """A site's answer to "who is there": bound to this run so it cannot be replayed."""
+    return {"statement": IDENTITY, "site": site, "run_id": run_id, "purpose": purpose}
+
+
+def sign_statement(payload: dict[str, Any], private_pem: bytes) -> dict[str, Any]:
+    """A ConfigRecord body: the canonical payload text and the site's signature over it."""
+    text = canonical_json(payload)
+    return {"payload": text, "signature": crypto.sign(private_pem, text.encode())}
+
+
+def open_statement(statement: str, record: Mapping[str, Any], public_pem: bytes) -> dict[str, Any]:
+    """Verify and parse a signed statement of the expected kind; raises IntegrityError otherwise."""
+    try:
+        text = str(record["payload"])
+        signature = bytes(record["signature"])
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError("statement is missing its payload or signature") from None
+    crypto.verify(public_pem, text.encode(), signature)
+    payload = json.loads(text)
+    if canonical_bytes(payload) != text.encode() or payload.get("statement") != statement:
+        raise IntegrityError("statement is not a canonical " + statement)
+    return payload

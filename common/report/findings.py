@@ -1,0 +1,214 @@
+"""The summary at the top of a run report: what a data protection officer must see first."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["NEAR_CAP", "findings", "site_findings", "worst_first"]
+
+NEAR_CAP = 0.8  # a site at or above this fraction of its cap is flagged at the top
+_SAME = 1e-9  # tolerance when comparing one number from two sources
+_ORDER = {"bad": 0, "warn": 1, "info": 2, "ok": 3}
+
+
+def worst_first(items: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Problems first, then what needs attention, notes, and what is fine (stable within)."""
+    return sorted(items, key=lambda f: _ORDER.get(f["level"], 9))
+
+
+def _differs(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and not math.isclose(a, b, rel_tol=_SAME, abs_tol=_SAME)
+
+
+def findings(report: dict[str, Any]) -> list[dict[str, str]]:
+    """The summary at the top: each finding has a level (bad, warn, ok, info) and a sentence."""
+    out: list[dict[str, str]] = []
+    ledger = report["ledger"]
+    if ledger["status"] == "tampered":
+        bad = ledger.get("first_bad_entry") or {}
+        kind = f" ({bad['kind']} at {bad['time']})" if bad else ""
+        out.append(
+            {
+                "level": "bad",
+                "text": f"LEDGER TAMPERED: first bad entry is seq "
+                f"{ledger['first_bad_seq']}{kind}: {ledger['reason']}"
+                + (f" ({ledger['detail']})" if ledger.get("detail") else "")
+                + ". Ledger-derived figures below cannot be trusted.",
+            }
+        )
+    elif ledger["status"] == "unverifiable":
+        out.append({"level": "bad", "text": f"Ledger could not be verified: {ledger['message']}"})
+    elif ledger["status"] == "intact":
+        keys = ledger["checked_with"]
+        scope = ", ".join(
+            text
+            for text, on in (
+                ("server head signatures", keys["server_key"]),
+                (f"{len(keys['site_keys'])} site keys", bool(keys["site_keys"])),
+                ("the witness", keys["witness"]),
+            )
+            if on
+        )
+        out.append(
+            {
+                "level": "ok",
+                "text": f"Ledger intact: {ledger['message']}"
+                + (f", checked against {scope}" if scope else ", hash chain only")
+                + ".",
+            }
+        )
+    else:
+        out.append(
+            {
+                "level": "warn",
+                "text": "No ledger in this run folder: the manifest comes "
+                "from summary.json, which is not tamper-evident.",
+            }
+        )
+    if not report["privacy"].get("enabled", True):
+        out.append(
+            {
+                "level": "bad",
+                "text": "Differential privacy was OFF in this run: "
+                "the sites' updates carry no formal privacy guarantee.",
+            }
+        )
+    for name, site in report["sites"].items():
+        frac = site["cap_fraction"]
+        if frac is not None and frac >= 1:
+            out.append(
+                {
+                    "level": "bad",
+                    "text": f"{name} reached its privacy cap: epsilon "
+                    f"{site['final_epsilon']:.3f} of {site['cap']:g} ({frac:.0%}).",
+                }
+            )
+        elif frac is not None and frac >= NEAR_CAP:
+            out.append(
+                {
+                    "level": "warn",
+                    "text": f"{name} is near its privacy cap: epsilon "
+                    f"{site['final_epsilon']:.3f} of {site['cap']:g} ({frac:.0%}).",
+                }
+            )
+        own = sorted({r["round"] for r in site["refusals"] if r.get("round") is not None})
+        if site["refusals"]:
+            out.append(
+                {
+                    "level": "warn",
+                    "text": f"{name} refused {len(site['refusals'])} round(s) under its own "
+                    f"policy: round(s) {', '.join(map(str, own)) or 'unknown'}.",
+                }
+            )
+        for c in site["consent_refusals"]:
+            out.append(
+                {
+                    "level": "warn",
+                    "text": f"{name} was excluded from round {c.get('round')}: consent "
+                    f"{c.get('decision')} ({c.get('reason')}).",
+                }
+            )
+        if _differs(site["final_epsilon"], site["attested_final_epsilon"]):
+            out.append(
+                {
+                    "level": "bad",
+                    "text": f"{name}: summary.json says epsilon "
+                    f"{site['final_epsilon']:.6g}, the site attested "
+                    f"{site['attested_final_epsilon']:.6g} in the ledger.",
+                }
+            )
+    if report["sites"] and not any(
+        s["refusals"] or s["consent_refusals"] for s in report["sites"].values()
+    ):
+        out.append({"level": "ok", "text": "No site refused a round."})
+    caps = [s["cap"] for s in report["sites"].values() if s["cap"] is not None]
+    if report["sites"] and not caps:
+        out.append(
+            {
+                "level": "info",
+                "text": "summary.json records no per-site epsilon cap: "
+                "closeness to a cap cannot be judged here.",
+            }
+        )
+    elif caps and not any(f["level"] in ("bad", "warn") and "cap" in f["text"] for f in out):
+        out.append({"level": "ok", "text": f"No site reached {NEAR_CAP:.0%} of its cap."})
+    dropped = report["participation"]["dropouts"]
+    if dropped:
+        out.append({"level": "warn", "text": f"{len(dropped)} dropout(s) recorded in the ledger."})
+    manifest = report["manifest"]
+    if (
+        manifest.get("final_model_sha256")
+        and manifest.get("model_file_sha256")
+        and (manifest["final_model_sha256"] != manifest["model_file_sha256"])
+    ):
+        out.append(
+            {
+                "level": "bad",
+                "text": "The model file in this folder does not match the "
+                "final model hash on record.",
+            }
+        )
+    stop = report["run"].get("stopped_early")
+    if stop:
+        out.append(
+            {
+                "level": "warn",
+                "text": f"Training stopped early in round "
+                f"{stop.get('round')}: {stop.get('reason')}",
+            }
+        )
+    return worst_first(out)
+
+
+def site_findings(report: dict[str, Any]) -> list[dict[str, str]]:
+    """Top of a site report: per dataset, how close to the cap, refusals, unfinished rounds."""
+    out: list[dict[str, str]] = []
+    if not report["datasets"]:
+        out.append({"level": "info", "text": "The store holds no charges or refusals yet."})
+    for ds in report["datasets"]:
+        name, eps, cap = ds["dataset_id"], ds["epsilon"], ds["cap"]
+        frac = ds["cap_fraction"]
+        eps_text = eps if isinstance(eps, str) else f"{eps:.3f}"
+        if isinstance(frac, float) and frac >= 1:
+            out.append(
+                {
+                    "level": "bad",
+                    "text": f"{name}: epsilon {eps_text} has reached the "
+                    f"cap {cap:g} ({frac:.0%}); further rounds will be refused.",
+                }
+            )
+        elif isinstance(frac, float) and frac >= NEAR_CAP:
+            out.append(
+                {
+                    "level": "warn",
+                    "text": f"{name}: epsilon {eps_text} is near the cap {cap:g} ({frac:.0%}).",
+                }
+            )
+        elif isinstance(frac, float):
+            out.append(
+                {
+                    "level": "ok",
+                    "text": f"{name}: epsilon {eps_text} of cap {cap:g} "
+                    f"({frac:.0%}) over {len(ds['runs'])} run(s).",
+                }
+            )
+        else:
+            out.append(
+                {
+                    "level": "info",
+                    "text": f"{name}: epsilon {eps_text} over "
+                    f"{len(ds['runs'])} run(s); no cap known to this report (pass --cap).",
+                }
+            )
+        if ds["refusals"]:
+            out.append({"level": "warn", "text": f"{name}: {ds['refusals']} round(s) refused."})
+        if ds["reserved"]:
+            out.append(
+                {
+                    "level": "warn",
+                    "text": f"{name}: {ds['reserved']} round(s) still "
+                    "'reserved' (a crash mid-round), counted at their planned steps.",
+                }
+            )
+    return worst_first(out)

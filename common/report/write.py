@@ -1,0 +1,72 @@
+"""Writing a report's HTML and its JSON twin side by side, so the two can never drift apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from common.report.run_data import build_run_report
+from common.report.run_html import render_run_html
+
+__all__ = ["WrittenReport", "json_path_for", "write_html_and_json", "write_run_report"]
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    """Where a report went and what it says; ``ledger_ok`` is False for a failed verification."""
+
+    html: Path
+    json: Path
+    report: dict[str, Any]
+
+    @property
+    def ledger_ok(self) -> bool:
+        return self.report.get("ledger", {}).get("status") in ("intact", "absent", None)
+
+
+def json_path_for(html_path: Path) -> Path:
+    """report.html -> report.json; any other name keeps its stem (x.html -> x.json)."""
+    return Path(html_path).with_suffix(".json")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    # A half-written report must never be mistaken for a complete one.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be handed on
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_html_and_json(report: dict[str, Any], html: str, out: Path) -> WrittenReport:
+    """Write ``html`` to ``out`` and ``report`` as strict JSON next to it."""
+    out = Path(out)
+    json_out = json_path_for(out)
+    _atomic_write(json_out, json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    _atomic_write(out, html)
+    return WrittenReport(out, json_out, report)
+
+
+def write_run_report(
+    run_dir: Path, out: Path | None = None, *, now: datetime | None = None
+) -> WrittenReport:
+    """Build, render and write a run report (default RUN_DIR/report.html + report.json).
+
+    Written even when the ledger fails verification: that report is the evidence.
+    """
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report.html"
+    report = build_run_report(run_dir, now=now)
+    return write_html_and_json(
+        report, render_run_html(report, json_name=json_path_for(out).name), out
+    )

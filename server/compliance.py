@@ -1,0 +1,202 @@
+"""The run's compliance record: enrolled site keys, consent per round, attestations, the ledger.
+
+Every decision the coordinator takes about a site (admitted, excluded, update dropped) is
+appended to the run's hash-chained ledger, and the chain head is signed with the server's
+Ed25519 key at the end of every round, with a witness file beside the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flwr.app import RecordDict
+
+from common import crypto, keys
+from common.attestation import ATTESTATION, IDENTITY, arrays_digest, open_statement
+from common.consent import SignedConsent, withdrawal_from_dict
+from common.crypto.pki import init_server_signing_key, load_signing_private_key, load_signing_public_key
+from common.errors import FedsafeError, IntegrityError
+from common.ledger import Ledger, records
+from server.consent import ConsentRegistry
+
+__all__ = ["Compliance", "CoordinatorKeys", "RejectedUpdateError"]
+
+log = logging.getLogger("fedsafe.server")
+
+
+class RejectedUpdateError(FedsafeError):
+    """An update whose attestation is missing, forged or does not match what was sent."""
+
+
+@dataclass(frozen=True)
+class CoordinatorKeys:
+    """The server's signing key pair (signs ledger heads) and where enrolled site keys live."""
+
+    private: bytes
+    public: bytes
+    site_keys_dir: Path
+
+    @classmethod
+    def load_or_create(cls, server_keys_dir: Path, site_keys_dir: Path) -> CoordinatorKeys:
+        key = server_keys_dir / "server_signing.key"
+        if not key.exists():
+            init_server_signing_key(server_keys_dir)
+        return cls(
+            load_signing_private_key(key),
+            load_signing_public_key(server_keys_dir / "server_signing.pub"),
+            site_keys_dir,
+        )
+
+
+@dataclass
+class Compliance:
+    """One run's consent gate, attestation check and ledger writer."""
+
+    run_id: str
+    purpose: str
+    dataset: str
+    jurisdictions: tuple[str, ...] | None
+    ledger: Ledger
+    witness: Path
+    coordinator: CoordinatorKeys
+    consent: ConsentRegistry
+    simulated_key_dirs: dict[str, Path] = field(default_factory=dict)
+    roster: dict[int, str] = field(default_factory=dict)
+    refused_nodes: set[int] = field(default_factory=set)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    attestations: list[dict[str, Any]] = field(default_factory=list)
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def site_key(self, site: str) -> bytes | None:
+        """The site's enrolled Ed25519 key; a simulated site is enrolled from its own folder."""
+        enrolled = self.coordinator.site_keys_dir / f"{site}.pub"
+        if not enrolled.exists() and site in self.simulated_key_dirs:
+            source = self.simulated_key_dirs[site] / "signing.pub"
+            if source.exists():
+                enrolled.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, enrolled)
+                log.info("enrolled simulated site %s (%s)", site, crypto.public_key_fingerprint(enrolled.read_bytes())[:16])
+        return enrolled.read_bytes() if enrolled.exists() else None
+
+    # --- roll call -------------------------------------------------------------------------
+
+    def admit_identity(self, node_id: int, content: RecordDict) -> str:
+        """Check a roll-call reply: a known site, signing this run's identity with its key."""
+        claimed = str(content[keys.SITE][keys.SITE_NAME])
+        public = self.site_key(claimed)
+        if public is None:
+            raise RejectedUpdateError(f"site '{claimed}' is not enrolled (no signing key on record)")
+        if claimed in self.roster.values():
+            raise RejectedUpdateError(f"site '{claimed}' already answered from another node")
+        try:
+            statement = open_statement(IDENTITY, content[keys.IDENTITY], public)
+        except (IntegrityError, KeyError) as err:
+            raise RejectedUpdateError(f"site '{claimed}': identity does not verify ({err})") from None
+        if statement.get("site") != claimed or statement.get("run_id") != self.run_id:
+            raise RejectedUpdateError(f"site '{claimed}': identity names another site or run")
+        self.roster[node_id] = claimed
+        self.absorb_consent(claimed, content)
+        return claimed
+
+    def absorb_consent(self, site: str, content: RecordDict) -> None:
+        """Store site-signed grants and withdrawals carried by a reply, verified first."""
+        if keys.CONSENT not in content:
+            return
+        public = self.site_key(site)
+        body = json.loads(str(content[keys.CONSENT]["json"]))
+        for grant in body.get("grants", []):
+            signed = SignedConsent.from_dict(grant)
+            if signed.record.site != site:
+                raise RejectedUpdateError(f"site '{site}' sent consent for '{signed.record.site}'")
+            self.consent.grant(signed, public)  # type: ignore[arg-type]
+        for item in body.get("withdrawals", []):
+            withdrawal = withdrawal_from_dict(item)
+            if withdrawal.site != site:
+                raise RejectedUpdateError(f"site '{site}' sent a withdrawal for '{withdrawal.site}'")
+            self.consent.withdraw(withdrawal, public)  # type: ignore[arg-type]
+            log.warning("site %s withdrew consent %s", site, withdrawal.record_id)
+
+    # --- per round -------------------------------------------------------------------------
+
+    def admitted(self, server_round: int, node_ids: list[int]) -> set[int]:
+        """Nodes whose site holds valid, signed consent for the run's purpose now; all logged."""
+        allowed: set[int] = set()
+        now = datetime.now(UTC)
+        for node in node_ids:
+            site = self.roster.get(node)
+            if site is None:
+                payload = {"site": f"node-{node}", "round": server_round, "decision": "refused",
+                           "reason": "did not answer the roll call with a verified identity"}
+            else:
+                decision = self.consent.decide(
+                    site=site,
+                    dataset=self.dataset,
+                    purpose=self.purpose,
+                    at_time=now,
+                    jurisdictions=self.jurisdictions,
+                    site_public_pem=self.site_key(site) or b"",
+                )
+                payload = decision.ledger_payload(server_round)
+                if decision.allowed:
+                    allowed.add(node)
+            self.decisions.append(payload)
+            self.ledger.append(records.CONSENT_DECISION, payload)
+            if payload["decision"] != "granted":
+                log.warning("round %d: %s excluded: %s", server_round, payload["site"], payload["reason"])
+        return allowed
+
+    def verify_update(self, server_round: int, node_id: int, content: RecordDict) -> str:
+        """Check the attestation against the enrolled key and the arrays actually received."""
+        site = self.roster.get(node_id)
+        if site is None:
+            raise RejectedUpdateError(f"node {node_id} is not on this run's roster")
+        public = self.site_key(site)
+        if keys.ATTESTATION not in content or public is None:
+            raise RejectedUpdateError(f"site '{site}': update has no attestation")
+        try:
+            signed = open_statement(ATTESTATION, content[keys.ATTESTATION], public)
+        except IntegrityError:
+            raise RejectedUpdateError(f"site '{site}': attestation signature does not verify") from None
+        received = arrays_digest({k: v.numpy() for k, v in content[keys.ARRAYS].items()})
+        expected = {"site": site, "run_id": self.run_id, "round": server_round, "update_digest": received}
+        for name, value in expected.items():
+            if signed.get(name) != value:
+                raise RejectedUpdateError(f"site '{site}': attested {name} {signed.get(name)!r} != {value!r}")
+        reported = float(content[keys.METRICS][keys.EPSILON])
+        if signed["epsilon"] is not None and abs(signed["epsilon"] - reported) > 1e-9 * max(1.0, reported):
+            raise RejectedUpdateError(f"site '{site}': attested epsilon differs from the reported one")
+        return site
+
+    def record_attestation(self, site: str, content: RecordDict) -> None:
+        statement = content[keys.ATTESTATION]
+        signed = json.loads(str(statement["payload"]))
+        payload = {"site": site, "signature": bytes(statement["signature"]).hex(), "signed": signed}
+        self.attestations.append(signed)
+        self.ledger.append(records.ATTESTATION, payload)
+
+    def dropped(self, server_round: int, site: str, reason: str) -> None:
+        self.ledger.append(records.DROPOUT, {"site": site, "round": server_round, "reason": reason})
+
+    def error(self, component: str, message: str, server_round: int | None = None) -> None:
+        payload: dict[str, Any] = {"component": component, "message": message}
+        if server_round is not None:
+            payload["round"] = server_round
+        self.ledger.append(records.ERROR, payload)
+
+    def round_aggregated(self, server_round: int, sites: list[str], aggregate_digest: str, metrics: dict[str, float]) -> None:
+        finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
+        self.ledger.append(
+            records.ROUND_AGGREGATED,
+            {"round": server_round, "sites": sorted(sites), "aggregate_digest": aggregate_digest, "metrics": finite},
+        )
+
+    def sign_head(self) -> None:
+        """Sign the chain head and refresh the witness: truncation after this is detectable."""
+        self.ledger.sign_head(self.coordinator.private, public_pem=self.coordinator.public, witness_path=self.witness)
