@@ -18,6 +18,7 @@ from common.data import SiteData, dataset_info
 from common.errors import PrivacyError
 from common.models import model_for
 from common.privacy import Charge
+from common.privacy.plan_table import expected_rounds
 from common.privacy.planner import plan_site
 from common.training import DpSettings, evaluate, resolve_device, train_local
 
@@ -92,7 +93,8 @@ def train_round(cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx:
         epsilon: float | None = None
         noise, delta = 0.0, 0.0
     else:
-        plan = plan_site(cfg.privacy, cfg.training, n_train=site.data.n_train)
+        rounds = expected_rounds(cfg.strategy.fraction_train, cfg.training.rounds)
+        plan = plan_site(cfg.privacy, cfg.training, n_train=site.data.n_train, rounds=rounds)
         charge = Charge(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
         policy = site.policy
         if (policy.delta, policy.accountant) != (cfg.privacy.delta, cfg.privacy.accountant):

@@ -13,10 +13,10 @@ from common.crypto.pki import (
     load_signing_public_key,
 )
 from common.data import SiteData, load_site, site_names
-from common.layout import simulated_site_dir
+from common.layout import dataset_id_for, simulated_site_dir
 from client.policy import SitePolicy
 
-__all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys", "dataset_id_for"]
+__all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys"]
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,6 @@ class SiteRuntime:
     signing_key: bytes
     signing_public: bytes
     require_dp: bool
-
-
-def dataset_id_for(cfg: ExperimentConfig, site: str) -> str:
-    """The budget key: the site's rows. A different split of pooled data is different rows."""
-    d = cfg.dataset
-    if d.partition == "natural":
-        return f"{d.name}/{site}"
-    return f"{d.name}/{d.partition}-n{d.num_sites}-a{d.alpha:g}-s{d.seed}/{site}"
 
 
 def ensure_site_keys(directory: Path, site: str) -> tuple[bytes, bytes]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common.config import ExperimentConfig
 
-__all__ = ["simulated_site_dir", "coordinator_dir"]
+__all__ = ["simulated_site_dir", "coordinator_dir", "dataset_id_for"]
 
 
 def simulated_site_dir(cfg: ExperimentConfig, site: str, run_id: str) -> Path:
@@ -21,3 +21,11 @@ def simulated_site_dir(cfg: ExperimentConfig, site: str, run_id: str) -> Path:
 def coordinator_dir(cfg: ExperimentConfig) -> Path:
     """`<runs_dir>/coordinator`: the simulated coordinator's long-lived keys."""
     return Path(cfg.runs_dir) / "coordinator"
+
+
+def dataset_id_for(cfg: ExperimentConfig, site: str) -> str:
+    """A simulated site's budget key: its rows. Another split of pooled data is other rows."""
+    d = cfg.dataset
+    if d.partition == "natural":
+        return f"{d.name}/{site}"
+    return f"{d.name}/{d.partition}-n{d.num_sites}-a{d.alpha:g}-s{d.seed}/{site}"

@@ -144,6 +144,8 @@ class Compliance:
                     site_public_pem=self.site_key(site) or b"",
                 )
                 payload = decision.ledger_payload(server_round)
+                payload["record_id"] = decision.record_id
+                payload["legal_basis"] = self._legal_basis(site, decision.record_id)
                 if decision.allowed:
                     allowed.add(node)
             self.decisions.append(payload)
@@ -151,6 +153,12 @@ class Compliance:
             if payload["decision"] != "granted":
                 log.warning("round %d: %s excluded: %s", server_round, payload["site"], payload["reason"])
         return allowed
+
+    def _legal_basis(self, site: str, record_id: str | None) -> str | None:
+        for entry in self.consent.records(site):
+            if entry.signed.record.record_id == record_id:
+                return entry.signed.record.legal_basis
+        return None
 
     def verify_update(self, server_round: int, node_id: int, content: RecordDict) -> str:
         """Check the attestation against the enrolled key and the arrays actually received."""

@@ -15,6 +15,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("simulations.privacy_cli", "add_privacy_parser"),  # fedsafe privacy epsilon|noise|plan
     ("simulations.audit_cli", "add_audit_parser"),  # fedsafe audit verify|export
+    ("simulations.report_cli", "add_report_parser"),  # fedsafe report RUN_DIR
     ("server.cli", "add_server_parsers"),  # fedsafe server|certs|consent ...
     ("client.cli", "add_site_parser"),  # fedsafe site init|start|budget|report
 )

@@ -12,6 +12,8 @@ from typing import Any
 from common.config import ExperimentConfig, to_dict
 from common.data import site_names
 from common.errors import FedsafeError
+from common.privacy.plan_table import format_plan, plan_to_json
+from simulations.planning import plan_simulation
 
 __all__ = ["simulate", "format_table", "write_config"]
 
@@ -50,7 +52,19 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
             f"strategy.min_sites={cfg.strategy.min_sites} but the federation has only "
             f"{len(sites)} site(s): {list(sites)}"
         )
+    declared = {entry.site for entry in cfg.compliance.consent}
+    if declared and not declared & set(sites):
+        raise FedsafeError(
+            f"compliance.consent names sites {sorted(declared)} but the federation's sites are "
+            f"{list(sites)}: no site could take part. Declare their consent, or use federation=open"
+        )
     write_config(cfg, run_dir)
+    if cfg.privacy.enabled:
+        plan = plan_simulation(cfg, run_dir.name)
+        (run_dir / "privacy_plan.json").write_text(json.dumps(plan_to_json(plan), indent=2) + "\n")
+        print(format_plan(plan))
+        for warning in plan.warnings:
+            log.warning("privacy plan: %s", warning)
     parallel = max(1, min(cfg.federation.max_parallel_sites, len(sites)))
     backend = {
         "client_resources": {"num_cpus": cfg.federation.cpus_per_site, "num_gpus": 0.0},

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from common.config import ExperimentConfig, from_dict
 from common.errors import FedsafeError
 from simulations.engine import format_table, simulate
+from simulations.report_cli import write_report
 
 __all__ = ["main", "config_from_hydra"]
 
@@ -39,5 +40,7 @@ def main(cfg: DictConfig) -> float | None:
         print(f"fedsafe: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(format_table(summary))
+    report = write_report(run_dir)
     print(f"run folder: {run_dir}")
+    print(f"report:     {report}")
     return summary["global"].get("accuracy")

@@ -191,20 +191,15 @@ def _plan_one(
         if k == 0:
             sigma = None
             warnings.append(f"site '{site}' has participation 0: it is not expected to join")
-        elif prior_eps >= target:
-            sigma = None
-            warnings.append(
-                f"site '{site}' has already spent epsilon {prior_eps:.4g} >= target {target:g}: "
-                "no noise can keep it under the target; it should not join"
-            )
         else:
+            # The target is this run's spend, as the site plans it (client/local_round.py);
+            # what the site spent before only counts against its cap.
             sigma, _ = noise_for_target(
                 target_epsilon=target,
                 sample_rate=q,
                 steps=steps * k,
                 delta=delta,
                 accountant=accountant,
-                prior=prior,
             )
     # Consecutive rounds at one (noise, rate) are one charge of their summed steps: the same
     # mechanism, and the same history shape noise_for_target searched over.

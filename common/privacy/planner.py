@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from common.config import PrivacyConfig, TrainingConfig
 from common.privacy.accountants import noise_for_target
@@ -22,11 +23,13 @@ class SitePlan:
     planned_epsilon: float
 
 
+@lru_cache(maxsize=256)
 def plan_site(privacy: PrivacyConfig, training: TrainingConfig, *, n_train: int, rounds: int | None = None) -> SitePlan:
     """Noise for the site's own size: given, or derived from the target for all planned rounds.
 
     Opacus' Poisson loader keeps the batch count of the plain loader, so the sample rate
-    is 1 / ceil(n / batch_size) and one epoch is ceil(n / batch_size) steps.
+    is 1 / ceil(n / batch_size) and one epoch is ceil(n / batch_size) steps. Cached: the
+    noise search is the slow part, and every round of a run asks the same question.
     """
     batches = math.ceil(n_train / training.batch_size)
     sample_rate = 1.0 / batches

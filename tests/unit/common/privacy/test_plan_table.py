@@ -70,8 +70,10 @@ def test_prior_spend_is_composed_not_added() -> None:
     )
 
     (row,) = plan.sites
+    (fresh,) = plan_federation(sites={"cleveland": 243}, target_epsilon=4.0, **COMMON).sites
     assert 0 < row.prior_epsilon == epsilon_for(prior, delta=1e-5) < 4.0
-    assert row.expected_epsilon <= 4.0
+    assert row.noise_multiplier == fresh.noise_multiplier  # the target is this run's spend
+    assert row.expected_epsilon > fresh.expected_epsilon
     one = Charge(row.noise_multiplier, row.sample_rate, row.steps_per_round)
     assert row.epsilon_after_round[2] == pytest.approx(
         epsilon_for([*prior, one, one, one], delta=1e-5), rel=1e-12
@@ -105,17 +107,19 @@ def test_cap_beyond_expected_rounds_is_shown_without_warning() -> None:
     assert plan.warnings == ()
 
 
-def test_prior_spend_over_target_warns_instead_of_planning() -> None:
+def test_prior_spend_over_the_cap_stops_the_site_at_its_first_round() -> None:
     plan = plan_federation(
         sites={"va": 160},
         target_epsilon=1.0,
+        caps={"va": 2.0},
         prior_spend={"va": [Charge(0.8, 0.2, 200)]},
         **COMMON,
     )
 
     (va,) = plan.sites
-    assert va.noise_multiplier is None and va.epsilon_after_round == ()
-    assert "already spent" in va.warnings[0]
+    assert va.prior_epsilon > 2.0 and va.cap_round == 1
+    assert va.epsilon_after_round[0] > va.prior_epsilon
+    assert "refuses its joined round 1" in va.warnings[0]
 
 
 def test_format_and_json() -> None:

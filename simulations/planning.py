@@ -1,0 +1,40 @@
+"""The privacy plan of a simulated federation, printed before it starts: who a cap will stop, when."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from client.budget import BudgetStore
+from common.config import ExperimentConfig
+from common.data import load_sites
+from common.layout import dataset_id_for, simulated_site_dir
+from common.privacy import Charge
+from common.privacy.plan_table import FederationPlan, plan_federation
+
+__all__ = ["plan_simulation"]
+
+
+def _prior(cfg: ExperimentConfig, site: str, run_id: str) -> list[Charge]:
+    store_path = simulated_site_dir(cfg, site, run_id) / "budget.sqlite"
+    if not Path(store_path).exists():
+        return []
+    with BudgetStore.open(store_path, create=False) as store:
+        return store.history(dataset_id_for(cfg, site))
+
+
+def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
+    """Each simulated site's noise, epsilon per round (on top of what it spent before) and cap round."""
+    sites = {s.site: s.n_train for s in load_sites(cfg.dataset)}
+    return plan_federation(
+        sites=sites,
+        rounds=cfg.training.rounds,
+        local_epochs=cfg.training.local_epochs,
+        batch_size=cfg.training.batch_size,
+        participation=cfg.strategy.fraction_train,
+        target_epsilon=cfg.privacy.target_epsilon,
+        noise_multiplier=cfg.privacy.noise_multiplier,
+        delta=cfg.privacy.delta,
+        accountant=cfg.privacy.accountant,
+        caps={s: cfg.federation.cap_for(s) for s in sites},
+        prior_spend={s: _prior(cfg, s, run_id) for s in sites},
+    )
