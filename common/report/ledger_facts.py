@@ -158,7 +158,8 @@ def _add(facts: dict[str, Any], kind: str, payload: dict[str, Any], seq: int, ti
             }
         )
     elif kind == ATTESTATION:
-        signed = payload.get("signed") if isinstance(payload.get("signed"), dict) else {}
+        raw = payload.get("signed")
+        signed: dict[str, Any] = raw if isinstance(raw, dict) else {}
         facts["attestations"].append({**signed, "site": payload.get("site"), **where})
     elif kind == DROPOUT:
         facts["dropouts"].append({k: payload.get(k) for k in ("site", "round", "reason")} | where)

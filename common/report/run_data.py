@@ -54,10 +54,13 @@ def _utility(metrics: list[dict[str, Any]], phase: str, site: str | None) -> lis
     return sorted(out, key=lambda p: p["round"])
 
 
-def _refusals(summary_site: dict[str, Any], metrics: list[dict[str, Any]], site: str) -> list:
+def _refusals(
+    summary_site: dict[str, Any], metrics: list[dict[str, Any]], site: str
+) -> list[dict[str, Any]]:
     """Site refusals from summary.json and metrics.jsonl, one per (round, reason)."""
     seen: dict[tuple[Any, Any], dict[str, Any]] = {}
-    listed = summary_site.get("refusals") if isinstance(summary_site.get("refusals"), list) else []
+    raw = summary_site.get("refusals")
+    listed: list[Any] = raw if isinstance(raw, list) else []
     candidates = [r for r in listed if isinstance(r, dict)]
     candidates += [r for r in metrics if r.get("phase") == "refused" and r.get("site") == site]
     for row in candidates:

@@ -7,16 +7,11 @@ from typing import Any
 from common.report.findings import NEAR_CAP
 from common.report.fmt import esc, num, pct, table, tag
 from common.report.page import document, findings_list
+from common.report.run_activity import participation_section, utility_section
+from common.report.run_record import ledger_section, manifest_section
 from common.report.svg import Rule, Series, line_chart
 
 __all__ = ["render_run_html"]
-
-_STATUS_TEXT = {
-    "trained": "trained",
-    "refused": "refused",
-    "dropped": "dropped",
-    "not selected": "not selected",
-}
 
 
 def _banner(ledger: dict[str, Any]) -> str:
@@ -46,8 +41,8 @@ def _banner(ledger: dict[str, Any]) -> str:
     return ""
 
 
-def _fact(value: str, label: str) -> str:
-    return tag("div", tag("b", esc(value)) + tag("span", esc(label)), class_="fact")
+def _fact(value: str, label: str, css: str | None = None) -> str:
+    return tag("div", tag("b", esc(value), class_=css) + tag("span", esc(label)), class_="fact")
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -64,7 +59,7 @@ def _summary(report: dict[str, Any]) -> str:
         _fact(num(max(eps)) if eps else "n/a", "highest site epsilon"),
         _fact(num(privacy.get("delta")), "delta"),
         _fact(str(refusals), "refusals"),
-        _fact(report["ledger"]["status"], "ledger"),
+        _fact(report["ledger"]["status"], "ledger", f"status-{report['ledger']['status']}"),
         _fact(str(report["manifest"].get("purpose") or "not recorded"), "purpose"),
     ]
     return tag(
@@ -181,281 +176,6 @@ def _privacy(report: dict[str, Any]) -> str:
     )
 
 
-def _participation(report: dict[str, Any]) -> str:
-    part = report["participation"]
-    grid = _grid_table(part)
-    key = tag(
-        "p",
-        "".join(
-            tag("span", esc(s), class_=f"cell-key {s.replace(' ', '-')}") for s in _STATUS_TEXT
-        ),
-        class_="key",
-    )
-    count_rows = [
-        [esc(name)] + [esc(str(c[s])) for s in _STATUS_TEXT] for name, c in part["counts"].items()
-    ]
-    consent_rows = [
-        [
-            esc(num(c.get("round"))),
-            esc(c.get("site")),
-            esc(c.get("decision")),
-            esc(c.get("legal_basis") or ""),
-            esc(c.get("reason") or ""),
-        ]
-        for c in part["consent"]
-    ]
-    consent = (
-        table(["round", "site", "decision", "legal basis", "reason"], consent_rows, numeric=(0,))
-        if consent_rows
-        else tag(
-            "p", esc("No consent decisions recorded (no ledger, or none written)."), class_="muted"
-        )
-    )
-    drop_rows = [
-        [esc(num(d.get("round"))), esc(d.get("site")), esc(d.get("reason") or "")]
-        for d in part["dropouts"]
-    ]
-    dropouts = (
-        table(["round", "site", "reason"], drop_rows, numeric=(0,))
-        if drop_rows
-        else tag("p", esc("No dropouts recorded."), class_="muted")
-    )
-    return tag(
-        "section",
-        tag("h2", "Participation")
-        + tag(
-            "p",
-            esc(
-                "Which site took part in which round: trained, refused (by its own "
-                "policy or for lack of consent), dropped (selected but no reply), or not "
-                "selected."
-            ),
-            class_="muted",
-        )
-        + grid
-        + key
-        + table(["site", *_STATUS_TEXT], count_rows, numeric=(1, 2, 3, 4))
-        + tag("h3", "Consent decisions")
-        + consent
-        + tag("h3", "Dropouts")
-        + dropouts,
-        id="participation",
-    )
-
-
-def _grid_table(part: dict[str, Any]) -> str:
-    """Site x round table; each cell names its status in words and is coloured by it."""
-    head = tag("th", "site", scope="col") + "".join(
-        tag("th", f"round {r}", class_="cell", scope="col") for r in part["rounds"]
-    )
-    body = []
-    for name, cells in part["grid"].items():
-        row = tag("th", esc(name), scope="row")
-        for rnd in part["rounds"]:
-            cell = cells[str(rnd)]
-            status = cell["status"]
-            title = f"round {rnd}: {status}" + (f": {cell['reason']}" if cell.get("reason") else "")
-            row += tag("td", esc(status), class_=f"cell {status.replace(' ', '-')}", title=title)
-        body.append(tag("tr", row))
-    return tag("table", tag("thead", tag("tr", head)) + tag("tbody", "".join(body)), class_="grid")
-
-
-def _utility(report: dict[str, Any]) -> str:
-    util = report["utility"]
-    charts = []
-    for metric, label in (("accuracy", "accuracy"), ("auroc", "AUROC")):
-        series = [
-            Series(name, [(p["round"], p[metric]) for p in points], index=i)
-            for i, (name, points) in enumerate(util["sites"].items())
-        ]
-        series.append(
-            Series(
-                "global (weighted)",
-                [(p["round"], p[metric]) for p in util["global"]],
-                emphasis=True,
-                index=7,
-            )
-        )
-        chart = line_chart(
-            series,
-            title=f"Held-out {label} per round",
-            x_label="round",
-            y_label=label,
-            y_floor=0.0,
-            y_ceiling=1.0,
-        )
-        caption = (
-            f"Each site's {label} on its own held-out split, and the pooled figure weighted by "
-            "test-set size."
-        )
-        charts.append(tag("figure", chart + tag("figcaption", esc(caption))))
-    rows = [
-        [
-            esc(name),
-            esc(num(s["accuracy"])),
-            esc(num(s["balanced_accuracy"])),
-            esc(num(s["auroc"])),
-            esc(num(s["loss"])),
-            esc(num(s["num_test"], 0)),
-        ]
-        for name, s in report["sites"].items()
-    ]
-    final = util.get("final_global") or {}
-    rows.append(
-        [
-            tag("b", "global"),
-            esc(num(final.get("accuracy"))),
-            esc(num(final.get("balanced-accuracy", final.get("balanced_accuracy")))),
-            esc(num(final.get("auroc"))),
-            esc(num(final.get("loss"))),
-            "",
-        ]
-    )
-    fair = report.get("fairness")
-    fairness = (
-        tag(
-            "p",
-            esc(
-                f"Fairness gap ({fair.get('metric')}): {num(fair.get('gap'))} between "
-                f"the best site ({fair.get('best_site')}) and the worst "
-                f"({fair.get('worst_site')})."
-            ),
-        )
-        if isinstance(fair, dict)
-        else tag("p", esc("No fairness figure recorded."), class_="muted")
-    )
-    return tag(
-        "section",
-        tag("h2", "Model utility")
-        + tag("div", "".join(charts), class_="charts")
-        + tag("h3", "Final figures")
-        + table(
-            ["site", "accuracy", "balanced accuracy", "AUROC", "loss", "test rows"],
-            rows,
-            numeric=(1, 2, 3, 4, 5),
-        )
-        + fairness,
-        id="utility",
-    )
-
-
-def _dl(items: list[tuple[str, str]]) -> str:
-    return tag("dl", "".join(tag("dt", esc(k)) + tag("dd", v) for k, v in items), class_="manifest")
-
-
-def _manifest(report: dict[str, Any]) -> str:
-    m = report["manifest"]
-    privacy = m.get("privacy") if isinstance(m.get("privacy"), dict) else {}
-    legal = m.get("legal_basis") or {}
-    legal_html = "<br>".join(
-        f"{esc(site)}: {esc(basis or 'not recorded')}" for site, basis in legal.items()
-    ) or esc("not recorded")
-    secagg = m.get("secure_aggregation")
-    items = [
-        ("source", esc(m["source"]) + (f" ({esc(m['note'])})" if m.get("note") else "")),
-        ("run id", esc(m.get("run_id") or "not recorded")),
-        ("purpose", esc(m.get("purpose") or "not recorded")),
-        ("legal basis per site", legal_html),
-        ("dataset", esc(m.get("dataset") or "not recorded")),
-        ("strategy", esc(m.get("strategy") or "not recorded")),
-        (
-            "secure aggregation",
-            esc("not recorded" if secagg is None else ("on" if secagg else "off")),
-        ),
-        ("code version", tag("span", esc(m.get("code_version") or "not recorded"), class_="hash")),
-        (
-            "config hash",
-            tag("span", esc(m.get("config_hash") or "not recorded"), class_="hash")
-            + (
-                f' <span class="muted">(of {esc(m["config_hash_of"])})</span>'
-                if m.get("config_hash_of")
-                else ""
-            ),
-        ),
-        (
-            "privacy settings",
-            esc(", ".join(f"{k}={v}" for k, v in sorted(privacy.items())) or "not recorded"),
-        ),
-        ("rounds completed", esc(num(m.get("rounds_completed")))),
-        (
-            "final model SHA-256",
-            tag("span", esc(m.get("final_model_sha256") or "not recorded"), class_="hash"),
-        ),
-        (
-            "model file SHA-256 (now)",
-            tag("span", esc(m.get("model_file_sha256") or "no model file"), class_="hash"),
-        ),
-    ]
-    if m.get("started_at"):
-        items.insert(
-            2,
-            (
-                "started / finished",
-                esc(f"{m['started_at']} / {m.get('finished_at') or 'not finished'}"),
-            ),
-        )
-    return tag("section", tag("h2", "Run manifest") + _dl(items), id="manifest")
-
-
-def _ledger(report: dict[str, Any]) -> str:
-    led = report["ledger"]
-    status = led["status"]
-    items = [
-        ("status", tag("span", esc(status), class_=f"status-{status}")),
-        ("result", esc(led["message"])),
-    ]
-    if led.get("present"):
-        used = led["checked_with"]
-        items += [
-            ("server key", esc("keys/server_signing.pub" if used["server_key"] else "none")),
-            ("site keys", esc(", ".join(used["site_keys"]) or "none")),
-            ("witness", esc("ledger.witness.json" if used["witness"] else "none")),
-        ]
-    if status == "intact":
-        items += [
-            ("entries checked", esc(num(led["entries_checked"]))),
-            ("signed heads", esc(num(led["signed_heads"]))),
-            ("attestations checked", esc(num(led["attestations_checked"]))),
-            ("head", tag("span", esc(f"seq {led['last_seq']}  {led['last_hash']}"), class_="hash")),
-        ]
-    if status == "tampered":
-        items += [
-            ("first bad entry", esc(f"seq {led['first_bad_seq']}")),
-            ("reason", esc(led["reason"] + (f" ({led['detail']})" if led.get("detail") else ""))),
-        ]
-    entries = report.get("ledger_entries") or {}
-    errors = entries.get("errors") or []
-    error_html = (
-        tag("h3", "Errors recorded in the ledger")
-        + table(
-            ["seq", "round", "component", "message"],
-            [
-                [
-                    esc(e["seq"]),
-                    esc(num(e.get("round"))),
-                    esc(e.get("component")),
-                    esc(e.get("message")),
-                ]
-                for e in errors
-            ],
-            numeric=(0, 1),
-        )
-        if errors
-        else ""
-    )
-    note = tag(
-        "p",
-        esc(
-            "Verified when this report was made: every hash and link recomputed, "
-            "and every signature checked against the keys listed."
-        ),
-        class_="muted",
-    )
-    return tag(
-        "section", tag("h2", "Ledger verification") + note + _dl(items) + error_html, id="ledger"
-    )
-
-
 def render_run_html(report: dict[str, Any], *, json_name: str = "report.json") -> str:
     """The whole run report; ``report`` is what ``build_run_report`` returned."""
     run = report["run"]
@@ -478,10 +198,10 @@ def render_run_html(report: dict[str, Any], *, json_name: str = "report.json") -
         )
         + _summary(report)
         + _privacy(report)
-        + _participation(report)
-        + _utility(report)
-        + _manifest(report)
-        + _ledger(report)
+        + participation_section(report)
+        + utility_section(report)
+        + manifest_section(report)
+        + ledger_section(report)
         + (tag("section", tag("h2", "Notes") + tag("ul", notes)) if notes else "")
     )
     footer = esc(f"fedsafe report ({report['format']}); the same numbers are in {json_name}.")
