@@ -10,12 +10,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client.consent_statements import grants_record, withdrawals_record
-from client.local_round import RoundContext, evaluate_round, train_round
+from client.local_round import RoundContext, RoundOutcome, evaluate_round, train_round
 from client.site import SiteRuntime, deployed_site, simulated_site
-from common import keys
+from common import crypto, keys
 from common.attestation import identity_payload, sign_statement
 from common.config import ExperimentConfig, from_flat
-from common.errors import FedsafeError
+from common.errors import ConfigError, FedsafeError
+from common.wire import pack_arrays, sealing_context
 
 __all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG"]
 
@@ -43,6 +44,33 @@ def _reply(msg: Message, site: str, records: dict[str, object]) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+def _update_record(
+    cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext, outcome: RoundOutcome
+) -> dict[str, object]:
+    """The reply's records; with sealed updates the arrays travel only as ciphertext."""
+    records: dict[str, object] = {
+        keys.METRICS: MetricRecord(outcome.metrics),
+        keys.ATTESTATION: ConfigRecord(outcome.attestation),
+    }
+    if not cfg.security.sealed_updates:
+        records[keys.ARRAYS] = ArrayRecord(outcome.state)
+        return records
+    key_path = site.server_sealing_key
+    if key_path is None or not key_path.exists():
+        raise ConfigError(
+            "security.sealed_updates",
+            True,
+            f"the ServerApp's sealing public key pinned at the site (missing: {key_path})",
+        )
+    blob = crypto.seal(
+        key_path.read_bytes(),
+        pack_arrays({k: v.numpy() for k, v in outcome.state.items()}),
+        context=sealing_context(ctx.run_id, ctx.server_round, site.name),
+    )
+    records[keys.SEALED] = ConfigRecord({"blob": blob})
+    return records
+
+
 def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
     """The ClientApp; `cfg` None means read it from Flower's run config (as `flwr run` does)."""
     app = ClientApp()
@@ -57,10 +85,16 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         instructions = msg.content[keys.CONFIG]
         run_id = str(instructions[keys.RUN_ID])
         site = _runtime(run_cfg, context, run_id)
-        statement = identity_payload(site=site.name, run_id=run_id, purpose=str(instructions[keys.PURPOSE]))
-        records: dict[str, object] = {keys.IDENTITY: ConfigRecord(sign_statement(statement, site.signing_key))}
+        statement = identity_payload(
+            site=site.name, run_id=run_id, purpose=str(instructions[keys.PURPOSE])
+        )
+        records: dict[str, object] = {
+            keys.IDENTITY: ConfigRecord(sign_statement(statement, site.signing_key))
+        }
         if SITE_CONFIG not in context.node_config:  # a simulated site brings its consent along
-            records[keys.CONSENT] = ConfigRecord(grants_record(run_cfg, site.name, site.signing_key, site.signing_public))
+            records[keys.CONSENT] = ConfigRecord(
+                grants_record(run_cfg, site.name, site.signing_key, site.signing_public)
+            )
         return _reply(msg, site.name, records)
 
     @app.train()
@@ -75,18 +109,15 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         )
         site = _runtime(run_cfg, context, ctx.run_id)
         try:
-            outcome = train_round(run_cfg, site, msg.content[keys.ARRAYS].to_torch_state_dict(), ctx)
+            update = _update_record(
+                run_cfg,
+                site,
+                ctx,
+                train_round(run_cfg, site, msg.content[keys.ARRAYS].to_torch_state_dict(), ctx),
+            )
         except FedsafeError as err:
             return _refuse(msg, site.name, err)
-        return _reply(
-            msg,
-            site.name,
-            {
-                keys.ARRAYS: ArrayRecord(outcome.state),
-                keys.METRICS: MetricRecord(outcome.metrics),
-                keys.ATTESTATION: ConfigRecord(outcome.attestation),
-            },
-        )
+        return _reply(msg, site.name, update)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
@@ -96,7 +127,9 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         records: dict[str, object] = {keys.METRICS: MetricRecord(metrics)}
         if SITE_CONFIG not in context.node_config:  # a simulated site withdrawing before next round
             server_round = int(msg.content[keys.CONFIG][keys.SERVER_ROUND])
-            withdrawal = withdrawals_record(run_cfg, site.name, site.signing_key, next_round=server_round + 1)
+            withdrawal = withdrawals_record(
+                run_cfg, site.name, site.signing_key, next_round=server_round + 1
+            )
             if withdrawal is not None:
                 records[keys.CONSENT] = ConfigRecord(withdrawal)
         return _reply(msg, site.name, records)

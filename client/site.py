@@ -13,7 +13,7 @@ from common.crypto.pki import (
     load_signing_public_key,
 )
 from common.data import SiteData, load_site, site_names
-from common.layout import dataset_id_for, simulated_site_dir
+from common.layout import coordinator_dir, dataset_id_for, simulated_site_dir
 from client.policy import SitePolicy
 
 __all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys"]
@@ -25,7 +25,8 @@ class SiteRuntime:
 
     `require_dp` is True at a deployed site: it never trains without DP-SGD. A simulated
     site may run a non-private baseline (`privacy=off`), which is then charged nowhere and
-    reported with no epsilon.
+    reported with no epsilon. `server_sealing_key` is the ServerApp's X25519 public key as
+    the site pinned it (site kit or simulation layout), never one sent by the relay.
     """
 
     name: str
@@ -36,6 +37,7 @@ class SiteRuntime:
     signing_key: bytes
     signing_public: bytes
     require_dp: bool
+    server_sealing_key: Path | None = None
 
 
 def ensure_site_keys(directory: Path, site: str) -> tuple[bytes, bytes]:
@@ -69,6 +71,7 @@ def simulated_site(cfg: ExperimentConfig, partition: int, run_id: str) -> SiteRu
         signing_key=private,
         signing_public=public,
         require_dp=False,
+        server_sealing_key=coordinator_dir(cfg) / "keys" / "sealing.pub",
     )
 
 
@@ -86,4 +89,5 @@ def deployed_site(site_yaml: Path, cfg: ExperimentConfig) -> SiteRuntime:
         signing_key=load_signing_private_key(site.signing_key),
         signing_public=load_signing_public_key(site.signing_key.with_suffix(".pub")),
         require_dp=True,
+        server_sealing_key=getattr(site, "server_sealing_key", None),
     )

@@ -23,6 +23,7 @@ __all__ = [
     "FederationConfig",
     "ConsentEntry",
     "ComplianceConfig",
+    "SecurityConfig",
     "ExperimentConfig",
     "from_dict",
     "from_flat",
@@ -286,6 +287,18 @@ class ComplianceConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """How updates travel: sealed end to end to the ServerApp, or through secure aggregation.
+
+    `sealed_updates`: each site encrypts its update to the ServerApp's X25519 key, bound to
+    run, round and site; the relay (SuperLink, its database, proxies) holds only ciphertext.
+    """
+
+    sealed_updates: bool = True
+    secure_aggregation: bool = False
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one run needs; the only object the apps see."""
 
@@ -299,6 +312,7 @@ class ExperimentConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", self.name, "a non-empty run name")

@@ -11,6 +11,7 @@ __all__ = [
     "ATTESTATION",
     "IDENTITY",
     "CONSENT",
+    "SEALED",
     "RUN_ID",
     "PURPOSE",
     "SERVER_ROUND",
@@ -40,6 +41,7 @@ SITE = "site"  # ConfigRecord: who answered (site name), never data
 
 ATTESTATION = "attestation"  # ConfigRecord: the site's signed statement about this round
 IDENTITY = "identity"  # ConfigRecord: the site's signed answer to the run's roll call
+SEALED = "sealed"  # ConfigRecord: {"blob": the update sealed to the ServerApp's key}
 CONSENT = "consent"  # ConfigRecord: site-signed consent grants and withdrawals (JSON texts)
 
 # Keys.

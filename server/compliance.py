@@ -15,12 +15,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flwr.app import RecordDict
+from flwr.app import Array, ArrayRecord, RecordDict
 
 from common import crypto, keys
 from common.attestation import ATTESTATION, IDENTITY, arrays_digest, open_statement
 from common.consent import SignedConsent, withdrawal_from_dict
-from common.crypto.pki import init_server_signing_key, load_signing_private_key, load_signing_public_key
+from common.crypto.pki import (
+    init_server_sealing_key,
+    init_server_signing_key,
+    load_sealing_private_key,
+    load_signing_private_key,
+    load_signing_public_key,
+)
+from common.wire import sealing_context, unpack_arrays
 from common.errors import FedsafeError, IntegrityError
 from common.ledger import Ledger, records
 from server.consent import ConsentRegistry
@@ -36,10 +43,14 @@ class RejectedUpdateError(FedsafeError):
 
 @dataclass(frozen=True)
 class CoordinatorKeys:
-    """The server's signing key pair (signs ledger heads) and where enrolled site keys live."""
+    """The server's keys: Ed25519 (signs ledger heads), X25519 (opens sealed updates).
+
+    Also where enrolled site keys live. Sites pin the public halves from their site kit.
+    """
 
     private: bytes
     public: bytes
+    sealing_private: bytes
     site_keys_dir: Path
 
     @classmethod
@@ -47,9 +58,12 @@ class CoordinatorKeys:
         key = server_keys_dir / "server_signing.key"
         if not key.exists():
             init_server_signing_key(server_keys_dir)
+        if not (server_keys_dir / "sealing.key").exists():
+            init_server_sealing_key(server_keys_dir)
         return cls(
             load_signing_private_key(key),
             load_signing_public_key(server_keys_dir / "server_signing.pub"),
+            load_sealing_private_key(server_keys_dir / "sealing.key"),
             site_keys_dir,
         )
 
@@ -159,6 +173,31 @@ class Compliance:
             if entry.signed.record.record_id == record_id:
                 return entry.signed.record.legal_basis
         return None
+
+    def unseal(self, server_round: int, node_id: int, content: RecordDict, *, required: bool) -> None:
+        """Open a sealed update in place (ciphertext out, arrays in); refuse plaintext if required.
+
+        A wrong key, any flipped byte, or a blob sealed for another run, round or site fails
+        to open (AES-GCM with run, round and site bound in as associated data).
+        """
+        site = self.roster.get(node_id, f"node-{node_id}")
+        if keys.SEALED not in content:
+            if required:
+                raise RejectedUpdateError(f"site '{site}': update was not sealed; this run requires sealed updates")
+            return
+        if keys.ARRAYS in content:
+            raise RejectedUpdateError(f"site '{site}': update carries both sealed and plain arrays")
+        try:
+            blob = bytes(content[keys.SEALED]["blob"])
+            plain = crypto.open_sealed(
+                self.coordinator.sealing_private, blob, context=sealing_context(self.run_id, server_round, site)
+            )
+        except (IntegrityError, KeyError, TypeError):
+            raise RejectedUpdateError(
+                f"site '{site}': sealed update does not open (wrong key, altered, or sealed for another run/round/site)"
+            ) from None
+        del content[keys.SEALED]
+        content[keys.ARRAYS] = ArrayRecord({k: Array(v) for k, v in unpack_arrays(plain).items()})
 
     def verify_update(self, server_round: int, node_id: int, content: RecordDict) -> str:
         """Check the attestation against the enrolled key and the arrays actually received."""

@@ -81,8 +81,8 @@ def _run_started(cfg: ExperimentConfig, compliance: Compliance) -> None:
             "strategy": cfg.strategy.name,
             "rounds": cfg.training.rounds,
             "privacy": asdict(cfg.privacy),
-            "secure_aggregation": False,
-            "sealed_updates": False,
+            "secure_aggregation": cfg.security.secure_aggregation,
+            "sealed_updates": cfg.security.sealed_updates,
             "participants": participants,
             "server_key": crypto.public_key_fingerprint(compliance.coordinator.public),
         },
@@ -106,6 +106,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             compliance,
             min_sites=cfg.strategy.min_sites,
             roll_call_timeout_s=cfg.compliance.roll_call_timeout_s,
+            sealed=cfg.security.sealed_updates,
         )
         log.info(
             "run %s: %s, %d rounds, strategy %s, purpose %s, run folder %s",

@@ -103,12 +103,14 @@ class RecordingStrategy(Strategy):
         *,
         min_sites: int,
         roll_call_timeout_s: float,
+        sealed: bool,
     ) -> None:
         self.inner = inner
         self.recorder = recorder
         self.compliance = compliance
         self.min_sites = min_sites
         self.roll_call_timeout_s = roll_call_timeout_s
+        self.sealed = sealed
         self.stopped_at: int | None = None
         self._global: ArrayRecord | None = None
         self._admitted: dict[int, set[int]] = {}
@@ -180,6 +182,7 @@ class RecordingStrategy(Strategy):
             try:
                 if train:
                     assert self._global is not None
+                    self.compliance.unseal(server_round, node, msg.content, required=self.sealed)
                     check_train_reply(msg.content, self._global)
                     self.compliance.verify_update(server_round, node, msg.content)
                 else:

@@ -76,3 +76,21 @@ def test_table_lists_each_hospital_with_its_epsilon(run: tuple[ExperimentConfig,
     table = format_table(summary)
     for name, site in summary["sites"].items():
         assert name in table and f"{site['epsilon']:.3f}" in table
+
+
+def test_sealed_updates_reach_the_same_model_as_plain_fedavg(
+    run: tuple[ExperimentConfig, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    import torch
+
+    from common.config import to_dict
+
+    cfg, run_dir, _ = run
+    assert cfg.security.sealed_updates
+    data = to_dict(cfg) | {"runs_dir": str(tmp_path), "security": {"sealed_updates": False}}
+    plain_cfg = from_dict(ExperimentConfig, data)
+    plain = simulate(plain_cfg, tmp_path / "plain")
+    sealed_model = torch.load(run_dir / "model.pt")
+    plain_model = torch.load(tmp_path / "plain" / plain["model"]["path"])
+    for name, value in sealed_model.items():
+        assert torch.allclose(value, plain_model[name], atol=1e-6), name

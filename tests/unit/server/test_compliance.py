@@ -1,0 +1,151 @@
+"""The coordinator's checks on what sites send: sealed updates, attestations, identities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from common import crypto, keys
+from common.attestation import arrays_digest, attestation_payload, identity_payload, sign_statement
+from common.ledger import Ledger
+from common.wire import pack_arrays, sealing_context
+from server.compliance import Compliance, CoordinatorKeys, RejectedUpdateError
+from server.consent import ConsentRegistry
+
+RUN = "run-1"
+ARRAYS = {"w": np.ones((2, 2), dtype=np.float32)}
+
+
+@pytest.fixture
+def site_keys() -> tuple[bytes, bytes]:
+    return crypto.generate_signing_key()
+
+
+@pytest.fixture
+def compliance(tmp_path: Path, site_keys: tuple[bytes, bytes]) -> Compliance:
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "sites" / "cleveland.pub").write_bytes(site_keys[1])
+    c = Compliance(
+        run_id=RUN,
+        purpose="research",
+        dataset="heart_disease",
+        jurisdictions=None,
+        ledger=Ledger.open(tmp_path / "ledger.sqlite"),
+        witness=tmp_path / "witness.json",
+        coordinator=CoordinatorKeys.load_or_create(tmp_path / "server", tmp_path / "sites"),
+        consent=ConsentRegistry.open(tmp_path / "consent.sqlite"),
+    )
+    c.roster[7] = "cleveland"
+    return c
+
+
+def _sealing_public(tmp_path: Path) -> bytes:
+    return (tmp_path / "server" / "sealing.pub").read_bytes()
+
+
+def _sealed(tmp_path: Path, *, run: str = RUN, rnd: int = 1, site: str = "cleveland", key: bytes | None = None) -> RecordDict:
+    blob = crypto.seal(key or _sealing_public(tmp_path), pack_arrays(ARRAYS), context=sealing_context(run, rnd, site))
+    return RecordDict({keys.SEALED: ConfigRecord({"blob": blob})})
+
+
+def test_a_sealed_update_opens_into_the_arrays(compliance: Compliance, tmp_path: Path) -> None:
+    content = _sealed(tmp_path)
+    compliance.unseal(1, 7, content, required=True)
+    assert keys.SEALED not in content
+    assert np.array_equal(content[keys.ARRAYS]["w"].numpy(), ARRAYS["w"])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"rnd": 2}, {"run": "run-0"}, {"site": "hungary"}],
+    ids=["replayed-round", "other-run", "other-site"],
+)
+def test_a_replayed_or_misdirected_update_is_refused(compliance: Compliance, tmp_path: Path, kwargs: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(RejectedUpdateError, match="does not open"):
+        compliance.unseal(1, 7, _sealed(tmp_path, **kwargs), required=True)
+
+
+def test_an_update_sealed_to_another_key_is_refused(compliance: Compliance, tmp_path: Path) -> None:
+    _, other = crypto.generate_sealing_key()
+    with pytest.raises(RejectedUpdateError, match="does not open"):
+        compliance.unseal(1, 7, _sealed(tmp_path, key=other), required=True)
+
+
+@pytest.mark.parametrize("position", [0, 5, 40, -1], ids=["version", "header", "ciphertext", "tag"])
+def test_a_flipped_byte_is_refused(compliance: Compliance, tmp_path: Path, position: int) -> None:
+    content = _sealed(tmp_path)
+    blob = bytearray(bytes(content[keys.SEALED]["blob"]))
+    blob[position] ^= 0x01
+    content[keys.SEALED] = ConfigRecord({"blob": bytes(blob)})
+    with pytest.raises(RejectedUpdateError, match="does not open"):
+        compliance.unseal(1, 7, content, required=True)
+
+
+def test_plaintext_is_refused_when_sealing_is_required(compliance: Compliance) -> None:
+    content = RecordDict({keys.ARRAYS: ArrayRecord({"w": Array(ARRAYS["w"])})})
+    with pytest.raises(RejectedUpdateError, match="was not sealed"):
+        compliance.unseal(1, 7, content, required=True)
+    compliance.unseal(1, 7, content, required=False)  # allowed when the run does not seal
+
+
+def _attested(signing_private: bytes, **override: object) -> RecordDict:
+    digest = arrays_digest(ARRAYS)
+    payload = attestation_payload(site="cleveland", run_id=RUN, server_round=1, epsilon=1.0, delta=1e-5, steps=8, update_digest=digest)
+    payload.update(override)
+    return RecordDict(
+        {
+            keys.ARRAYS: ArrayRecord({"w": Array(ARRAYS["w"])}),
+            keys.METRICS: MetricRecord({keys.EPSILON: 1.0}),
+            keys.ATTESTATION: ConfigRecord(sign_statement(payload, signing_private)),
+        }
+    )
+
+
+def test_a_valid_attestation_is_accepted(compliance: Compliance, site_keys: tuple[bytes, bytes]) -> None:
+    assert compliance.verify_update(1, 7, _attested(site_keys[0])) == "cleveland"
+
+
+def test_a_forged_attestation_is_dropped(compliance: Compliance) -> None:
+    forger, _ = crypto.generate_signing_key()
+    with pytest.raises(RejectedUpdateError, match="attestation signature does not verify"):
+        compliance.verify_update(1, 7, _attested(forger))
+
+
+def test_an_attestation_for_other_arrays_is_dropped(compliance: Compliance, site_keys: tuple[bytes, bytes]) -> None:
+    with pytest.raises(RejectedUpdateError, match="attested update_digest"):
+        compliance.verify_update(1, 7, _attested(site_keys[0], update_digest="0" * 64))
+
+
+def test_a_missing_attestation_is_dropped(compliance: Compliance, site_keys: tuple[bytes, bytes]) -> None:
+    content = _attested(site_keys[0])
+    del content[keys.ATTESTATION]
+    with pytest.raises(RejectedUpdateError, match="has no attestation"):
+        compliance.verify_update(1, 7, content)
+
+
+def test_an_identity_signed_by_another_key_is_refused(compliance: Compliance) -> None:
+    forger, _ = crypto.generate_signing_key()
+    content = RecordDict(
+        {
+            keys.SITE: ConfigRecord({keys.SITE_NAME: "cleveland"}),
+            keys.IDENTITY: ConfigRecord(sign_statement(identity_payload(site="cleveland", run_id=RUN, purpose="research"), forger)),
+        }
+    )
+    compliance.roster.clear()
+    with pytest.raises(RejectedUpdateError, match="identity does not verify"):
+        compliance.admit_identity(3, content)
+    assert 3 not in compliance.roster
+
+
+def test_an_unenrolled_site_is_refused_at_roll_call(compliance: Compliance, site_keys: tuple[bytes, bytes]) -> None:
+    content = RecordDict(
+        {
+            keys.SITE: ConfigRecord({keys.SITE_NAME: "mallory"}),
+            keys.IDENTITY: ConfigRecord(sign_statement(identity_payload(site="mallory", run_id=RUN, purpose="research"), site_keys[0])),
+        }
+    )
+    with pytest.raises(RejectedUpdateError, match="'mallory' is not enrolled"):
+        compliance.admit_identity(4, content)
