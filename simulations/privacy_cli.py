@@ -1,12 +1,15 @@
-"""`fedsafe privacy epsilon|noise`: the accountant on the command line for site admins."""
+"""`fedsafe privacy epsilon|noise|plan`: the accountant and the planner for site admins."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from pathlib import Path
 
-from common.privacy import ACCOUNTANTS, epsilon_for, noise_for_target
+from common.errors import PrivacyError
+from common.privacy import ACCOUNTANTS, Charge, epsilon_for, noise_for_target
+from common.privacy.plan_table import format_plan, plan_federation, plan_to_json
 
 __all__ = ["add_privacy_parser"]
 
@@ -41,6 +44,62 @@ def _noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise PrivacyError(f"{flag} expects NAME=VALUE, got {item!r}")
+        try:
+            out[name] = cast(value)
+        except ValueError:
+            raise PrivacyError(f"{flag} {item!r}: {value!r} is not a valid {cast.__name__}") from None
+    return out
+
+
+def _prior(stores: dict[str, object]) -> dict[str, list[Charge]]:
+    """Each site's history from its own budget store (one data set per store)."""
+    from client.budget import BudgetStore
+
+    prior = {}
+    for site, path in stores.items():
+        with BudgetStore.open(Path(str(path)), create=False) as store:
+            datasets = [d.dataset_id for d in store.datasets()]
+            if len(datasets) > 1:
+                raise PrivacyError(f"store {path} holds several data sets {datasets}; plan them one at a time")
+            prior[site] = store.history(datasets[0]) if datasets else []
+    return prior
+
+
+def _plan(args: argparse.Namespace) -> int:
+    sites = _pairs(args.site, "--site", int)
+    if not sites:
+        from common.config import DatasetConfig
+        from common.data import load_sites
+
+        sites = {s.site: s.n_train for s in load_sites(DatasetConfig())}
+    caps = _pairs(args.cap, "--cap", float)
+    if args.max_epsilon is not None:
+        caps = {s: caps.get(s, args.max_epsilon) for s in sites}
+    if args.target_epsilon is None and args.noise_multiplier is None:
+        args.target_epsilon = 3.0
+    plan = plan_federation(
+        sites=sites,  # type: ignore[arg-type]
+        rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        participation=args.participation,
+        target_epsilon=args.target_epsilon,
+        noise_multiplier=args.noise_multiplier,
+        delta=args.delta,
+        accountant=args.accountant,
+        caps=caps or None,  # type: ignore[arg-type]
+        prior_spend=_prior(_pairs(args.store, "--store", str)) or None,
+    )
+    print(json.dumps(plan_to_json(plan), indent=2) if args.json else format_plan(plan))
+    return 0
+
+
 def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     privacy = sub.add_parser("privacy", help="privacy accounting for planning a site's spend")
     psub = privacy.add_subparsers(dest="privacy_command", required=True)
@@ -61,3 +120,24 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     noise.add_argument("--target-epsilon", type=float, required=True)
     common(noise)
     noise.set_defaults(func=_noise)
+
+    plan = psub.add_parser(
+        "plan",
+        help="per site: noise for the target, epsilon after each round, the round a cap stops it",
+        description="Without --site, plans the four UCI Heart Disease hospitals (their training sizes).",
+    )
+    plan.add_argument("--site", action="append", metavar="NAME=N_TRAIN", help="a site and its training rows (repeat)")
+    plan.add_argument("--rounds", type=int, default=10)
+    plan.add_argument("--local-epochs", type=int, default=1)
+    plan.add_argument("--batch-size", type=int, default=32)
+    plan.add_argument("--participation", type=float, default=1.0, help="expected fraction of rounds a site joins")
+    goal = plan.add_mutually_exclusive_group()
+    goal.add_argument("--target-epsilon", type=float, help="this run's spend per site (default 3)")
+    goal.add_argument("--noise-multiplier", type=float)
+    plan.add_argument("--delta", type=float, default=1e-5)
+    plan.add_argument("--accountant", choices=sorted(ACCOUNTANTS), default="rdp")
+    plan.add_argument("--cap", action="append", metavar="NAME=EPS", help="a site's lifetime cap (repeat)")
+    plan.add_argument("--max-epsilon", type=float, help="the cap of every site without --cap")
+    plan.add_argument("--store", action="append", metavar="NAME=PATH", help="a site's budget store: what it spent before")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=_plan, target_epsilon=None)

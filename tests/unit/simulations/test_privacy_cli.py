@@ -33,3 +33,21 @@ def test_bad_delta_is_an_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["privacy", "epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "5", "--delta", "2"])
     assert code == 2
     assert "delta must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_plan_json_names_the_round_a_cap_stops_a_site(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["privacy", "plan", "--site", "a=243", "--site", "b=98", "--rounds", "5", "--target-epsilon", "3",
+         "--cap", "b=2.0", "--max-epsilon", "10", "--json"]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    rows = {row["site"]: row for row in out["sites"]}
+    assert rows["a"]["cap_round"] is None
+    assert rows["b"]["cap_round"] is not None and rows["b"]["cap_round"] <= 5
+    assert any("'b'" in w and "max_epsilon=2" in w for w in out["warnings"])
+
+
+def test_plan_rejects_a_malformed_site(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["privacy", "plan", "--site", "a:100"]) == 2
+    assert "--site expects NAME=VALUE" in capsys.readouterr().err
