@@ -304,6 +304,8 @@ class ExperimentConfig:
 
     name: str = "heart"
     runs_dir: str = "runs"
+    run_id: str | None = None  # the run folder's name; default <name>-<timestamp>
+    resume: bool = False  # continue run_id from its last checkpoint
     seed: int = 0
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -316,6 +318,12 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", self.name, "a non-empty run name")
+        _check(
+            not self.resume or bool(self.run_id),
+            "resume",
+            self.resume,
+            "true only together with run_id (the run folder to continue)",
+        )
         if self.dataset.partition == "natural":
             _check(
                 self.dataset.name in NATURAL_SITES,

@@ -15,7 +15,9 @@ __all__ = ["app", "build_server_app", "new_run_dir"]
 
 
 def new_run_dir(cfg: ExperimentConfig) -> Path:
-    """`runs/<name>-<timestamp>/`, unique per start."""
+    """`runs/<run_id>/` when given (a resumable, named run), else `runs/<name>-<timestamp>/`."""
+    if cfg.run_id:
+        return Path(cfg.runs_dir) / cfg.run_id
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(cfg.runs_dir) / f"{cfg.name}-{stamp}"
 

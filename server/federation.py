@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
 from common import crypto, keys
@@ -18,6 +18,7 @@ from common.data import dataset_info, site_names
 from common.layout import coordinator_dir, simulated_site_dir
 from common.ledger import Ledger, records
 from common.models import model_for
+from server.checkpoint import Checkpoint, checkpoint_to_resume, restore_strategy, save_checkpoint, strategy_state
 from server.compliance import Compliance, CoordinatorKeys
 from server.consent import ConsentRegistry
 from server.provenance import code_version, config_hash
@@ -94,19 +95,55 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
     run_dir.mkdir(parents=True, exist_ok=True)
     info = dataset_info(cfg.dataset.name, cfg.dataset)
     model = model_for(cfg.model, info, seed=cfg.seed)
+    checkpoint = checkpoint_to_resume(cfg, run_dir)
     recorder = RunRecorder(run_dir, cfg)
     compliance = open_compliance(cfg, run_dir)
+    inner = build_strategy(cfg.strategy)
+    initial = ArrayRecord(model.state_dict())
+    done = 0
+    if checkpoint is not None:
+        done = checkpoint.round
+        initial = ArrayRecord({k: Array(v) for k, v in checkpoint.arrays.items()})
+        restore_strategy(inner, checkpoint.strategy)
+        recorder.restore(checkpoint.recorder)
+        compliance.decisions = checkpoint.compliance.get("decisions", [])
+        compliance.attestations = checkpoint.compliance.get("attestations", [])
+
+    def save(server_round: int, arrays: ArrayRecord) -> None:
+        head = compliance.ledger.head()
+        assert head is not None
+        save_checkpoint(
+            run_dir,
+            Checkpoint(
+                round=server_round,
+                arrays={k: v.numpy() for k, v in arrays.items()},
+                strategy=strategy_state(inner),
+                ledger_head=(head.seq, head.hash),
+                recorder=recorder.state(),
+                compliance={"decisions": compliance.decisions, "attestations": compliance.attestations},
+            ),
+        )
+
     try:
         nodes = wait_for_sites(grid, minimum=cfg.strategy.min_sites, timeout_s=cfg.compliance.roll_call_timeout_s)
         roll_call(grid, compliance, nodes, timeout_s=cfg.compliance.roll_call_timeout_s)
-        _run_started(cfg, compliance)
+        if checkpoint is None:
+            _run_started(cfg, compliance)
+        else:
+            compliance.ledger.append(
+                records.RUN_RESUMED,
+                {"run_id": compliance.run_id, "from_round": done + 1, "checkpoint_head": list(checkpoint.ledger_head)},
+            )
+            log.warning("resuming run %s after round %d", compliance.run_id, done)
         strategy = RecordingStrategy(
-            build_strategy(cfg.strategy),
+            inner,
             recorder,
             compliance,
             min_sites=cfg.strategy.min_sites,
             roll_call_timeout_s=cfg.compliance.roll_call_timeout_s,
             sealed=cfg.security.sealed_updates,
+            rounds_done=done,
+            on_round_end=save,
         )
         log.info(
             "run %s: %s, %d rounds, strategy %s, purpose %s, run folder %s",
@@ -115,13 +152,13 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         instructions = ConfigRecord({keys.RUN_ID: compliance.run_id, keys.PURPOSE: compliance.purpose})
         result = strategy.start(
             grid=grid,
-            initial_arrays=ArrayRecord(model.state_dict()),
-            num_rounds=cfg.training.rounds,
+            initial_arrays=initial,
+            num_rounds=cfg.training.rounds - done,
             timeout=cfg.strategy.round_timeout_s,
             train_config=instructions,
             evaluate_config=ConfigRecord(dict(instructions)),
         )
-        final = result.arrays if len(result.arrays) else ArrayRecord(model.state_dict())
+        final = result.arrays if len(result.arrays) else initial
         path = run_dir / "model.pt"
         sha = save_model(final.to_torch_state_dict(), path)
         compliance.ledger.append(

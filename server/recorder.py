@@ -63,6 +63,13 @@ class RunRecorder:
         self._round_t0 = self._t0
         self._round: dict[str, Any] = {}
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps so a resumed run's summary covers every round."""
+        return {"sites": self.sites, "rounds": self.rounds, "node_sites": {}, "stop": self.stop}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.sites, self.rounds, self.stop = state["sites"], state["rounds"], state["stop"]
+
     def _site(self, name: str) -> _Site:
         return self.sites.setdefault(name, _Site())
 

@@ -104,6 +104,8 @@ class RecordingStrategy(Strategy):
         min_sites: int,
         roll_call_timeout_s: float,
         sealed: bool,
+        rounds_done: int = 0,
+        on_round_end: Callable[[int, ArrayRecord], None] | None = None,
     ) -> None:
         self.inner = inner
         self.recorder = recorder
@@ -111,6 +113,9 @@ class RecordingStrategy(Strategy):
         self.min_sites = min_sites
         self.roll_call_timeout_s = roll_call_timeout_s
         self.sealed = sealed
+        self.offset = rounds_done  # Flower counts from 1 again after a resume; the run does not
+        self.on_round_end = on_round_end
+        self._latest: ArrayRecord | None = None
         self.stopped_at: int | None = None
         self._global: ArrayRecord | None = None
         self._admitted: dict[int, set[int]] = {}
@@ -126,6 +131,8 @@ class RecordingStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.offset
+        self._latest = arrays
         if self.stopped_at is not None:
             return []
         self.recorder.round_started(server_round)
@@ -142,6 +149,7 @@ class RecordingStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.offset
         replies = list(replies)
         if self.stopped_at is not None:
             return None, None
@@ -158,6 +166,7 @@ class RecordingStrategy(Strategy):
             digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
             sites = [self.compliance.roster[m.metadata.src_node_id] for m in ok]
             self.compliance.round_aggregated(server_round, sites, digest, dict(metrics or {}))
+            self._latest = arrays
         return arrays, metrics
 
     def _record_silence(self, server_round: int, replies: list[Message]) -> None:
@@ -204,6 +213,7 @@ class RecordingStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.offset
         if self.stopped_at is not None and self.stopped_at < server_round:
             return []
         admitted = self._admitted.get(server_round, set())
@@ -211,6 +221,7 @@ class RecordingStrategy(Strategy):
         return [m for m in messages if m.metadata.dst_node_id in admitted]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self.offset
         replies = list(replies)
         if self.stopped_at is not None and self.stopped_at < server_round:
             return None
@@ -218,4 +229,6 @@ class RecordingStrategy(Strategy):
         metrics = self.inner.aggregate_evaluate(server_round, ok) if ok else None
         self.recorder.round_finished(server_round)
         self.compliance.sign_head()
+        if self.on_round_end is not None and self._latest is not None:
+            self.on_round_end(server_round, self._latest)
         return metrics

@@ -13,6 +13,7 @@ from common.config import ExperimentConfig, to_dict
 from common.data import site_names
 from common.errors import FedsafeError
 from common.privacy.plan_table import format_plan, plan_to_json
+from server.checkpoint import checkpoint_to_resume
 from simulations.planning import plan_simulation
 
 __all__ = ["simulate", "format_table", "write_config"]
@@ -58,6 +59,7 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
             f"compliance.consent names sites {sorted(declared)} but the federation's sites are "
             f"{list(sites)}: no site could take part. Declare their consent, or use federation=open"
         )
+    checkpoint_to_resume(cfg, run_dir)  # fail before Ray starts, not after
     write_config(cfg, run_dir)
     if cfg.privacy.enabled:
         plan = plan_simulation(cfg, run_dir.name)

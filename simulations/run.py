@@ -19,6 +19,10 @@ __all__ = ["main", "config_from_hydra"]
 
 log = logging.getLogger("fedsafe")
 
+# The run folder: `run_id` when the user names the run (so it can be resumed), else name-time.
+if not OmegaConf.has_resolver("run_folder"):
+    OmegaConf.register_new_resolver("run_folder", lambda run_id, name, stamp: run_id or f"{name}-{stamp}")
+
 
 def config_from_hydra(cfg: DictConfig) -> ExperimentConfig:
     """The only place a DictConfig is seen: turned into frozen, validated dataclasses."""

@@ -27,7 +27,10 @@ def task_identity() -> None:
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> ExperimentConfig:
-    return from_dict(ExperimentConfig, {"runs_dir": str(tmp_path), "training": {"rounds": 2}})
+    return from_dict(
+        ExperimentConfig,
+        {"runs_dir": str(tmp_path), "training": {"rounds": 2}, "security": {"sealed_updates": False}},
+    )
 
 
 def _message(cfg: ExperimentConfig, kind: str, server_round: int) -> Message:
@@ -89,3 +92,37 @@ def test_evaluate_reply_has_metrics_and_no_arrays(cfg: ExperimentConfig) -> None
     metrics = reply.content[keys.METRICS]
     assert 0 <= metrics[keys.ACCURACY] <= 1 and metrics[keys.NUM_EXAMPLES] == 59
     assert math.isfinite(metrics[keys.LOSS]) and not np.isnan(metrics[keys.AUROC])
+
+
+def test_a_sealed_reply_carries_no_plaintext_arrays(tmp_path: Path) -> None:
+    from common import crypto
+    from common.crypto.pki import init_server_sealing_key, load_sealing_private_key
+    from common.layout import coordinator_dir
+    from common.wire import sealing_context, unpack_arrays
+
+    cfg = from_dict(ExperimentConfig, {"runs_dir": str(tmp_path), "training": {"rounds": 2}})
+    key_file, _ = init_server_sealing_key(coordinator_dir(cfg) / "keys")
+    msg = _message(cfg, "train", 1)
+
+    reply = build_client_app(cfg)(msg, _context(2))
+
+    assert not reply.has_error()
+    assert keys.ARRAYS not in reply.content and keys.SEALED in reply.content
+    blob = bytes(reply.content[keys.SEALED]["blob"])
+    plain = crypto.open_sealed(load_sealing_private_key(key_file), blob, context=sealing_context("run-1", 1, "va_long_beach"))
+    assert list(unpack_arrays(plain)) == list(msg.content[keys.ARRAYS].keys())
+
+
+def test_a_replayed_round_gets_the_same_update_without_a_new_charge(cfg: ExperimentConfig) -> None:
+    from client.budget import BudgetStore
+
+    app, msg = build_client_app(cfg), _message(cfg, "train", 1)
+    first = app(msg, _context(0)).content
+    again = app(_message(cfg, "train", 1), _context(0)).content  # the server resumed and asked again
+
+    assert bytes(first[keys.ATTESTATION]["signature"]) == bytes(again[keys.ATTESTATION]["signature"])
+    for name in first[keys.ARRAYS].keys():
+        assert np.array_equal(first[keys.ARRAYS][name].numpy(), again[keys.ARRAYS][name].numpy())
+    store = BudgetStore.open(Path(cfg.runs_dir) / "sites" / "cleveland" / "budget.sqlite")
+    assert len(store.history("heart_disease/cleveland")) == 1
+    store.close()
