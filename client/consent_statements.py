@@ -21,7 +21,9 @@ def site_entries(cfg: ExperimentConfig, site: str) -> list[ConsentEntry]:
     """This site's declared consent; with none declared at all, it consents to the run's purpose."""
     declared = cfg.compliance.consent
     if not declared:
-        return [ConsentEntry(site=site, purposes=(cfg.compliance.purpose,), legal_basis="simulation")]
+        return [
+            ConsentEntry(site=site, purposes=(cfg.compliance.purpose,), legal_basis="simulation")
+        ]
     return [e for e in declared if e.site == site]
 
 
@@ -29,7 +31,9 @@ def _record_id(cfg: ExperimentConfig, site: str, index: int) -> str:
     return f"{site}:{cfg.dataset.name}:{index}"
 
 
-def grants_record(cfg: ExperimentConfig, site: str, private_pem: bytes, public_pem: bytes) -> dict[str, str]:
+def grants_record(
+    cfg: ExperimentConfig, site: str, private_pem: bytes, public_pem: bytes
+) -> dict[str, str]:
     """Signed grants as one JSON text for a ConfigRecord; the server verifies before storing."""
     now = datetime.now(UTC)
     grants = []
@@ -41,8 +45,12 @@ def grants_record(cfg: ExperimentConfig, site: str, private_pem: bytes, public_p
             legal_basis=entry.legal_basis or "unspecified",
             data_categories=entry.data_categories or ("pseudonymised records",),
             jurisdiction=entry.jurisdiction or "unspecified",
-            valid_from=parse_time(entry.valid_from, field="valid_from") if entry.valid_from else now,
-            valid_until=parse_time(entry.valid_until, field="valid_until") if entry.valid_until else None,
+            valid_from=parse_time(entry.valid_from, field="valid_from")
+            if entry.valid_from
+            else now,
+            valid_until=parse_time(entry.valid_until, field="valid_until")
+            if entry.valid_until
+            else None,
             granted_at=now,
             record_id=_record_id(cfg, site, index),
         )
@@ -59,12 +67,17 @@ def withdrawals_record(
     return {"json": json.dumps({"grants": [], "withdrawals": items})} if items else None
 
 
-def _withdrawals(cfg: ExperimentConfig, site: str, private_pem: bytes, *, next_round: int) -> list[dict[str, str]]:
+def _withdrawals(
+    cfg: ExperimentConfig, site: str, private_pem: bytes, *, next_round: int
+) -> list[dict[str, str]]:
     now = datetime.now(UTC)
     return [
         withdrawal_to_dict(
             sign_withdrawal(
-                record_id=_record_id(cfg, site, index), site=site, withdrawn_at=now, site_private_pem=private_pem
+                record_id=_record_id(cfg, site, index),
+                site=site,
+                withdrawn_at=now,
+                site_private_pem=private_pem,
             )
         )
         for index, entry in enumerate(site_entries(cfg, site))

@@ -62,7 +62,13 @@ def _model(cfg: ExperimentConfig, state: StateDict) -> torch.nn.Module:
     return model
 
 
-def _train(cfg: ExperimentConfig, data: SiteData, state: StateDict, dp: DpSettings | None, ctx: RoundContext):  # type: ignore[no-untyped-def]
+def _train(
+    cfg: ExperimentConfig,
+    data: SiteData,
+    state: StateDict,
+    dp: DpSettings | None,
+    ctx: RoundContext,
+):  # type: ignore[no-untyped-def]
     model = _model(cfg, state)
     result = train_local(
         model,
@@ -80,8 +86,14 @@ def _train(cfg: ExperimentConfig, data: SiteData, state: StateDict, dp: DpSettin
 
 
 def _outcome(
-    site: SiteRuntime, ctx: RoundContext, trained: StateDict, result: LocalResult,
-    *, epsilon: float | None, noise: float, delta: float,
+    site: SiteRuntime,
+    ctx: RoundContext,
+    trained: StateDict,
+    result: LocalResult,
+    *,
+    epsilon: float | None,
+    noise: float,
+    delta: float,
 ) -> RoundOutcome:
     """Metrics to report and the signed attestation of exactly these arrays."""
     payload = attestation_payload(
@@ -105,7 +117,9 @@ def _outcome(
     return RoundOutcome(trained, metrics, sign_statement(payload, site.signing_key))
 
 
-def train_round(cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext) -> RoundOutcome:
+def train_round(
+    cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext
+) -> RoundOutcome:
     """Reserve the round's budget, train, keep the update, charge the steps, sign what was done.
 
     The reservation (cap, noise floor and purpose checks) and its charge are one
@@ -149,22 +163,43 @@ def train_round(cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx:
                     f"site {site.name} already trained round {ctx.server_round} of run {ctx.run_id} "
                     "on another model; it will not train (or be charged for) it twice"
                 )
-            log.warning("site %s re-sends its round %d update: no new training, no new charge", site.name, ctx.server_round)
+            log.warning(
+                "site %s re-sends its round %d update: no new training, no new charge",
+                site.name,
+                ctx.server_round,
+            )
             return RoundOutcome(cached["state"], cached["metrics"], cached["attestation"])
         dp = DpSettings(charge.noise_multiplier, cfg.privacy.max_grad_norm)
         trained, result = _train(cfg, site.data, state, dp, ctx)
         # The reservation already counts the planned steps, so this is the spend after the round.
         epsilon = store.spent(site.dataset_id, delta=policy.delta, accountant=policy.accountant)
-        outcome = _outcome(site, ctx, trained, result, epsilon=epsilon, noise=charge.noise_multiplier, delta=policy.delta)
-        save_update(folder, ctx.run_id, ctx.server_round, input_digest=input_digest, state=outcome.state,
-                    metrics=outcome.metrics, attestation=outcome.attestation)
+        outcome = _outcome(
+            site,
+            ctx,
+            trained,
+            result,
+            epsilon=epsilon,
+            noise=charge.noise_multiplier,
+            delta=policy.delta,
+        )
+        save_update(
+            folder,
+            ctx.run_id,
+            ctx.server_round,
+            input_digest=input_digest,
+            state=outcome.state,
+            metrics=outcome.metrics,
+            attestation=outcome.attestation,
+        )
         store.complete(reservation, steps_taken=result.steps)
     return outcome
 
 
 def evaluate_round(cfg: ExperimentConfig, data: SiteData, state: StateDict) -> dict[str, float]:
     """Held-out metrics of the global model on this site's own split."""
-    result = evaluate(_model(cfg, state), data.x_test, data.y_test, device=resolve_device(cfg.training.device))
+    result = evaluate(
+        _model(cfg, state), data.x_test, data.y_test, device=resolve_device(cfg.training.device)
+    )
     return {
         keys.NUM_EXAMPLES: float(result.num_examples),
         keys.LOSS: result.loss,

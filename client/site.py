@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.policy import SitePolicy
 from common.config import ExperimentConfig
 from common.crypto.pki import (
     KeyExistsError,
@@ -14,7 +15,6 @@ from common.crypto.pki import (
 )
 from common.data import SiteData, load_site, site_names
 from common.layout import coordinator_dir, dataset_id_for, simulated_site_dir
-from client.policy import SitePolicy
 
 __all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys"]
 

@@ -32,8 +32,14 @@ def _path(folder: Path, run_id: str, server_round: int) -> Path:
 
 
 def save_update(
-    folder: Path, run_id: str, server_round: int, *, input_digest: str, state: dict[str, torch.Tensor],
-    metrics: dict[str, float], attestation: dict[str, Any],
+    folder: Path,
+    run_id: str,
+    server_round: int,
+    *,
+    input_digest: str,
+    state: dict[str, torch.Tensor],
+    metrics: dict[str, float],
+    attestation: dict[str, Any],
 ) -> Path:
     """Write atomically, then drop this run's older rounds: only the last one can be replayed."""
     path = _path(folder, run_id, server_round)
@@ -42,7 +48,10 @@ def save_update(
         {
             "input_digest": input_digest,
             "metrics": metrics,
-            "attestation": {"payload": attestation["payload"], "signature": bytes(attestation["signature"]).hex()},
+            "attestation": {
+                "payload": attestation["payload"],
+                "signature": bytes(attestation["signature"]).hex(),
+            },
         }
     ).encode()
     tmp = path.with_suffix(".tmp")
@@ -70,5 +79,8 @@ def load_update(folder: Path, run_id: str, server_round: int) -> CachedUpdate | 
         input_digest=head["input_digest"],
         state={k: torch.from_numpy(np.array(v)) for k, v in arrays.items()},
         metrics=head["metrics"],
-        attestation={"payload": attestation["payload"], "signature": bytes.fromhex(attestation["signature"])},
+        attestation={
+            "payload": attestation["payload"],
+            "signature": bytes.fromhex(attestation["signature"]),
+        },
     )

@@ -158,7 +158,9 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 1, "training.rounds", self.rounds, "an integer >= 1")
-        _check(self.local_epochs >= 1, "training.local_epochs", self.local_epochs, "an integer >= 1")
+        _check(
+            self.local_epochs >= 1, "training.local_epochs", self.local_epochs, "an integer >= 1"
+        )
         _check(self.batch_size >= 1, "training.batch_size", self.batch_size, "an integer >= 1")
         _check(self.learning_rate > 0, "training.learning_rate", self.learning_rate, "a float > 0")
 
@@ -189,9 +191,7 @@ class StrategyConfig:
             self.server_learning_rate,
             "a float > 0",
         )
-        _check(
-            self.round_timeout_s > 0, "strategy.round_timeout_s", self.round_timeout_s, "> 0 s"
-        )
+        _check(self.round_timeout_s > 0, "strategy.round_timeout_s", self.round_timeout_s, "> 0 s")
 
 
 @dataclass(frozen=True)
@@ -278,12 +278,16 @@ class ComplianceConfig:
     jurisdictions: tuple[str, ...] = ()
     consent: tuple[ConsentEntry, ...] = ()
     site_keys_dir: str | None = None  # deployment: enrolled <site>.pub files; None: simulated sites
-    server_keys_dir: str | None = None  # the server's signing key; None: <runs_dir>/coordinator/keys
+    server_keys_dir: str | None = (
+        None  # the server's signing key; None: <runs_dir>/coordinator/keys
+    )
     consent_registry: str | None = None  # deployment: the registry file/URL; None: per run folder
     roll_call_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        _check(bool(self.purpose.strip()), "compliance.purpose", self.purpose, "a non-empty purpose")
+        _check(
+            bool(self.purpose.strip()), "compliance.purpose", self.purpose, "a non-empty purpose"
+        )
 
 
 @dataclass(frozen=True)
@@ -384,7 +388,8 @@ def _coerce(key: str, value: Any, tp: Any, source: str | None) -> Any:
             if not isinstance(value, (list, tuple)):
                 raise fail
             return tuple(
-                from_dict(item_tp, v, source=source, prefix=f"{key}[{i}].") for i, v in enumerate(value)
+                from_dict(item_tp, v, source=source, prefix=f"{key}[{i}].")
+                for i, v in enumerate(value)
             )
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -428,7 +433,9 @@ def _coerce(key: str, value: Any, tp: Any, source: str | None) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {key}")
 
 
-def from_dict(cls: type[Any], data: dict[str, Any], *, source: str | None = None, prefix: str = "") -> Any:
+def from_dict(
+    cls: type[Any], data: dict[str, Any], *, source: str | None = None, prefix: str = ""
+) -> Any:
     """Build a frozen config dataclass from nested plain data, strictly.
 
     Unknown keys, wrong types and out-of-range values raise ConfigError naming the
@@ -501,7 +508,9 @@ def from_flat(flat: dict[str, Any], *, source: str | None = None) -> ExperimentC
             node = child
         if leaf not in node:
             known = [k for k in node if not isinstance(node[k], dict)]
-            raise ConfigError(dotted, value, f"one of {known} under '{'.'.join(parents)}'", source=source)
+            raise ConfigError(
+                dotted, value, f"one of {known} under '{'.'.join(parents)}'", source=source
+            )
         if isinstance(value, str) and value.lower() in ("null", "none"):
             value = None
         node[leaf] = value
@@ -515,5 +524,7 @@ def load_json(path: Path) -> ExperimentConfig:
     except FileNotFoundError:
         raise ConfigError("config file", str(path), "an existing file", source=str(path)) from None
     except json.JSONDecodeError as err:
-        raise ConfigError("config file", str(path), f"valid JSON ({err})", source=str(path)) from None
+        raise ConfigError(
+            "config file", str(path), f"valid JSON ({err})", source=str(path)
+        ) from None
     return from_dict(ExperimentConfig, data, source=str(path))

@@ -29,4 +29,3 @@ def dataset_id_for(cfg: ExperimentConfig, site: str) -> str:
     if d.partition == "natural":
         return f"{d.name}/{site}"
     return f"{d.name}/{d.partition}-n{d.num_sites}-a{d.alpha:g}-s{d.seed}/{site}"
-

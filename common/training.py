@@ -12,7 +12,15 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["DpSettings", "LocalResult", "EvalResult", "resolve_device", "train_local", "evaluate", "dp_sample_rate"]
+__all__ = [
+    "DpSettings",
+    "LocalResult",
+    "EvalResult",
+    "resolve_device",
+    "train_local",
+    "evaluate",
+    "dp_sample_rate",
+]
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,9 @@ def dp_sample_rate(n_train: int, batch_size: int) -> float:
     return 1.0 / math.ceil(n_train / batch_size)
 
 
-def _loader(x: np.ndarray, y: np.ndarray, batch_size: int, generator: torch.Generator) -> DataLoader:
+def _loader(
+    x: np.ndarray, y: np.ndarray, batch_size: int, generator: torch.Generator
+) -> DataLoader:
     data = TensorDataset(torch.from_numpy(x).float(), torch.from_numpy(y).long())
     return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
 

@@ -28,7 +28,9 @@ def build_server_app(cfg: ExperimentConfig | None = None, run_dir: Path | None =
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_cfg = cfg if cfg is not None else from_flat(dict(context.run_config), source="run config")
+        run_cfg = (
+            cfg if cfg is not None else from_flat(dict(context.run_config), source="run config")
+        )
         run_federation(grid, run_cfg, run_dir or new_run_dir(run_cfg))
 
     return app

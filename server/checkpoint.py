@@ -17,7 +17,15 @@ import numpy as np
 from common.config import ExperimentConfig
 from common.errors import FedsafeError
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "strategy_state", "restore_strategy", "CHECKPOINT", "checkpoint_to_resume"]
+__all__ = [
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "strategy_state",
+    "restore_strategy",
+    "CHECKPOINT",
+    "checkpoint_to_resume",
+]
 
 CHECKPOINT = "checkpoint.pkl"
 _FORMAT = 1

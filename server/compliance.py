@@ -27,9 +27,9 @@ from common.crypto.pki import (
     load_signing_private_key,
     load_signing_public_key,
 )
-from common.wire import sealing_context, unpack_arrays
 from common.errors import FedsafeError, IntegrityError
 from common.ledger import Ledger, records
+from common.wire import sealing_context, unpack_arrays
 from server.consent import ConsentRegistry
 
 __all__ = ["Compliance", "CoordinatorKeys", "RejectedUpdateError"]
@@ -96,7 +96,11 @@ class Compliance:
             if source.exists():
                 enrolled.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, enrolled)
-                log.info("enrolled simulated site %s (%s)", site, crypto.public_key_fingerprint(enrolled.read_bytes())[:16])
+                log.info(
+                    "enrolled simulated site %s (%s)",
+                    site,
+                    crypto.public_key_fingerprint(enrolled.read_bytes())[:16],
+                )
         return enrolled.read_bytes() if enrolled.exists() else None
 
     # --- roll call -------------------------------------------------------------------------
@@ -106,13 +110,17 @@ class Compliance:
         claimed = str(content[keys.SITE][keys.SITE_NAME])
         public = self.site_key(claimed)
         if public is None:
-            raise RejectedUpdateError(f"site '{claimed}' is not enrolled (no signing key on record)")
+            raise RejectedUpdateError(
+                f"site '{claimed}' is not enrolled (no signing key on record)"
+            )
         if claimed in self.roster.values():
             raise RejectedUpdateError(f"site '{claimed}' already answered from another node")
         try:
             statement = open_statement(IDENTITY, content[keys.IDENTITY], public)
         except (IntegrityError, KeyError) as err:
-            raise RejectedUpdateError(f"site '{claimed}': identity does not verify ({err})") from None
+            raise RejectedUpdateError(
+                f"site '{claimed}': identity does not verify ({err})"
+            ) from None
         if statement.get("site") != claimed or statement.get("run_id") != self.run_id:
             raise RejectedUpdateError(f"site '{claimed}': identity names another site or run")
         self.roster[node_id] = claimed
@@ -133,7 +141,9 @@ class Compliance:
         for item in body.get("withdrawals", []):
             withdrawal = withdrawal_from_dict(item)
             if withdrawal.site != site:
-                raise RejectedUpdateError(f"site '{site}' sent a withdrawal for '{withdrawal.site}'")
+                raise RejectedUpdateError(
+                    f"site '{site}' sent a withdrawal for '{withdrawal.site}'"
+                )
             self.consent.withdraw(withdrawal, public)  # type: ignore[arg-type]
             log.warning("site %s withdrew consent %s", site, withdrawal.record_id)
 
@@ -146,8 +156,12 @@ class Compliance:
         for node in node_ids:
             site = self.roster.get(node)
             if site is None:
-                payload = {"site": f"node-{node}", "round": server_round, "decision": "refused",
-                           "reason": "did not answer the roll call with a verified identity"}
+                payload = {
+                    "site": f"node-{node}",
+                    "round": server_round,
+                    "decision": "refused",
+                    "reason": "did not answer the roll call with a verified identity",
+                }
             else:
                 decision = self.consent.decide(
                     site=site,
@@ -165,7 +179,9 @@ class Compliance:
             self.decisions.append(payload)
             self.ledger.append(records.CONSENT_DECISION, payload)
             if payload["decision"] != "granted":
-                log.warning("round %d: %s excluded: %s", server_round, payload["site"], payload["reason"])
+                log.warning(
+                    "round %d: %s excluded: %s", server_round, payload["site"], payload["reason"]
+                )
         return allowed
 
     def _legal_basis(self, site: str, record_id: str | None) -> str | None:
@@ -174,7 +190,9 @@ class Compliance:
                 return entry.signed.record.legal_basis
         return None
 
-    def unseal(self, server_round: int, node_id: int, content: RecordDict, *, required: bool) -> None:
+    def unseal(
+        self, server_round: int, node_id: int, content: RecordDict, *, required: bool
+    ) -> None:
         """Open a sealed update in place (ciphertext out, arrays in); refuse plaintext if required.
 
         A wrong key, any flipped byte, or a blob sealed for another run, round or site fails
@@ -183,14 +201,18 @@ class Compliance:
         site = self.roster.get(node_id, f"node-{node_id}")
         if keys.SEALED not in content:
             if required:
-                raise RejectedUpdateError(f"site '{site}': update was not sealed; this run requires sealed updates")
+                raise RejectedUpdateError(
+                    f"site '{site}': update was not sealed; this run requires sealed updates"
+                )
             return
         if keys.ARRAYS in content:
             raise RejectedUpdateError(f"site '{site}': update carries both sealed and plain arrays")
         try:
             blob = bytes(content[keys.SEALED]["blob"])
             plain = crypto.open_sealed(
-                self.coordinator.sealing_private, blob, context=sealing_context(self.run_id, server_round, site)
+                self.coordinator.sealing_private,
+                blob,
+                context=sealing_context(self.run_id, server_round, site),
             )
         except (IntegrityError, KeyError, TypeError):
             raise RejectedUpdateError(
@@ -210,15 +232,28 @@ class Compliance:
         try:
             signed = open_statement(ATTESTATION, content[keys.ATTESTATION], public)
         except IntegrityError:
-            raise RejectedUpdateError(f"site '{site}': attestation signature does not verify") from None
+            raise RejectedUpdateError(
+                f"site '{site}': attestation signature does not verify"
+            ) from None
         received = arrays_digest({k: v.numpy() for k, v in content[keys.ARRAYS].items()})
-        expected = {"site": site, "run_id": self.run_id, "round": server_round, "update_digest": received}
+        expected = {
+            "site": site,
+            "run_id": self.run_id,
+            "round": server_round,
+            "update_digest": received,
+        }
         for name, value in expected.items():
             if signed.get(name) != value:
-                raise RejectedUpdateError(f"site '{site}': attested {name} {signed.get(name)!r} != {value!r}")
+                raise RejectedUpdateError(
+                    f"site '{site}': attested {name} {signed.get(name)!r} != {value!r}"
+                )
         reported = float(content[keys.METRICS][keys.EPSILON])
-        if signed["epsilon"] is not None and abs(signed["epsilon"] - reported) > 1e-9 * max(1.0, reported):
-            raise RejectedUpdateError(f"site '{site}': attested epsilon differs from the reported one")
+        if signed["epsilon"] is not None and abs(signed["epsilon"] - reported) > 1e-9 * max(
+            1.0, reported
+        ):
+            raise RejectedUpdateError(
+                f"site '{site}': attested epsilon differs from the reported one"
+            )
         return site
 
     def record_attestation(self, site: str, content: RecordDict) -> None:
@@ -237,13 +272,22 @@ class Compliance:
             payload["round"] = server_round
         self.ledger.append(records.ERROR, payload)
 
-    def round_aggregated(self, server_round: int, sites: list[str], aggregate_digest: str, metrics: dict[str, float]) -> None:
+    def round_aggregated(
+        self, server_round: int, sites: list[str], aggregate_digest: str, metrics: dict[str, float]
+    ) -> None:
         finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
         self.ledger.append(
             records.ROUND_AGGREGATED,
-            {"round": server_round, "sites": sorted(sites), "aggregate_digest": aggregate_digest, "metrics": finite},
+            {
+                "round": server_round,
+                "sites": sorted(sites),
+                "aggregate_digest": aggregate_digest,
+                "metrics": finite,
+            },
         )
 
     def sign_head(self) -> None:
         """Sign the chain head and refresh the witness: truncation after this is detectable."""
-        self.ledger.sign_head(self.coordinator.private, public_pem=self.coordinator.public, witness_path=self.witness)
+        self.ledger.sign_head(
+            self.coordinator.private, public_pem=self.coordinator.public, witness_path=self.witness
+        )

@@ -18,7 +18,13 @@ from common.data import dataset_info, site_names
 from common.layout import coordinator_dir, simulated_site_dir
 from common.ledger import Ledger, records
 from common.models import model_for
-from server.checkpoint import Checkpoint, checkpoint_to_resume, restore_strategy, save_checkpoint, strategy_state
+from server.checkpoint import (
+    Checkpoint,
+    checkpoint_to_resume,
+    restore_strategy,
+    save_checkpoint,
+    strategy_state,
+)
 from server.compliance import Compliance, CoordinatorKeys
 from server.consent import ConsentRegistry
 from server.provenance import code_version, config_hash
@@ -49,7 +55,9 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
     published.write_bytes(coordinator.public)
     simulated = {}
     if c.site_keys_dir is None:  # a simulation: each simulated site's key sits in its own folder
-        simulated = {s: simulated_site_dir(cfg, s, run_id) / "keys" for s in site_names(cfg.dataset)}
+        simulated = {
+            s: simulated_site_dir(cfg, s, run_id) / "keys" for s in site_names(cfg.dataset)
+        }
     registry = ConsentRegistry.open(c.consent_registry or run_dir / "consent.sqlite")
     return Compliance(
         run_id=run_id,
@@ -120,19 +128,28 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
                 strategy=strategy_state(inner),
                 ledger_head=(head.seq, head.hash),
                 recorder=recorder.state(),
-                compliance={"decisions": compliance.decisions, "attestations": compliance.attestations},
+                compliance={
+                    "decisions": compliance.decisions,
+                    "attestations": compliance.attestations,
+                },
             ),
         )
 
     try:
-        nodes = wait_for_sites(grid, minimum=cfg.strategy.min_sites, timeout_s=cfg.compliance.roll_call_timeout_s)
+        nodes = wait_for_sites(
+            grid, minimum=cfg.strategy.min_sites, timeout_s=cfg.compliance.roll_call_timeout_s
+        )
         roll_call(grid, compliance, nodes, timeout_s=cfg.compliance.roll_call_timeout_s)
         if checkpoint is None:
             _run_started(cfg, compliance)
         else:
             compliance.ledger.append(
                 records.RUN_RESUMED,
-                {"run_id": compliance.run_id, "from_round": done + 1, "checkpoint_head": list(checkpoint.ledger_head)},
+                {
+                    "run_id": compliance.run_id,
+                    "from_round": done + 1,
+                    "checkpoint_head": list(checkpoint.ledger_head),
+                },
             )
             log.warning("resuming run %s after round %d", compliance.run_id, done)
         strategy = RecordingStrategy(
@@ -147,9 +164,16 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         )
         log.info(
             "run %s: %s, %d rounds, strategy %s, purpose %s, run folder %s",
-            compliance.run_id, info.description, cfg.training.rounds, cfg.strategy.name, compliance.purpose, run_dir,
+            compliance.run_id,
+            info.description,
+            cfg.training.rounds,
+            cfg.strategy.name,
+            compliance.purpose,
+            run_dir,
         )
-        instructions = ConfigRecord({keys.RUN_ID: compliance.run_id, keys.PURPOSE: compliance.purpose})
+        instructions = ConfigRecord(
+            {keys.RUN_ID: compliance.run_id, keys.PURPOSE: compliance.purpose}
+        )
         result = strategy.start(
             grid=grid,
             initial_arrays=initial,
@@ -163,7 +187,11 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         sha = save_model(final.to_torch_state_dict(), path)
         compliance.ledger.append(
             records.RUN_FINISHED,
-            {"run_id": compliance.run_id, "rounds_completed": len(recorder.rounds), "final_model_sha256": sha},
+            {
+                "run_id": compliance.run_id,
+                "rounds_completed": len(recorder.rounds),
+                "final_model_sha256": sha,
+            },
         )
         compliance.sign_head()
         log.info("final model %s sha256 %s", path, sha)

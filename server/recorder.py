@@ -102,7 +102,15 @@ class RunRecorder:
             name = reason.split(":", 1)[0].removeprefix("site ")
         self._site(name).refusals.append({"round": server_round, "code": code, "reason": reason})
         self._round.setdefault("refused", []).append(name)
-        self._write({"round": server_round, "site": name, "phase": "refused", "code": code, "reason": reason})
+        self._write(
+            {
+                "round": server_round,
+                "site": name,
+                "phase": "refused",
+                "code": code,
+                "reason": reason,
+            }
+        )
         log.warning("round %d: site %s did not take part: %s", server_round, name, reason)
 
     def site_excluded(self, server_round: int, site: str, reason: str) -> None:
@@ -123,7 +131,10 @@ class RunRecorder:
 
     def global_metrics(self) -> dict[str, float]:
         rows = [s.evaluation for s in self.sites.values() if s.evaluation]
-        return {k: _weighted(rows, k) for k in (keys.LOSS, keys.ACCURACY, keys.BALANCED_ACCURACY, keys.AUROC)}
+        return {
+            k: _weighted(rows, k)
+            for k in (keys.LOSS, keys.ACCURACY, keys.BALANCED_ACCURACY, keys.AUROC)
+        }
 
     def round_finished(self, server_round: int) -> None:
         figures = self.global_metrics()
@@ -147,7 +158,9 @@ class RunRecorder:
             seconds,
         )
 
-    def finish(self, *, model_path: Path, model_sha256: str, compliance: Any = None) -> dict[str, Any]:
+    def finish(
+        self, *, model_path: Path, model_sha256: str, compliance: Any = None
+    ) -> dict[str, Any]:
         """Write summary.json; its numbers come only from what the sites reported."""
         self._metrics.close()
         wall = time.perf_counter() - self._t0

@@ -22,12 +22,16 @@ def wait_for_sites(grid: Grid, *, minimum: int, timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while len(nodes := list(grid.get_node_ids())) < minimum:
         if time.monotonic() > deadline:
-            raise FedsafeError(f"only {len(nodes)} site(s) connected after {timeout_s:.0f} s; {minimum} needed")
+            raise FedsafeError(
+                f"only {len(nodes)} site(s) connected after {timeout_s:.0f} s; {minimum} needed"
+            )
         time.sleep(0.5)
     return nodes
 
 
-def roll_call(grid: Grid, compliance: Compliance, node_ids: list[int], *, timeout_s: float) -> dict[int, str]:
+def roll_call(
+    grid: Grid, compliance: Compliance, node_ids: list[int], *, timeout_s: float
+) -> dict[int, str]:
     """Send a query to each node; record who verified. Failures are logged and kept in the ledger."""
     if not node_ids:
         return {}

@@ -11,10 +11,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
 from common import keys
-from common.config import StrategyConfig
-from common.errors import ConfigError
 from common.attestation import arrays_digest
-from common.errors import IntegrityError
+from common.config import StrategyConfig
+from common.errors import ConfigError, IntegrityError
 from server.compliance import Compliance, RejectedUpdateError
 from server.recorder import RunRecorder
 from server.roster import roll_call
@@ -139,7 +138,9 @@ class RecordingStrategy(Strategy):
         self._call_newcomers(grid)
         self._global = arrays
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
-        admitted = self.compliance.admitted(server_round, [m.metadata.dst_node_id for m in messages])
+        admitted = self.compliance.admitted(
+            server_round, [m.metadata.dst_node_id for m in messages]
+        )
         self._admitted[server_round] = admitted
         for payload in self.compliance.decisions:
             if payload["round"] == server_round and payload["decision"] != "granted":
@@ -220,7 +221,9 @@ class RecordingStrategy(Strategy):
         messages = self.inner.configure_evaluate(server_round, arrays, config, grid)
         return [m for m in messages if m.metadata.dst_node_id in admitted]
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         server_round += self.offset
         replies = list(replies)
         if self.stopped_at is not None and self.stopped_at < server_round:

@@ -39,8 +39,14 @@ def _check_records(content: RecordDict, metric_names: tuple[str, ...], allowed: 
     if not float(metrics[keys.NUM_EXAMPLES]) > 0:
         raise MalformedReplyError(f"'{keys.NUM_EXAMPLES}' must be > 0")
     site = content.config_records.get(keys.SITE)
-    if site is None or set(site.keys()) != {keys.SITE_NAME} or not isinstance(site[keys.SITE_NAME], str):
-        raise MalformedReplyError(f"record '{keys.SITE}' must hold exactly the string '{keys.SITE_NAME}'")
+    if (
+        site is None
+        or set(site.keys()) != {keys.SITE_NAME}
+        or not isinstance(site[keys.SITE_NAME], str)
+    ):
+        raise MalformedReplyError(
+            f"record '{keys.SITE}' must hold exactly the string '{keys.SITE_NAME}'"
+        )
 
 
 def check_train_reply(content: RecordDict, reference: ArrayRecord) -> None:

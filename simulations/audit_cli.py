@@ -36,7 +36,13 @@ def _verify(args: argparse.Namespace) -> int:
             witness=witness if witness.exists() else None,
         )
     except LedgerTamperedError as err:
-        out = {"ok": False, "ledger": str(ledger), "first_bad_entry": err.seq, "reason": err.reason, "detail": err.detail}
+        out = {
+            "ok": False,
+            "ledger": str(ledger),
+            "first_bad_entry": err.seq,
+            "reason": err.reason,
+            "detail": err.detail,
+        }
         print(json.dumps(out) if args.json else f"LEDGER DOES NOT VERIFY: {err}", file=sys.stdout)
         return 1
     checked = {
@@ -75,10 +81,17 @@ def _export(args: argparse.Namespace) -> int:
 def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     audit = sub.add_parser("audit", help="verify or export a run's tamper-evident ledger")
     asub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = asub.add_parser("verify", help="recompute the chain and every signature; exit 1 on any change")
+    verify = asub.add_parser(
+        "verify", help="recompute the chain and every signature; exit 1 on any change"
+    )
     verify.add_argument("ledger", help="ledger.sqlite or the run folder holding it")
-    verify.add_argument("--keys", help="folder with server_signing.pub and sites/<site>.pub (default: beside the ledger)")
-    verify.add_argument("--witness", help="the signed-head witness file (default: beside the ledger)")
+    verify.add_argument(
+        "--keys",
+        help="folder with server_signing.pub and sites/<site>.pub (default: beside the ledger)",
+    )
+    verify.add_argument(
+        "--witness", help="the signed-head witness file (default: beside the ledger)"
+    )
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=_verify)
     export = asub.add_parser("export", help="export every entry as JSON or CSV")

@@ -30,9 +30,15 @@ def _simulate(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedsafe", description="Federated learning with site-enforced privacy.")
+    parser = argparse.ArgumentParser(
+        prog="fedsafe", description="Federated learning with site-enforced privacy."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("simulate", help="run a local multi-site simulation (Hydra overrides follow)", add_help=False)
+    sub.add_parser(
+        "simulate",
+        help="run a local multi-site simulation (Hydra overrides follow)",
+        add_help=False,
+    )
     for module, function in COMMANDS:
         getattr(importlib.import_module(module), function)(sub)
     return parser

@@ -34,7 +34,9 @@ def _quiet_flower() -> None:
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.WARNING)
     flwr_log.propagate = False
-    flwr_log.addFilter(lambda record: "run_simulation` function is deprecated" not in record.getMessage())
+    flwr_log.addFilter(
+        lambda record: "run_simulation` function is deprecated" not in record.getMessage()
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -87,7 +89,9 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
         )
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
-        raise FedsafeError(f"the simulation ended without writing {summary_path}; see the log above")
+        raise FedsafeError(
+            f"the simulation ended without writing {summary_path}; see the log above"
+        )
     return json.loads(summary_path.read_text(encoding="utf-8"))
 
 

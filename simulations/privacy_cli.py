@@ -20,10 +20,16 @@ def _json_number(value: float) -> float | str:
 
 def _epsilon(args: argparse.Namespace) -> int:
     eps = epsilon_for(
-        [(args.noise_multiplier, args.sample_rate, args.steps)], delta=args.delta, accountant=args.accountant
+        [(args.noise_multiplier, args.sample_rate, args.steps)],
+        delta=args.delta,
+        accountant=args.accountant,
     )
     out = {"epsilon": _json_number(eps), "delta": args.delta, "accountant": args.accountant}
-    print(json.dumps(out) if args.json else f"epsilon = {eps:.4f} at delta = {args.delta:g} ({args.accountant})")
+    print(
+        json.dumps(out)
+        if args.json
+        else f"epsilon = {eps:.4f} at delta = {args.delta:g} ({args.accountant})"
+    )
     return 0
 
 
@@ -35,7 +41,12 @@ def _noise(args: argparse.Namespace) -> int:
         delta=args.delta,
         accountant=args.accountant,
     )
-    out = {"noise_multiplier": sigma, "epsilon": eps, "delta": args.delta, "accountant": args.accountant}
+    out = {
+        "noise_multiplier": sigma,
+        "epsilon": eps,
+        "delta": args.delta,
+        "accountant": args.accountant,
+    }
     print(
         json.dumps(out)
         if args.json
@@ -53,7 +64,9 @@ def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, object]
         try:
             out[name] = cast(value)
         except ValueError:
-            raise PrivacyError(f"{flag} {item!r}: {value!r} is not a valid {cast.__name__}") from None
+            raise PrivacyError(
+                f"{flag} {item!r}: {value!r} is not a valid {cast.__name__}"
+            ) from None
     return out
 
 
@@ -66,7 +79,9 @@ def _prior(stores: dict[str, object]) -> dict[str, list[Charge]]:
         with BudgetStore.open(Path(str(path)), create=False) as store:
             datasets = [d.dataset_id for d in store.datasets()]
             if len(datasets) > 1:
-                raise PrivacyError(f"store {path} holds several data sets {datasets}; plan them one at a time")
+                raise PrivacyError(
+                    f"store {path} holds several data sets {datasets}; plan them one at a time"
+                )
             prior[site] = store.history(datasets[0]) if datasets else []
     return prior
 
@@ -126,18 +141,32 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
         help="per site: noise for the target, epsilon after each round, the round a cap stops it",
         description="Without --site, plans the four UCI Heart Disease hospitals (their training sizes).",
     )
-    plan.add_argument("--site", action="append", metavar="NAME=N_TRAIN", help="a site and its training rows (repeat)")
+    plan.add_argument(
+        "--site",
+        action="append",
+        metavar="NAME=N_TRAIN",
+        help="a site and its training rows (repeat)",
+    )
     plan.add_argument("--rounds", type=int, default=10)
     plan.add_argument("--local-epochs", type=int, default=1)
     plan.add_argument("--batch-size", type=int, default=32)
-    plan.add_argument("--participation", type=float, default=1.0, help="expected fraction of rounds a site joins")
+    plan.add_argument(
+        "--participation", type=float, default=1.0, help="expected fraction of rounds a site joins"
+    )
     goal = plan.add_mutually_exclusive_group()
     goal.add_argument("--target-epsilon", type=float, help="this run's spend per site (default 3)")
     goal.add_argument("--noise-multiplier", type=float)
     plan.add_argument("--delta", type=float, default=1e-5)
     plan.add_argument("--accountant", choices=sorted(ACCOUNTANTS), default="rdp")
-    plan.add_argument("--cap", action="append", metavar="NAME=EPS", help="a site's lifetime cap (repeat)")
+    plan.add_argument(
+        "--cap", action="append", metavar="NAME=EPS", help="a site's lifetime cap (repeat)"
+    )
     plan.add_argument("--max-epsilon", type=float, help="the cap of every site without --cap")
-    plan.add_argument("--store", action="append", metavar="NAME=PATH", help="a site's budget store: what it spent before")
+    plan.add_argument(
+        "--store",
+        action="append",
+        metavar="NAME=PATH",
+        help="a site's budget store: what it spent before",
+    )
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=_plan, target_epsilon=None)

@@ -21,7 +21,9 @@ log = logging.getLogger("fedsafe")
 
 # The run folder: `run_id` when the user names the run (so it can be resumed), else name-time.
 if not OmegaConf.has_resolver("run_folder"):
-    OmegaConf.register_new_resolver("run_folder", lambda run_id, name, stamp: run_id or f"{name}-{stamp}")
+    OmegaConf.register_new_resolver(
+        "run_folder", lambda run_id, name, stamp: run_id or f"{name}-{stamp}"
+    )
 
 
 def config_from_hydra(cfg: DictConfig) -> ExperimentConfig:

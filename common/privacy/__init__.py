@@ -9,4 +9,11 @@ from common.privacy.accountants import (
     noise_for_target,
 )
 
-__all__ = ["ACCOUNTANTS", "Accountant", "Charge", "epsilon_for", "get_accountant", "noise_for_target"]
+__all__ = [
+    "ACCOUNTANTS",
+    "Accountant",
+    "Charge",
+    "epsilon_for",
+    "get_accountant",
+    "noise_for_target",
+]

@@ -123,7 +123,9 @@ _RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))  # Opa
 def _rdp_one_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     from opacus.accountants.analysis.rdp import compute_rdp
 
-    curve = compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=_RDP_ORDERS)
+    curve = compute_rdp(
+        q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=_RDP_ORDERS
+    )
     curve.setflags(write=False)
     return curve
 

@@ -24,7 +24,9 @@ class SitePlan:
 
 
 @lru_cache(maxsize=256)
-def plan_site(privacy: PrivacyConfig, training: TrainingConfig, *, n_train: int, rounds: int | None = None) -> SitePlan:
+def plan_site(
+    privacy: PrivacyConfig, training: TrainingConfig, *, n_train: int, rounds: int | None = None
+) -> SitePlan:
     """Noise for the site's own size: given, or derived from the target for all planned rounds.
 
     Opacus' Poisson loader keeps the batch count of the plain loader, so the sample rate
@@ -40,7 +42,9 @@ def plan_site(privacy: PrivacyConfig, training: TrainingConfig, *, n_train: int,
         from common.privacy.accountants import epsilon_for
 
         eps = epsilon_for(
-            [(privacy.noise_multiplier, sample_rate, total)], delta=privacy.delta, accountant=privacy.accountant
+            [(privacy.noise_multiplier, sample_rate, total)],
+            delta=privacy.delta,
+            accountant=privacy.accountant,
         )
         return SitePlan(privacy.noise_multiplier, sample_rate, steps_per_round, rounds, eps)
     assert privacy.target_epsilon is not None  # guaranteed by PrivacyConfig

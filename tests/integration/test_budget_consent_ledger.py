@@ -21,10 +21,31 @@ from simulations.engine import simulate
 pytestmark = pytest.mark.slow
 
 CONSENT = [
-    {"site": "cleveland", "purposes": ["cardiology-research"], "legal_basis": "HIPAA limited data set", "jurisdiction": "US"},
-    {"site": "hungary", "purposes": ["cardiology-research"], "legal_basis": "GDPR Art. 6(1)(e) + 9(2)(j)", "jurisdiction": "EU", "withdraw_at_round": 2},
-    {"site": "switzerland", "purposes": ["cardiology-research"], "legal_basis": "HRA Art. 34", "jurisdiction": "CH"},
-    {"site": "va_long_beach", "purposes": ["cardiology-research"], "legal_basis": "HIPAA limited data set", "jurisdiction": "US"},
+    {
+        "site": "cleveland",
+        "purposes": ["cardiology-research"],
+        "legal_basis": "HIPAA limited data set",
+        "jurisdiction": "US",
+    },
+    {
+        "site": "hungary",
+        "purposes": ["cardiology-research"],
+        "legal_basis": "GDPR Art. 6(1)(e) + 9(2)(j)",
+        "jurisdiction": "EU",
+        "withdraw_at_round": 2,
+    },
+    {
+        "site": "switzerland",
+        "purposes": ["cardiology-research"],
+        "legal_basis": "HRA Art. 34",
+        "jurisdiction": "CH",
+    },
+    {
+        "site": "va_long_beach",
+        "purposes": ["cardiology-research"],
+        "legal_basis": "HIPAA limited data set",
+        "jurisdiction": "US",
+    },
 ]
 
 
@@ -42,7 +63,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "compliance": {"consent": CONSENT},
         },
     )
-    second = from_dict(ExperimentConfig, {"name": "again", "runs_dir": str(base), "training": {"rounds": 2}})
+    second = from_dict(
+        ExperimentConfig, {"name": "again", "runs_dir": str(base), "training": {"rounds": 2}}
+    )
     out: dict[str, Any] = {"base": base, "first_cfg": first, "second_cfg": second}
     out["first"] = simulate(first, base / "capped")
     out["second"] = simulate(second, base / "again")
@@ -84,11 +107,15 @@ def test_budgets_persist_across_runs_and_match_the_store(runs: dict[str, Any]) -
         store = BudgetStore.open(simulated_site_dir(cfg, site, "again") / "budget.sqlite")
         history = store.history(f"heart_disease/{site}")
         assert after["epsilon"] == pytest.approx(epsilon_for(history, delta=1e-5))
-        assert after["epsilon"] == pytest.approx(store.spent(f"heart_disease/{site}", delta=1e-5, accountant="rdp"))
+        assert after["epsilon"] == pytest.approx(
+            store.spent(f"heart_disease/{site}", delta=1e-5, accountant="rdp")
+        )
         store.close()
 
 
-def test_the_ledger_of_a_real_run_verifies_and_carries_the_story(runs: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_ledger_of_a_real_run_verifies_and_carries_the_story(
+    runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = runs["base"] / "capped"
     assert fedsafe(["audit", "verify", str(run_dir), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -100,12 +127,19 @@ def test_the_ledger_of_a_real_run_verifies_and_carries_the_story(runs: dict[str,
     assert kinds[0] == "run_started" and "dropout" in kinds and kinds[-1] == "head_signed"
 
 
-def test_a_tampered_ledger_copy_fails_and_names_the_entry(runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_tampered_ledger_copy_fails_and_names_the_entry(
+    runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(runs["base"] / "capped", copy)
     con = sqlite3.connect(copy / "ledger.sqlite")
-    seq, payload = con.execute("select seq, payload from ledger_entries where kind='attestation' order by seq limit 1").fetchone()
-    con.execute("update ledger_entries set payload=? where seq=?", (payload.replace('"refused":false', '"refused":true'), seq))
+    seq, payload = con.execute(
+        "select seq, payload from ledger_entries where kind='attestation' order by seq limit 1"
+    ).fetchone()
+    con.execute(
+        "update ledger_entries set payload=? where seq=?",
+        (payload.replace('"refused":false', '"refused":true'), seq),
+    )
     con.commit()
     con.close()
     assert fedsafe(["audit", "verify", str(copy), "--json"]) == 1

@@ -25,14 +25,26 @@ ROUNDS = 4
 def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 240) -> None:
     """Run the simulation as its own process group; SIGKILL all of it once `round_` is checkpointed."""
     cmd = [
-        sys.executable, "-m", "simulations.cli", "simulate", f"runs_dir={runs}", f"run_id={run_id}",
-        f"training.rounds={ROUNDS}", "federation.fresh_budget=true",
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "simulate",
+        f"runs_dir={runs}",
+        f"run_id={run_id}",
+        f"training.rounds={ROUNDS}",
+        "federation.fresh_budget=true",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            checkpoint = load_checkpoint(runs / run_id) if (runs / run_id / "checkpoint.pkl").exists() else None
+            checkpoint = (
+                load_checkpoint(runs / run_id)
+                if (runs / run_id / "checkpoint.pkl").exists()
+                else None
+            )
             if checkpoint is not None and checkpoint.round >= round_:
                 return
             if proc.poll() is not None:
@@ -53,7 +65,13 @@ def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path) -> 
 
     cfg = from_dict(
         ExperimentConfig,
-        {"runs_dir": str(runs), "run_id": run_id, "resume": True, "training": {"rounds": ROUNDS}, "federation": {"fresh_budget": True}},
+        {
+            "runs_dir": str(runs),
+            "run_id": run_id,
+            "resume": True,
+            "training": {"rounds": ROUNDS},
+            "federation": {"fresh_budget": True},
+        },
     )
     summary = simulate(cfg, runs / run_id)
 
@@ -63,7 +81,9 @@ def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path) -> 
         store = BudgetStore.open(runs / run_id / "sites" / name / "budget.sqlite")
         rounds = [c.round for c in store.charges(f"heart_disease/{name}") if c.run_id == run_id]
         store.close()
-        assert sorted(rounds) == sorted(set(rounds)), f"{name} was charged twice for a round: {rounds}"
+        assert sorted(rounds) == sorted(set(rounds)), (
+            f"{name} was charged twice for a round: {rounds}"
+        )
         assert set(range(1, ROUNDS + 1)) <= set(rounds), name
     result = verify_ledger(
         runs / run_id / "ledger.sqlite",
@@ -73,4 +93,10 @@ def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path) -> 
     assert result.signed_heads >= ROUNDS
     with Ledger.open(runs / run_id / "ledger.sqlite") as ledger:
         resumed = [e.payload for e in ledger.entries() if e.kind == "run_resumed"]
-    assert resumed == [{"run_id": run_id, "from_round": killed_at + 1, "checkpoint_head": resumed[0]["checkpoint_head"]}]
+    assert resumed == [
+        {
+            "run_id": run_id,
+            "from_round": killed_at + 1,
+            "checkpoint_head": resumed[0]["checkpoint_head"],
+        }
+    ]

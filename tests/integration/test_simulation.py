@@ -22,7 +22,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Pat
     runs = tmp_path_factory.mktemp("runs")
     cfg = from_dict(
         ExperimentConfig,
-        {"name": "it", "runs_dir": str(runs), "training": {"rounds": 3}, "privacy": {"target_epsilon": 8.0}},
+        {
+            "name": "it",
+            "runs_dir": str(runs),
+            "training": {"rounds": 3},
+            "privacy": {"target_epsilon": 8.0},
+        },
     )
     run_dir = runs / "it-run"
     return cfg, run_dir, simulate(cfg, run_dir)
@@ -63,7 +68,9 @@ def test_held_out_loss_falls(run: tuple[ExperimentConfig, Path, dict[str, Any]])
     assert len(losses) == 3 and losses[-1] < losses[0]
 
 
-def test_summary_model_hash_is_the_saved_file(run: tuple[ExperimentConfig, Path, dict[str, Any]]) -> None:
+def test_summary_model_hash_is_the_saved_file(
+    run: tuple[ExperimentConfig, Path, dict[str, Any]],
+) -> None:
     _, run_dir, summary = run
     model = run_dir / summary["model"]["path"]
     assert hashlib.sha256(model.read_bytes()).hexdigest() == summary["model"]["sha256"]
@@ -71,7 +78,9 @@ def test_summary_model_hash_is_the_saved_file(run: tuple[ExperimentConfig, Path,
     assert summary["fairness"]["gap"] >= 0
 
 
-def test_table_lists_each_hospital_with_its_epsilon(run: tuple[ExperimentConfig, Path, dict[str, Any]]) -> None:
+def test_table_lists_each_hospital_with_its_epsilon(
+    run: tuple[ExperimentConfig, Path, dict[str, Any]],
+) -> None:
     _, _, summary = run
     table = format_table(summary)
     for name, site in summary["sites"].items():

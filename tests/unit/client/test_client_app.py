@@ -29,18 +29,28 @@ def task_identity() -> None:
 def cfg(tmp_path: Path) -> ExperimentConfig:
     return from_dict(
         ExperimentConfig,
-        {"runs_dir": str(tmp_path), "training": {"rounds": 2}, "security": {"sealed_updates": False}},
+        {
+            "runs_dir": str(tmp_path),
+            "training": {"rounds": 2},
+            "security": {"sealed_updates": False},
+        },
     )
 
 
 def _message(cfg: ExperimentConfig, kind: str, server_round: int) -> Message:
     info = dataset_info(cfg.dataset.name)
-    model = build_model(cfg.model.name, n_features=info.n_features, n_classes=2, hidden=cfg.model.hidden)
+    model = build_model(
+        cfg.model.name, n_features=info.n_features, n_classes=2, hidden=cfg.model.hidden
+    )
     content = RecordDict(
         {
             keys.ARRAYS: ArrayRecord(model.state_dict()),
             keys.CONFIG: ConfigRecord(
-                {keys.SERVER_ROUND: server_round, keys.RUN_ID: "run-1", keys.PURPOSE: cfg.compliance.purpose}
+                {
+                    keys.SERVER_ROUND: server_round,
+                    keys.RUN_ID: "run-1",
+                    keys.PURPOSE: cfg.compliance.purpose,
+                }
             ),
         }
     )
@@ -48,7 +58,13 @@ def _message(cfg: ExperimentConfig, kind: str, server_round: int) -> Message:
 
 
 def _context(partition: int) -> Context:
-    return Context(run_id=1, node_id=7, node_config={keys.PARTITION_ID: partition}, state=RecordDict(), run_config={})
+    return Context(
+        run_id=1,
+        node_id=7,
+        node_config={keys.PARTITION_ID: partition},
+        state=RecordDict(),
+        run_config={},
+    )
 
 
 def test_train_reply_carries_only_model_shaped_arrays_and_scalars(cfg: ExperimentConfig) -> None:
@@ -109,7 +125,11 @@ def test_a_sealed_reply_carries_no_plaintext_arrays(tmp_path: Path) -> None:
     assert not reply.has_error()
     assert keys.ARRAYS not in reply.content and keys.SEALED in reply.content
     blob = bytes(reply.content[keys.SEALED]["blob"])
-    plain = crypto.open_sealed(load_sealing_private_key(key_file), blob, context=sealing_context("run-1", 1, "va_long_beach"))
+    plain = crypto.open_sealed(
+        load_sealing_private_key(key_file),
+        blob,
+        context=sealing_context("run-1", 1, "va_long_beach"),
+    )
     assert list(unpack_arrays(plain)) == list(msg.content[keys.ARRAYS].keys())
 
 
@@ -118,9 +138,13 @@ def test_a_replayed_round_gets_the_same_update_without_a_new_charge(cfg: Experim
 
     app, msg = build_client_app(cfg), _message(cfg, "train", 1)
     first = app(msg, _context(0)).content
-    again = app(_message(cfg, "train", 1), _context(0)).content  # the server resumed and asked again
+    again = app(
+        _message(cfg, "train", 1), _context(0)
+    ).content  # the server resumed and asked again
 
-    assert bytes(first[keys.ATTESTATION]["signature"]) == bytes(again[keys.ATTESTATION]["signature"])
+    assert bytes(first[keys.ATTESTATION]["signature"]) == bytes(
+        again[keys.ATTESTATION]["signature"]
+    )
     for name in first[keys.ARRAYS].keys():
         assert np.array_equal(first[keys.ARRAYS][name].numpy(), again[keys.ARRAYS][name].numpy())
     store = BudgetStore.open(Path(cfg.runs_dir) / "sites" / "cleveland" / "budget.sqlite")

@@ -27,7 +27,9 @@ def test_unknown_key_names_it_and_suggests_the_close_one() -> None:
 
 
 def test_out_of_range_delta_names_key_value_and_range() -> None:
-    with pytest.raises(ConfigError, match=r"config key 'privacy.delta'.*got 1.5; allowed: a float in \(0, 1\)"):
+    with pytest.raises(
+        ConfigError, match=r"config key 'privacy.delta'.*got 1.5; allowed: a float in \(0, 1\)"
+    ):
         from_dict(ExperimentConfig, {"privacy": {"delta": 1.5}})
 
 
@@ -37,19 +39,27 @@ def test_wrong_type_names_the_type_allowed() -> None:
 
 
 def test_unknown_dataset_lists_the_known_names() -> None:
-    with pytest.raises(ConfigError, match=r"'dataset.name'.*got 'mnist'; allowed: .*'heart_disease'"):
+    with pytest.raises(
+        ConfigError, match=r"'dataset.name'.*got 'mnist'; allowed: .*'heart_disease'"
+    ):
         from_dict(ExperimentConfig, {"dataset": {"name": "mnist"}})
 
 
 def test_privacy_needs_exactly_one_of_target_and_noise() -> None:
-    with pytest.raises(ConfigError, match="exactly one of privacy.target_epsilon and privacy.noise_multiplier"):
+    with pytest.raises(
+        ConfigError, match="exactly one of privacy.target_epsilon and privacy.noise_multiplier"
+    ):
         from_dict(ExperimentConfig, {"privacy": {"target_epsilon": 3.0, "noise_multiplier": 1.0}})
-    cfg = from_dict(ExperimentConfig, {"privacy": {"target_epsilon": None, "noise_multiplier": 1.1}})
+    cfg = from_dict(
+        ExperimentConfig, {"privacy": {"target_epsilon": None, "noise_multiplier": 1.1}}
+    )
     assert cfg.privacy.noise_multiplier == 1.1
 
 
 def test_natural_partition_only_for_datasets_with_real_sites() -> None:
-    with pytest.raises(ConfigError, match="'dataset.partition'.*'natural' only for datasets with real sites"):
+    with pytest.raises(
+        ConfigError, match="'dataset.partition'.*'natural' only for datasets with real sites"
+    ):
         from_dict(ExperimentConfig, {"dataset": {"name": "breast_cancer", "partition": "natural"}})
 
 

@@ -19,7 +19,9 @@ def test_four_real_hospitals_with_their_patient_counts() -> None:
 
 
 def test_the_split_is_strongly_non_iid() -> None:
-    rates = {s.site: np.concatenate([s.y_train, s.y_test]).mean() for s in load_sites(DatasetConfig())}
+    rates = {
+        s.site: np.concatenate([s.y_train, s.y_test]).mean() for s in load_sites(DatasetConfig())
+    }
     assert rates["hungary"] < 0.4 and rates["switzerland"] > 0.9
 
 

@@ -22,7 +22,14 @@ def test_dp_training_reports_real_steps_and_poisson_rate() -> None:
     x, y = _data(100)
     model = build_model("mlp", n_features=5, n_classes=2, hidden=8)
     result = train_local(
-        model, x, y, epochs=2, batch_size=32, learning_rate=0.1, device=torch.device("cpu"), dp=DpSettings(1.0, 1.0)
+        model,
+        x,
+        y,
+        epochs=2,
+        batch_size=32,
+        learning_rate=0.1,
+        device=torch.device("cpu"),
+        dp=DpSettings(1.0, 1.0),
     )
     assert result.steps == 2 * math.ceil(100 / 32)
     assert result.sample_rate == dp_sample_rate(100, 32) == 0.25
@@ -33,7 +40,9 @@ def test_training_without_dp_reduces_the_loss() -> None:
     x, y = _data(200)
     model = build_model("logreg", n_features=5, n_classes=2)
     before = evaluate(model, x, y, device=torch.device("cpu")).loss
-    train_local(model, x, y, epochs=5, batch_size=32, learning_rate=0.5, device=torch.device("cpu"), dp=None)
+    train_local(
+        model, x, y, epochs=5, batch_size=32, learning_rate=0.5, device=torch.device("cpu"), dp=None
+    )
     assert evaluate(model, x, y, device=torch.device("cpu")).loss < before
 
 
@@ -42,7 +51,17 @@ def test_same_seed_same_noise_same_model() -> None:
     states = []
     for _ in range(2):
         model = build_model("mlp", n_features=5, n_classes=2, hidden=8, seed=3)
-        train_local(model, x, y, epochs=1, batch_size=16, learning_rate=0.1, device=torch.device("cpu"), dp=DpSettings(1.0, 1.0), seed=7)
+        train_local(
+            model,
+            x,
+            y,
+            epochs=1,
+            batch_size=16,
+            learning_rate=0.1,
+            device=torch.device("cpu"),
+            dp=DpSettings(1.0, 1.0),
+            seed=7,
+        )
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
@@ -52,7 +71,9 @@ def test_proximal_step_pulls_towards_the_global_weights() -> None:
     free = build_model("logreg", n_features=5, n_classes=2, seed=1)
     held = build_model("logreg", n_features=5, n_classes=2, seed=1)
     start = [p.detach().clone() for p in free.parameters()]
-    kwargs = dict(epochs=3, batch_size=16, learning_rate=0.5, device=torch.device("cpu"), dp=None, seed=0)
+    kwargs = dict(
+        epochs=3, batch_size=16, learning_rate=0.5, device=torch.device("cpu"), dp=None, seed=0
+    )
     train_local(free, x, y, proximal_mu=0.0, **kwargs)  # type: ignore[arg-type]
     train_local(held, x, y, proximal_mu=1.0, **kwargs)  # type: ignore[arg-type]
     dist = lambda m: sum(float((p - s).norm()) for p, s in zip(m.parameters(), start))  # noqa: E731
@@ -61,5 +82,10 @@ def test_proximal_step_pulls_towards_the_global_weights() -> None:
 
 def test_auroc_is_nan_when_the_held_out_split_has_one_class() -> None:
     x, _ = _data(10)
-    result = evaluate(build_model("logreg", n_features=5, n_classes=2), x, np.ones(10, dtype=np.int64), device=torch.device("cpu"))
+    result = evaluate(
+        build_model("logreg", n_features=5, n_classes=2),
+        x,
+        np.ones(10, dtype=np.int64),
+        device=torch.device("cpu"),
+    )
     assert math.isnan(result.auroc) and 0 <= result.accuracy <= 1

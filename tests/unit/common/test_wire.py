@@ -10,7 +10,10 @@ from common.wire import pack_arrays, sealing_context, unpack_arrays
 
 
 def _arrays() -> dict[str, np.ndarray]:
-    return {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1.5, -2.0], dtype=np.float64)}
+    return {
+        "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": np.array([1.5, -2.0], dtype=np.float64),
+    }
 
 
 def test_round_trip_keeps_names_order_dtypes_shapes_and_values() -> None:
@@ -36,4 +39,14 @@ def test_corrupt_bundles_are_refused(mutate) -> None:  # type: ignore[no-untyped
 
 def test_sealing_context_binds_run_round_and_site() -> None:
     base = sealing_context("run-1", 2, "cleveland")
-    assert len({base, sealing_context("run-2", 2, "cleveland"), sealing_context("run-1", 3, "cleveland"), sealing_context("run-1", 2, "hungary")}) == 4
+    assert (
+        len(
+            {
+                base,
+                sealing_context("run-2", 2, "cleveland"),
+                sealing_context("run-1", 3, "cleveland"),
+                sealing_context("run-1", 2, "hungary"),
+            }
+        )
+        == 4
+    )

@@ -46,8 +46,19 @@ def _sealing_public(tmp_path: Path) -> bytes:
     return (tmp_path / "server" / "sealing.pub").read_bytes()
 
 
-def _sealed(tmp_path: Path, *, run: str = RUN, rnd: int = 1, site: str = "cleveland", key: bytes | None = None) -> RecordDict:
-    blob = crypto.seal(key or _sealing_public(tmp_path), pack_arrays(ARRAYS), context=sealing_context(run, rnd, site))
+def _sealed(
+    tmp_path: Path,
+    *,
+    run: str = RUN,
+    rnd: int = 1,
+    site: str = "cleveland",
+    key: bytes | None = None,
+) -> RecordDict:
+    blob = crypto.seal(
+        key or _sealing_public(tmp_path),
+        pack_arrays(ARRAYS),
+        context=sealing_context(run, rnd, site),
+    )
     return RecordDict({keys.SEALED: ConfigRecord({"blob": blob})})
 
 
@@ -63,7 +74,9 @@ def test_a_sealed_update_opens_into_the_arrays(compliance: Compliance, tmp_path:
     [{"rnd": 2}, {"run": "run-0"}, {"site": "hungary"}],
     ids=["replayed-round", "other-run", "other-site"],
 )
-def test_a_replayed_or_misdirected_update_is_refused(compliance: Compliance, tmp_path: Path, kwargs: dict) -> None:  # type: ignore[type-arg]
+def test_a_replayed_or_misdirected_update_is_refused(
+    compliance: Compliance, tmp_path: Path, kwargs: dict
+) -> None:  # type: ignore[type-arg]
     with pytest.raises(RejectedUpdateError, match="does not open"):
         compliance.unseal(1, 7, _sealed(tmp_path, **kwargs), required=True)
 
@@ -93,7 +106,15 @@ def test_plaintext_is_refused_when_sealing_is_required(compliance: Compliance) -
 
 def _attested(signing_private: bytes, **override: object) -> RecordDict:
     digest = arrays_digest(ARRAYS)
-    payload = attestation_payload(site="cleveland", run_id=RUN, server_round=1, epsilon=1.0, delta=1e-5, steps=8, update_digest=digest)
+    payload = attestation_payload(
+        site="cleveland",
+        run_id=RUN,
+        server_round=1,
+        epsilon=1.0,
+        delta=1e-5,
+        steps=8,
+        update_digest=digest,
+    )
     payload.update(override)
     return RecordDict(
         {
@@ -104,7 +125,9 @@ def _attested(signing_private: bytes, **override: object) -> RecordDict:
     )
 
 
-def test_a_valid_attestation_is_accepted(compliance: Compliance, site_keys: tuple[bytes, bytes]) -> None:
+def test_a_valid_attestation_is_accepted(
+    compliance: Compliance, site_keys: tuple[bytes, bytes]
+) -> None:
     assert compliance.verify_update(1, 7, _attested(site_keys[0])) == "cleveland"
 
 
@@ -114,12 +137,16 @@ def test_a_forged_attestation_is_dropped(compliance: Compliance) -> None:
         compliance.verify_update(1, 7, _attested(forger))
 
 
-def test_an_attestation_for_other_arrays_is_dropped(compliance: Compliance, site_keys: tuple[bytes, bytes]) -> None:
+def test_an_attestation_for_other_arrays_is_dropped(
+    compliance: Compliance, site_keys: tuple[bytes, bytes]
+) -> None:
     with pytest.raises(RejectedUpdateError, match="attested update_digest"):
         compliance.verify_update(1, 7, _attested(site_keys[0], update_digest="0" * 64))
 
 
-def test_a_missing_attestation_is_dropped(compliance: Compliance, site_keys: tuple[bytes, bytes]) -> None:
+def test_a_missing_attestation_is_dropped(
+    compliance: Compliance, site_keys: tuple[bytes, bytes]
+) -> None:
     content = _attested(site_keys[0])
     del content[keys.ATTESTATION]
     with pytest.raises(RejectedUpdateError, match="has no attestation"):
@@ -131,7 +158,11 @@ def test_an_identity_signed_by_another_key_is_refused(compliance: Compliance) ->
     content = RecordDict(
         {
             keys.SITE: ConfigRecord({keys.SITE_NAME: "cleveland"}),
-            keys.IDENTITY: ConfigRecord(sign_statement(identity_payload(site="cleveland", run_id=RUN, purpose="research"), forger)),
+            keys.IDENTITY: ConfigRecord(
+                sign_statement(
+                    identity_payload(site="cleveland", run_id=RUN, purpose="research"), forger
+                )
+            ),
         }
     )
     compliance.roster.clear()
@@ -140,11 +171,17 @@ def test_an_identity_signed_by_another_key_is_refused(compliance: Compliance) ->
     assert 3 not in compliance.roster
 
 
-def test_an_unenrolled_site_is_refused_at_roll_call(compliance: Compliance, site_keys: tuple[bytes, bytes]) -> None:
+def test_an_unenrolled_site_is_refused_at_roll_call(
+    compliance: Compliance, site_keys: tuple[bytes, bytes]
+) -> None:
     content = RecordDict(
         {
             keys.SITE: ConfigRecord({keys.SITE_NAME: "mallory"}),
-            keys.IDENTITY: ConfigRecord(sign_statement(identity_payload(site="mallory", run_id=RUN, purpose="research"), site_keys[0])),
+            keys.IDENTITY: ConfigRecord(
+                sign_statement(
+                    identity_payload(site="mallory", run_id=RUN, purpose="research"), site_keys[0]
+                )
+            ),
         }
     )
     with pytest.raises(RejectedUpdateError, match="'mallory' is not enrolled"):

@@ -11,7 +11,9 @@ from server.validation import MalformedReplyError, check_evaluate_reply, check_t
 
 
 def _reference() -> ArrayRecord:
-    return ArrayRecord({"w": Array(np.zeros((3, 2), dtype=np.float32)), "b": Array(np.zeros(2, dtype=np.float32))})
+    return ArrayRecord(
+        {"w": Array(np.zeros((3, 2), dtype=np.float32)), "b": Array(np.zeros(2, dtype=np.float32))}
+    )
 
 
 def _metrics(**override: float) -> MetricRecord:
@@ -19,7 +21,9 @@ def _metrics(**override: float) -> MetricRecord:
     return MetricRecord(values)
 
 
-def _reply(arrays: ArrayRecord | None = None, metrics: MetricRecord | None = None, **extra: object) -> RecordDict:
+def _reply(
+    arrays: ArrayRecord | None = None, metrics: MetricRecord | None = None, **extra: object
+) -> RecordDict:
     content = RecordDict(
         {
             keys.ARRAYS: arrays if arrays is not None else _reference(),
@@ -43,13 +47,19 @@ def test_an_extra_record_is_refused() -> None:
 
 
 def test_a_wrongly_shaped_array_is_refused() -> None:
-    arrays = ArrayRecord({"w": Array(np.zeros((4, 2), dtype=np.float32)), "b": Array(np.zeros(2, dtype=np.float32))})
-    with pytest.raises(MalformedReplyError, match=r"array 'w' is float32\(4, 2\), expected float32\(3, 2\)"):
+    arrays = ArrayRecord(
+        {"w": Array(np.zeros((4, 2), dtype=np.float32)), "b": Array(np.zeros(2, dtype=np.float32))}
+    )
+    with pytest.raises(
+        MalformedReplyError, match=r"array 'w' is float32\(4, 2\), expected float32\(3, 2\)"
+    ):
         check_train_reply(_reply(arrays=arrays), _reference())
 
 
 def test_renamed_arrays_are_refused() -> None:
-    arrays = ArrayRecord({"x": Array(np.zeros((3, 2), dtype=np.float32)), "b": Array(np.zeros(2, dtype=np.float32))})
+    arrays = ArrayRecord(
+        {"x": Array(np.zeros((3, 2), dtype=np.float32)), "b": Array(np.zeros(2, dtype=np.float32))}
+    )
     with pytest.raises(MalformedReplyError, match="array names differ"):
         check_train_reply(_reply(arrays=arrays), _reference())
 

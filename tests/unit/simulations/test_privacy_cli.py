@@ -10,7 +10,21 @@ from simulations.cli import main
 
 
 def test_epsilon_json_matches_the_reference_value(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["privacy", "epsilon", "--noise-multiplier", "1.5", "--sample-rate", "0.04", "--steps", "2250", "--delta", "1e-5", "--json"])
+    code = main(
+        [
+            "privacy",
+            "epsilon",
+            "--noise-multiplier",
+            "1.5",
+            "--sample-rate",
+            "0.04",
+            "--steps",
+            "2250",
+            "--delta",
+            "1e-5",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["accountant"] == "rdp" and out["delta"] == 1e-5
@@ -18,27 +32,83 @@ def test_epsilon_json_matches_the_reference_value(capsys: pytest.CaptureFixture[
 
 
 def test_noise_json_reaches_at_most_the_target(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["privacy", "noise", "--target-epsilon", "3", "--sample-rate", "0.125", "--steps", "80", "--delta", "1e-5", "--json"])
+    code = main(
+        [
+            "privacy",
+            "noise",
+            "--target-epsilon",
+            "3",
+            "--sample-rate",
+            "0.125",
+            "--steps",
+            "80",
+            "--delta",
+            "1e-5",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert 0 < out["epsilon"] <= 3.0 and out["noise_multiplier"] > 0
 
 
 def test_zero_noise_prints_infinite_epsilon(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["privacy", "epsilon", "--noise-multiplier", "0", "--sample-rate", "0.1", "--steps", "5", "--delta", "1e-5", "--json"])
+    main(
+        [
+            "privacy",
+            "epsilon",
+            "--noise-multiplier",
+            "0",
+            "--sample-rate",
+            "0.1",
+            "--steps",
+            "5",
+            "--delta",
+            "1e-5",
+            "--json",
+        ]
+    )
     assert json.loads(capsys.readouterr().out)["epsilon"] == "inf"
 
 
 def test_bad_delta_is_an_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["privacy", "epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "5", "--delta", "2"])
+    code = main(
+        [
+            "privacy",
+            "epsilon",
+            "--noise-multiplier",
+            "1",
+            "--sample-rate",
+            "0.1",
+            "--steps",
+            "5",
+            "--delta",
+            "2",
+        ]
+    )
     assert code == 2
     assert "delta must be in (0, 1)" in capsys.readouterr().err
 
 
 def test_plan_json_names_the_round_a_cap_stops_a_site(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
-        ["privacy", "plan", "--site", "a=243", "--site", "b=98", "--rounds", "5", "--target-epsilon", "3",
-         "--cap", "b=2.0", "--max-epsilon", "10", "--json"]
+        [
+            "privacy",
+            "plan",
+            "--site",
+            "a=243",
+            "--site",
+            "b=98",
+            "--rounds",
+            "5",
+            "--target-epsilon",
+            "3",
+            "--cap",
+            "b=2.0",
+            "--max-epsilon",
+            "10",
+            "--json",
+        ]
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 0

@@ -45,7 +45,9 @@ def test_prv_is_tighter_than_rdp_on_the_reference_history() -> None:
 
 
 def test_noise_for_target_matches_opacus_and_never_exceeds_target() -> None:
-    sigma, eps = noise_for_target(target_epsilon=8.0, sample_rate=OPACUS_Q, steps=OPACUS_STEPS, delta=1e-5)
+    sigma, eps = noise_for_target(
+        target_epsilon=8.0, sample_rate=OPACUS_Q, steps=OPACUS_STEPS, delta=1e-5
+    )
     assert eps <= 8.0
     assert eps == pytest.approx(epsilon_for([(sigma, OPACUS_Q, OPACUS_STEPS)], delta=1e-5))
     assert sigma == pytest.approx(OPACUS_NOISE_FOR_EPS8, abs=0.01)
@@ -54,7 +56,9 @@ def test_noise_for_target_matches_opacus_and_never_exceeds_target() -> None:
 def test_noise_for_target_accounts_for_prior_spend() -> None:
     prior = [Charge(2.0, 0.1, 100)]
     fresh, _ = noise_for_target(target_epsilon=3.0, sample_rate=0.1, steps=100, delta=1e-5)
-    sigma, eps = noise_for_target(target_epsilon=3.0, sample_rate=0.1, steps=100, delta=1e-5, prior=prior)
+    sigma, eps = noise_for_target(
+        target_epsilon=3.0, sample_rate=0.1, steps=100, delta=1e-5, prior=prior
+    )
     assert sigma > fresh
     assert eps == pytest.approx(epsilon_for([*prior, (sigma, 0.1, 100)], delta=1e-5))
     assert eps <= 3.0
@@ -79,7 +83,9 @@ def test_delta_outside_open_unit_interval_is_an_error(delta: float) -> None:
 
 
 def test_unknown_accountant_lists_the_known_ones() -> None:
-    with pytest.raises(PrivacyError, match=r"unknown accountant 'gdp'; known accountants: \['prv', 'rdp'\]"):
+    with pytest.raises(
+        PrivacyError, match=r"unknown accountant 'gdp'; known accountants: \['prv', 'rdp'\]"
+    ):
         epsilon_for([(1.0, 0.1, 10)], delta=1e-5, accountant="gdp")
 
 
