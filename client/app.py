@@ -73,6 +73,10 @@ def _update_record(
 
 def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
     """The ClientApp; `cfg` None means read it from Flower's run config (as `flwr run` does)."""
+    if cfg is not None and cfg.security.secure_aggregation:
+        from client.secagg import build_secagg_client_app
+
+        return build_secagg_client_app(cfg)
     app = ClientApp()
 
     def config_of(context: Context) -> ExperimentConfig:

@@ -296,10 +296,29 @@ class SecurityConfig:
 
     `sealed_updates`: each site encrypts its update to the ServerApp's X25519 key, bound to
     run, round and site; the relay (SuperLink, its database, proxies) holds only ciphertext.
+    `secure_aggregation`: Flower's SecAgg+ with fedsafe's hardening (server/secagg.py); the
+    server sees only the sum, so per-update seals and attestation checks do not apply there.
     """
 
     sealed_updates: bool = True
     secure_aggregation: bool = False
+    secagg_threshold: int | None = None  # shares needed to unmask; None: a strict majority
+    secagg_clipping_range: float = 8.0  # |weight| bound the quantiser covers
+
+    def __post_init__(self) -> None:
+        if self.secagg_threshold is not None:
+            _check(
+                self.secagg_threshold >= 2,
+                "security.secagg_threshold",
+                self.secagg_threshold,
+                "an integer >= 2 or null",
+            )
+        _check(
+            math.isfinite(self.secagg_clipping_range) and self.secagg_clipping_range > 0,
+            "security.secagg_clipping_range",
+            self.secagg_clipping_range,
+            "a finite float > 0",
+        )
 
 
 @dataclass(frozen=True)

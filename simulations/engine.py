@@ -46,8 +46,12 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
 
     _quiet_flower()
 
-    from client.app import build_client_app
-    from server.app import build_server_app
+    if cfg.security.secure_aggregation:
+        from client.secagg import build_secagg_client_app as build_client_app
+        from server.secagg import build_secagg_server_app as build_server_app
+    else:
+        from client.app import build_client_app
+        from server.app import build_server_app
 
     sites = site_names(cfg.dataset)
     if cfg.strategy.min_sites > len(sites):
