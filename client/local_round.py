@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from client.budget import BudgetStore, RoundRefusedError
@@ -22,7 +23,14 @@ from common.models import model_for
 from common.privacy import Charge
 from common.privacy.plan_table import expected_rounds
 from common.privacy.planner import plan_site
-from common.training import DpSettings, LocalResult, evaluate, resolve_device, train_local
+from common.training import (
+    DpSettings,
+    LocalResult,
+    balanced_class_weights,
+    evaluate,
+    resolve_device,
+    train_local,
+)
 
 __all__ = ["RoundOutcome", "RoundContext", "train_round", "evaluate_round", "round_seed"]
 
@@ -62,6 +70,13 @@ def _model(cfg: ExperimentConfig, state: StateDict) -> torch.nn.Module:
     return model
 
 
+def _class_weights(cfg: ExperimentConfig, data: SiteData) -> np.ndarray | None:
+    if cfg.training.class_weighting == "none":
+        return None
+    n_classes = dataset_info(cfg.dataset.name, cfg.dataset).n_classes
+    return balanced_class_weights(data.y_train, n_classes)
+
+
 def _train(
     cfg: ExperimentConfig,
     data: SiteData,
@@ -81,6 +96,7 @@ def _train(
         dp=dp,
         proximal_mu=ctx.proximal_mu,
         seed=round_seed(cfg, data.site, ctx.server_round),
+        class_weights=_class_weights(cfg, data),
     )
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, result
 

@@ -155,6 +155,9 @@ class TrainingConfig:
     batch_size: int = 32
     learning_rate: float = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # "balanced": each site weights classes by its own training counts (n / (k * n_c)), so a
+    # rare outcome (a default, a disease) is not ignored; the weights never leave the site.
+    class_weighting: Literal["none", "balanced"] = "none"
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 1, "training.rounds", self.rounds, "an integer >= 1")

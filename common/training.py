@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = [
+    "balanced_class_weights",
     "DpSettings",
     "LocalResult",
     "EvalResult",
@@ -81,6 +82,7 @@ def train_local(
     dp: DpSettings | None,
     proximal_mu: float = 0.0,
     seed: int = 0,
+    class_weights: np.ndarray | None = None,
 ) -> LocalResult:
     """Train in place; with `dp`, Opacus DP-SGD with Poisson sampling and per-sample clipping.
 
@@ -112,7 +114,13 @@ def train_local(
             )
         sample_rate = float(loader.sample_rate)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
-    criterion = nn.CrossEntropyLoss()
+    weight = (
+        None
+        if class_weights is None
+        else torch.as_tensor(class_weights, dtype=torch.float32, device=device)
+    )
+    # Per-sample clipping bounds each example's (weighted) gradient, so the guarantee holds.
+    criterion = nn.CrossEntropyLoss(weight=weight)
     steps, loss_sum, seen = 0, 0.0, 0
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     for _ in range(epochs):
@@ -160,3 +168,12 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: torch.de
         else:
             auroc = float(roc_auc_score(y, prob, multi_class="ovr", labels=list(range(n_classes))))
     return EvalResult(loss, accuracy, balanced, auroc, len(y))
+
+
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """n / (k * n_c) from the site's own labels; a class the site lacks gets weight 0."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = np.zeros(n_classes)
+    present = counts > 0
+    weights[present] = len(y) / (present.sum() * counts[present])
+    return weights

@@ -89,3 +89,36 @@ def test_auroc_is_nan_when_the_held_out_split_has_one_class() -> None:
         device=torch.device("cpu"),
     )
     assert math.isnan(result.auroc) and 0 <= result.accuracy <= 1
+
+
+def test_balanced_weights_lift_the_rare_class_and_skip_absent_ones() -> None:
+    from common.training import balanced_class_weights
+
+    weights = balanced_class_weights(np.array([0] * 19 + [1]), 3)
+    assert weights[1] == 19 * weights[0] and weights[2] == 0
+    assert np.isclose((weights[np.array([0] * 19 + [1])]).sum(), 20)
+
+
+def test_weighted_dp_training_predicts_the_rare_class_more_often() -> None:
+    from common.training import balanced_class_weights
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    y = (x[:, 0] > 1.6).astype(np.int64)  # about 5% positives
+    preds = []
+    for weights in (None, balanced_class_weights(y, 2)):
+        model = build_model("logreg", n_features=5, n_classes=2, seed=0)
+        train_local(
+            model,
+            x,
+            y,
+            epochs=5,
+            batch_size=32,
+            learning_rate=0.2,
+            device=torch.device("cpu"),
+            dp=DpSettings(0.5, 1.0),
+            seed=0,
+            class_weights=weights,
+        )
+        preds.append(int(model(torch.from_numpy(x)).argmax(1).sum()))
+    assert preds[1] > preds[0]
