@@ -89,5 +89,5 @@ def deployed_site(site_yaml: Path, cfg: ExperimentConfig) -> SiteRuntime:
         signing_key=load_signing_private_key(site.signing_key),
         signing_public=load_signing_public_key(site.signing_key.with_suffix(".pub")),
         require_dp=True,
-        server_sealing_key=getattr(site, "server_sealing_key", None),
+        server_sealing_key=site.server_sealing_key,
     )

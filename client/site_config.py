@@ -13,6 +13,7 @@ import yaml
 
 from client.policy import SitePolicy, load_policy
 from common.config import ExperimentConfig
+from common.crypto.pki import KeyFileError, load_sealing_public_key
 from common.data.base import SiteData
 from common.errors import ConfigError
 
@@ -38,11 +39,11 @@ REQUIRED_KEYS = (
     "budget_store",
     "policy",
 )
-OPTIONAL_KEYS = ("runtime_api",)
+OPTIONAL_KEYS = ("runtime_api", "server_sealing_pub")
 SITE_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 # Keys whose value is a path; relative paths are read from the site.yaml's own folder.
 PATH_KEYS = ("ca_cert", "auth_key", "signing_key", "data", "schema", "budget_store")
-_MUST_EXIST = ("ca_cert", "auth_key", "signing_key", "data", "schema")
+_MUST_EXIST = ("ca_cert", "auth_key", "signing_key", "data", "schema", "server_sealing_pub")
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 
@@ -62,9 +63,11 @@ def parse_address(value: object, *, key: str, source: str) -> tuple[str, int]:
 class SiteConfig:
     """Everything a site's SuperNode and ClientApp need, validated and with absolute paths.
 
-    The ClientApp receives only the path of site.yaml (as node config `site-config`) and
-    rebuilds this object itself, so the data path, keys and policy never travel through
-    Flower and the server cannot change them.
+    `server_sealing_key` is the ServerApp's X25519 public key as this site pinned it
+    (site.yaml key `server_sealing_pub`): updates are sealed to it, never to a key the
+    relay sends. The ClientApp receives only the path of site.yaml (node config
+    `site-config`) and rebuilds this object itself, so the data path, keys and policy
+    never travel through Flower and the server cannot change them.
     """
 
     path: Path
@@ -79,6 +82,7 @@ class SiteConfig:
     budget_store: Path
     policy: SitePolicy
     runtime_api: str | None = None
+    server_sealing_key: Path | None = None
 
     def load_data(self, cfg: ExperimentConfig) -> SiteData:
         """This site's train/held-out arrays from its own file, checked against its schema.
@@ -204,6 +208,18 @@ def load_site_config(path: Path) -> SiteConfig:
     dataset_id = _string(data, "dataset_id", source, "a non-empty name without surrounding spaces")
     base = path.parent
     paths = {key: _path(data, key, base, source) for key in PATH_KEYS}
+    sealing = None
+    if data.get("server_sealing_pub") is not None:
+        sealing = _path(data, "server_sealing_pub", base, source)
+        try:
+            load_sealing_public_key(sealing)
+        except KeyFileError as err:
+            raise ConfigError(
+                "server_sealing_pub",
+                data["server_sealing_pub"],
+                f"an X25519 public key ({err})",
+                source=source,
+            ) from None
     return SiteConfig(
         path=path,
         name=name,
@@ -211,5 +227,6 @@ def load_site_config(path: Path) -> SiteConfig:
         dataset_id=dataset_id,
         policy=_policy(data["policy"], source),
         runtime_api=runtime_api,
+        server_sealing_key=sealing,
         **paths,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from client.site_config import parse_address
-from common.crypto.pki import KeyFileError, init_site_keys
+from common.crypto.pki import KeyFileError, init_site_keys, load_sealing_public_key
 
 __all__ = ["SiteKit", "init_site_kit", "render_site_yaml", "add_init_parser", "run_init"]
 
@@ -68,6 +68,11 @@ policy:
   # Purposes you agreed to; empty list = any purpose.
   allowed_purposes: []
 
+# The coordinator's ServerApp sealing key (X25519 public key, from the coordinator with
+# ca.pem). This site encrypts its model updates to this pinned key only, so the relay cannot
+# read or swap them. Remove the line only if the coordinator runs without sealed updates.
+server_sealing_pub: server_sealing.pub
+
 # Optional: the loopback address of this SuperNode's Runtime API (Flower's ClientAppIo).
 # Leave unset to pick a free port at start; set it when a firewall rule needs a fixed one.
 # runtime_api: 127.0.0.1:9094
@@ -88,14 +93,16 @@ This folder is everything site **{site}** needs to take part in federated traini
 | `signing.key` | Ed25519 key that signs this site's attestations | **never** |
 | `signing.pub` | its public key, to verify signatures | to coordinator and auditors |
 | `ca.pem` | the coordinator's CA certificate | received from the coordinator |
+| `server_sealing.pub` | the ServerApp's sealing key; updates are sealed to it | received |
 | `data.csv` | your data (you add it) | **never** |
 | `schema.yaml` | the schema all sites agreed (you add it) | public |
 | `budget.sqlite` | your privacy budget store (created on first run) | no; back it up |
 
 ## Steps
 
-1. Send `auth.pub` and `signing.pub` to the coordinator; get `ca.pem` and the SuperLink
-   address from them. Put `ca.pem` here and the address in `site.yaml` (`superlink:`).
+1. Send `auth.pub` and `signing.pub` to the coordinator; get `ca.pem`, `server_sealing.pub`
+   and the SuperLink address from them. Put the two files here and the address in
+   `site.yaml` (`superlink:`).
 2. Put your data file and the agreed schema here (or point `data:`/`schema:` at them).
 3. Set your limits under `policy:` in `site.yaml`.
 4. Start: `fedsafe site start --config site.yaml`. It checks the configuration and every
@@ -120,8 +127,10 @@ This folder is everything site **{site}** needs to take part in federated traini
 
 - Your own budget, per dataset and run (composed epsilon, rounds, refusals):
   `fedsafe site budget --store budget.sqlite`
-- The coordinator's ledger (hash chain and signed heads), from an export they give you:
-  `fedsafe audit verify ...` (see `fedsafe audit verify --help`).
+- The coordinator's ledger (hash chain, signed heads, your signed attestations), from the
+  run folder or ledger.sqlite they give you:
+  `fedsafe audit verify RUN_FOLDER --keys KEYS_FOLDER` (`server_signing.pub` and
+  `sites/<site>.pub`; see `fedsafe audit verify --help`).
 
 The site refuses a round on its own when it would exceed `policy.max_epsilon`, add less
 noise than `policy.min_noise_multiplier`, or serve a purpose not in `policy.allowed_purposes`.
@@ -141,6 +150,7 @@ class SiteKit:
     signing_key: Path
     signing_pub: Path
     ca_cert: Path | None
+    server_sealing_pub: Path | None = None
 
 
 def render_site_yaml(site: str, *, superlink: str, ca_cert: str) -> str:
@@ -154,10 +164,12 @@ def init_site_kit(
     *,
     superlink: str = "127.0.0.1:9092",
     ca_cert: Path | None = None,
+    server_sealing_pub: Path | None = None,
 ) -> SiteKit:
     """Create a site kit: keys, commented site.yaml, README; never overwrites anything.
 
-    `ca_cert`, when given, is copied in as `ca.pem` so the kit is self-contained.
+    `ca_cert` and `server_sealing_pub`, when given, are copied in as `ca.pem` and
+    `server_sealing.pub` so the kit is self-contained.
     """
     directory = Path(directory if directory is not None else site).expanduser()
     parse_address(superlink, key="superlink", source="--superlink")
@@ -167,11 +179,17 @@ def init_site_kit(
             raise KeyFileError(path, "already exists; refusing to overwrite a site kit")
     if ca_cert is not None and not Path(ca_cert).is_file():
         raise KeyFileError(Path(ca_cert), "CA certificate not found")
+    if server_sealing_pub is not None:
+        load_sealing_public_key(Path(server_sealing_pub))  # named error if missing or bad
     keys = init_site_keys(directory, site)
     copied = None
     if ca_cert is not None:
         copied = directory / "ca.pem"
         shutil.copyfile(ca_cert, copied)
+    sealing = None
+    if server_sealing_pub is not None:
+        sealing = directory / "server_sealing.pub"
+        shutil.copyfile(server_sealing_pub, sealing)
     site_yaml.write_text(
         render_site_yaml(site, superlink=superlink, ca_cert="ca.pem"), encoding="utf-8"
     )
@@ -186,24 +204,34 @@ def init_site_kit(
         signing_key=keys.signing_key,
         signing_pub=keys.signing_pub,
         ca_cert=copied,
+        server_sealing_pub=sealing,
     )
 
 
 def run_init(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """Write the kit and say what to send where."""
     out = out or sys.stdout
-    kit = init_site_kit(args.name, args.dir, superlink=args.superlink, ca_cert=args.ca)
+    kit = init_site_kit(
+        args.name,
+        args.dir,
+        superlink=args.superlink,
+        ca_cert=args.ca,
+        server_sealing_pub=args.server_sealing_pub,
+    )
     print(f"site kit for '{kit.site}' in {kit.directory}", file=out)
     print(f"  send to the coordinator: {kit.auth_pub} and {kit.signing_pub}", file=out)
     if kit.ca_cert is None:
         print(f"  put the coordinator's CA certificate at {kit.directory / 'ca.pem'}", file=out)
+    if kit.server_sealing_pub is None:
+        where = kit.directory / "server_sealing.pub"
+        print(f"  put the coordinator's sealing key (sealing.pub) at {where}", file=out)
     print(f"  add your data and schema, edit {kit.site_yaml}, then:", file=out)
     print(f"  fedsafe site start --config {kit.site_yaml}", file=out)
     return 0
 
 
 def add_init_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `init NAME [--dir DIR] [--superlink HOST:PORT] [--ca CA.pem]`."""
+    """Add `init NAME [--dir DIR] [--superlink HOST:PORT] [--ca CA.pem] [--server-sealing-pub]`."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "init",
         help="create a site kit: keys, a commented site.yaml and a README",
@@ -216,5 +244,11 @@ def add_init_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--superlink", default="127.0.0.1:9092", help="coordinator's Fleet API host:port"
     )
     parser.add_argument("--ca", type=Path, default=None, help="the coordinator's CA certificate")
+    parser.add_argument(
+        "--server-sealing-pub",
+        type=Path,
+        default=None,
+        help="the coordinator's ServerApp sealing key (sealing.pub)",
+    )
     parser.set_defaults(func=run_init)
     return parser

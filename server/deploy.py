@@ -1,4 +1,4 @@
-"""`fedsafe server start|enroll|status|submit`: TLS SuperLink, node auth, runs via `flwr run`."""
+"""`fedsafe server keys|start|enroll|status|submit`: TLS SuperLink, node auth, `flwr run`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from common.crypto.pki import load_auth_public_key, load_signing_public_key
+from common.crypto.pki import (
+    init_server_sealing_key,
+    init_server_signing_key,
+    load_auth_public_key,
+    load_signing_public_key,
+)
 from server.deploy_config import ServerDeployConfig, load_server_config
 from server.deploy_flower import (
     list_nodes,
@@ -34,6 +39,7 @@ __all__ = [
     "superlink_command",
     "start_superlink",
     "enroll",
+    "ensure_server_keys",
     "file_signing_key",
     "status",
     "wait_for_run",
@@ -155,6 +161,21 @@ def _enrolments(cfg: ServerDeployConfig) -> dict[str, dict[str, str]]:
     return data
 
 
+def ensure_server_keys(cfg: ServerDeployConfig) -> tuple[Path, Path]:
+    """The ServerApp's Ed25519 and X25519 key pairs, created once; returns the public halves.
+
+    They exist before any run so the coordinator can hand `sealing.pub` to every site,
+    which pins it in its kit: a site seals its updates to that key and no other.
+    """
+    folder = cfg.server_keys_dir
+    signing, sealing = folder / "server_signing.pub", folder / "sealing.pub"
+    if not (folder / "server_signing.key").exists():
+        init_server_signing_key(folder)
+    if not (folder / "sealing.key").exists():
+        init_server_sealing_key(folder)
+    return signing, sealing
+
+
 def latest_round(runs_dir: Path) -> dict[str, Any] | None:
     """The newest run folder's last finished round, from its metrics.jsonl (None if no run)."""
     folders = sorted(
@@ -236,6 +257,8 @@ def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     superlink = None
     try:
+        _, sealing = ensure_server_keys(cfg)
+        print(f"ServerApp sealing key (give to every site): {sealing}", file=out)
         superlink = start_superlink(cfg, timeout_s=args.start_timeout)
         print(
             f"SuperLink pid {superlink.pid}: fleet {cfg.fleet_api}, control {cfg.control_api}",
@@ -277,6 +300,14 @@ def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         (cfg.workdir / READY_FILE).unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_keys(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    signing, sealing = ensure_server_keys(load_server_config(args.config))
+    print(f"ServerApp sealing key (give to every site as server_sealing.pub): {sealing}", file=out)
+    print(f"ServerApp signing key (ledger heads; give to auditors): {signing}", file=out)
+    return 0
 
 
 def run_enroll(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
@@ -330,6 +361,12 @@ def add_server_parser(sub: Any) -> argparse.ArgumentParser:
     start.add_argument("--start-timeout", type=float, default=60.0, help="seconds (default 60)")
     start.add_argument("--run-timeout", type=float, default=3600.0, help="seconds (default 3600)")
     start.set_defaults(func=run_start)
+
+    keys_p = server_sub.add_parser(
+        "keys", help="create the ServerApp's signing and sealing keys (sites pin sealing.pub)"
+    )
+    keys_p.add_argument("--config", type=Path, required=True, help="server.yaml")
+    keys_p.set_defaults(func=run_keys)
 
     enroll_p = server_sub.add_parser("enroll", help="enrol a site's SuperNode public key")
     enroll_p.add_argument("--config", type=Path, required=True, help="server.yaml")

@@ -15,7 +15,11 @@ __all__ = ["add_certs_parser", "run_certs_init", "run_certs_server"]
 def run_certs_init(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """Create the CA once; its key stays with the coordinator (offline if possible)."""
     out = out or sys.stdout
-    files = init_ca(args.dir, args.name, valid_days=args.valid_days)
+    try:
+        files = init_ca(args.dir, args.name, valid_days=args.valid_days)
+    except (ValueError, TypeError) as err:
+        print(f"fedsafe certs init: error: {err}", file=sys.stderr)
+        return 2
     print(f"CA key (keep private, offline): {files.key}", file=out)
     print(f"CA certificate (send to every site as ca.pem): {files.cert}", file=out)
     return 0
@@ -24,9 +28,13 @@ def run_certs_init(args: argparse.Namespace, *, out: TextIO | None = None) -> in
 def run_certs_server(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """Issue (or renew: same command again) the SuperLink's key and certificate."""
     out = out or sys.stdout
-    files = issue_server_certificate(
-        args.ca_dir, args.out, hosts=list(args.host), valid_days=args.valid_days
-    )
+    try:
+        files = issue_server_certificate(
+            args.ca_dir, args.out, hosts=list(args.host), valid_days=args.valid_days
+        )
+    except (ValueError, TypeError) as err:  # a bad host or a validity the CA cannot cover
+        print(f"fedsafe certs server: error: {err}", file=sys.stderr)
+        return 2
     print(f"SuperLink TLS key: {files.key}", file=out)
     print(f"SuperLink TLS certificate: {files.cert} (names: {', '.join(args.host)})", file=out)
     print(f"CA certificate: {files.ca_cert}", file=out)

@@ -104,6 +104,12 @@ class ServerDeployConfig:
         return Path(value) if value else self.workdir / "site-keys"
 
     @property
+    def server_keys_dir(self) -> Path:
+        """The ServerApp's signing and sealing keys; sites pin `sealing.pub` from here."""
+        value = self.run_overrides.get("compliance.server_keys_dir")
+        return Path(value) if value else self.workdir / "keys"
+
+    @property
     def runs_dir(self) -> Path:
         """Where the ServerApp writes run folders (metrics.jsonl, summary.json, model.pt)."""
         value = self.run_overrides.get("runs_dir")
