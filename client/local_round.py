@@ -97,6 +97,7 @@ def _train(
         proximal_mu=ctx.proximal_mu,
         seed=round_seed(cfg, data.site, ctx.server_round),
         class_weights=_class_weights(cfg, data),
+        momentum=cfg.training.momentum,
     )
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, result
 
@@ -213,8 +214,15 @@ def train_round(
 
 def evaluate_round(cfg: ExperimentConfig, data: SiteData, state: StateDict) -> dict[str, float]:
     """Held-out metrics of the global model on this site's own split."""
+    threshold = None
+    if cfg.training.class_weighting == "balanced" and len(data.y_train):
+        threshold = float(data.y_train.mean())  # the site's own prevalence, used only here
     result = evaluate(
-        _model(cfg, state), data.x_test, data.y_test, device=resolve_device(cfg.training.device)
+        _model(cfg, state),
+        data.x_test,
+        data.y_test,
+        device=resolve_device(cfg.training.device),
+        positive_threshold=threshold,
     )
     return {
         keys.NUM_EXAMPLES: float(result.num_examples),

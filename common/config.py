@@ -154,9 +154,12 @@ class TrainingConfig:
     local_epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 0.1
+    momentum: float = 0.0  # SGD momentum within a round (the optimiser is new every round)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # "balanced": each site weights classes by its own training counts (n / (k * n_c)), so a
-    # rare outcome (a default, a disease) is not ignored; the weights never leave the site.
+    # "balanced": for a rare outcome (a default, a disease) each site weights classes by its own
+    # training counts (n / (k * n_c)) and, for binary tasks, predicts the positive class above its
+    # own training prevalence. Under DP, per-sample clipping caps large weights, so the local
+    # threshold does most of the work. Neither statistic leaves the site.
     class_weighting: Literal["none", "balanced"] = "none"
 
     def __post_init__(self) -> None:
@@ -166,6 +169,7 @@ class TrainingConfig:
         )
         _check(self.batch_size >= 1, "training.batch_size", self.batch_size, "an integer >= 1")
         _check(self.learning_rate > 0, "training.learning_rate", self.learning_rate, "a float > 0")
+        _check(0 <= self.momentum < 1, "training.momentum", self.momentum, "a float in [0, 1)")
 
 
 @dataclass(frozen=True)
