@@ -428,27 +428,16 @@ def _coerce(key: str, value: Any, tp: Any, source: str | None) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         raise fail
-    if tp is int:
-        if isinstance(value, bool):
+    if tp in (int, float):
+        if isinstance(value, bool):  # True is an int to Python, never a number to a config
             raise fail
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
+        if isinstance(value, float) and tp is int:
+            if value.is_integer():
                 return int(value)
-            except ValueError:
-                raise fail from None
-        raise fail
-    if tp is float:
-        if isinstance(value, bool):
             raise fail
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        if isinstance(value, (int, float, str)):
             try:
-                return float(value)
+                return tp(value)
             except ValueError:
                 raise fail from None
         raise fail
@@ -517,7 +506,7 @@ def to_flat(cfg: Any) -> dict[str, Any]:
 def from_flat(flat: dict[str, Any], *, source: str | None = None) -> ExperimentConfig:
     """Dotted overrides (Flower run config, `--run-config`) applied over the defaults.
 
-    Flower's run config cannot hold None or lists, so the strings "null"/"none" mean
+    Flower's run config cannot hold None or lists, so the string "null" means
     None and comma-separated strings fill list fields.
     """
     nested = to_dict(ExperimentConfig())
@@ -537,7 +526,7 @@ def from_flat(flat: dict[str, Any], *, source: str | None = None) -> ExperimentC
             raise ConfigError(
                 dotted, value, f"one of {known} under '{'.'.join(parents)}'", source=source
             )
-        if isinstance(value, str) and value.lower() in ("null", "none"):
+        if isinstance(value, str) and value.lower() == "null":
             value = None
         node[leaf] = value
     return from_dict(ExperimentConfig, nested, source=source)
