@@ -214,15 +214,8 @@ def train_round(
 
 def evaluate_round(cfg: ExperimentConfig, data: SiteData, state: StateDict) -> dict[str, float]:
     """Held-out metrics of the global model on this site's own split."""
-    threshold = None
-    if cfg.training.class_weighting == "balanced" and len(data.y_train):
-        threshold = float(data.y_train.mean())  # the site's own prevalence, used only here
     result = evaluate(
-        _model(cfg, state),
-        data.x_test,
-        data.y_test,
-        device=resolve_device(cfg.training.device),
-        positive_threshold=threshold,
+        _model(cfg, state), data.x_test, data.y_test, device=resolve_device(cfg.training.device)
     )
     return {
         keys.NUM_EXAMPLES: float(result.num_examples),

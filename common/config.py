@@ -157,9 +157,8 @@ class TrainingConfig:
     momentum: float = 0.0  # SGD momentum within a round (the optimiser is new every round)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # "balanced": for a rare outcome (a default, a disease) each site weights classes by its own
-    # training counts (n / (k * n_c)) and, for binary tasks, predicts the positive class above its
-    # own training prevalence. Under DP, per-sample clipping caps large weights, so the local
-    # threshold does most of the work. Neither statistic leaves the site.
+    # training counts (n / (k * n_c)); the weights never leave the site. Under DP, per-sample
+    # clipping caps each example's weighted gradient, so the effect is weaker: read AUROC.
     class_weighting: Literal["none", "balanced"] = "none"
 
     def __post_init__(self) -> None:

@@ -150,27 +150,14 @@ def train_local(
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    device: torch.device,
-    positive_threshold: float | None = None,
-) -> EvalResult:
-    """Loss, accuracy, balanced accuracy and AUROC on held-out rows.
-
-    `positive_threshold` (binary tasks): predict the positive class when its probability
-    exceeds it, e.g. the site's own training prevalence for a rare outcome; default argmax.
-    """
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: torch.device) -> EvalResult:
+    """Loss, accuracy, balanced accuracy and AUROC on held-out rows."""
     model.to(device).eval()
     logits = model(torch.from_numpy(x).float().to(device))
     target = torch.from_numpy(y).long().to(device)
     loss = float(nn.functional.cross_entropy(logits, target))
     prob = torch.softmax(logits, dim=1).cpu().numpy()
     pred = prob.argmax(axis=1)
-    if positive_threshold is not None and prob.shape[1] == 2:
-        pred = (prob[:, 1] > positive_threshold).astype(np.int64)
     accuracy = float((pred == y).mean()) if len(y) else math.nan
     n_classes = prob.shape[1]
     present = np.unique(y)
