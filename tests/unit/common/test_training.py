@@ -122,3 +122,11 @@ def test_weighted_dp_training_predicts_the_rare_class_more_often() -> None:
         )
         preds.append(int(model(torch.from_numpy(x)).argmax(1).sum()))
     assert preds[1] > preds[0]
+
+
+def test_multiclass_auroc_covers_the_classes_a_skewed_split_holds() -> None:
+    x, _ = _data(30)
+    y = np.array([0, 1, 2] * 10)
+    model = build_model("logreg", n_features=5, n_classes=10)
+    result = evaluate(model, x, y, device=torch.device("cpu"))
+    assert 0 <= result.auroc <= 1
