@@ -38,6 +38,9 @@ lint: env
 sweep: env
 	$(VENV)/bin/fedsafe simulate -m privacy=eps1,eps3,eps8,off $(ARGS)
 
+bench: env
+	$(VENV)/bin/python -m simulations.bench $(ARGS)
+
 fashion-mnist:
 	apt-get update -q && apt-get install -y -q dataset-fashion-mnist
 

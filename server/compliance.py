@@ -83,6 +83,7 @@ class Compliance:
     simulated_key_dirs: dict[str, Path] = field(default_factory=dict)
     roster: dict[int, str] = field(default_factory=dict)
     refused_nodes: set[int] = field(default_factory=set)
+    _pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     attestations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -177,12 +178,19 @@ class Compliance:
                 if decision.allowed:
                     allowed.add(node)
             self.decisions.append(payload)
-            self.ledger.append(records.CONSENT_DECISION, payload)
+            self._pending.append((records.CONSENT_DECISION, payload))
             if payload["decision"] != "granted":
                 log.warning(
                     "round %d: %s excluded: %s", server_round, payload["site"], payload["reason"]
                 )
+        self.flush()
         return allowed
+
+    def flush(self) -> None:
+        """Commit what this phase decided as one transaction: one fsync, not one per site."""
+        if self._pending:
+            self.ledger.append_many(self._pending)
+            self._pending = []
 
     def _legal_basis(self, site: str, record_id: str | None) -> str | None:
         for entry in self.consent.records(site):
@@ -261,33 +269,38 @@ class Compliance:
         signed = json.loads(str(statement["payload"]))
         payload = {"site": site, "signature": bytes(statement["signature"]).hex(), "signed": signed}
         self.attestations.append(signed)
-        self.ledger.append(records.ATTESTATION, payload)
+        self._pending.append((records.ATTESTATION, payload))
 
     def dropped(self, server_round: int, site: str, reason: str) -> None:
-        self.ledger.append(records.DROPOUT, {"site": site, "round": server_round, "reason": reason})
+        self._pending.append((records.DROPOUT, {"site": site, "round": server_round, "reason": reason}))
 
     def error(self, component: str, message: str, server_round: int | None = None) -> None:
         payload: dict[str, Any] = {"component": component, "message": message}
         if server_round is not None:
             payload["round"] = server_round
-        self.ledger.append(records.ERROR, payload)
+        self._pending.append((records.ERROR, payload))
+        self.flush()
 
     def round_aggregated(
         self, server_round: int, sites: list[str], aggregate_digest: str, metrics: dict[str, float]
     ) -> None:
         finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
-        self.ledger.append(
-            records.ROUND_AGGREGATED,
-            {
-                "round": server_round,
-                "sites": sorted(sites),
-                "aggregate_digest": aggregate_digest,
-                "metrics": finite,
-            },
+        self._pending.append(
+            (
+                records.ROUND_AGGREGATED,
+                {
+                    "round": server_round,
+                    "sites": sorted(sites),
+                    "aggregate_digest": aggregate_digest,
+                    "metrics": finite,
+                },
+            )
         )
+        self.flush()
 
     def sign_head(self) -> None:
         """Sign the chain head and refresh the witness: truncation after this is detectable."""
+        self.flush()
         self.ledger.sign_head(
             self.coordinator.private, public_pem=self.coordinator.public, witness_path=self.witness
         )

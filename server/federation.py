@@ -139,7 +139,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         nodes = wait_for_sites(
             grid, minimum=cfg.strategy.min_sites, timeout_s=cfg.compliance.roll_call_timeout_s
         )
-        roll_call(grid, compliance, nodes, timeout_s=cfg.compliance.roll_call_timeout_s)
+        if cfg.strategy.fraction_train >= 1.0:  # everyone trains: know everyone before round 1
+            roll_call(grid, compliance, nodes, timeout_s=cfg.compliance.roll_call_timeout_s)
+        # With sampling, each round's sampled newcomers are asked instead (RecordingStrategy).
         if checkpoint is None:
             _run_started(cfg, compliance)
         else:

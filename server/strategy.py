@@ -122,9 +122,10 @@ class RecordingStrategy(Strategy):
     def summary(self) -> None:
         self.inner.summary()
 
-    def _call_newcomers(self, grid: Grid) -> None:
+    def _call_newcomers(self, grid: Grid, sampled: list[int]) -> None:
+        """Roll-call the sampled nodes not yet heard from (late joiners, reconnected sites)."""
         known = set(self.compliance.roster) | self.compliance.refused_nodes
-        newcomers = [n for n in grid.get_node_ids() if n not in known]
+        newcomers = [n for n in sampled if n not in known]
         roll_call(grid, self.compliance, newcomers, timeout_s=self.roll_call_timeout_s)
 
     def configure_train(
@@ -135,9 +136,9 @@ class RecordingStrategy(Strategy):
         if self.stopped_at is not None:
             return []
         self.recorder.round_started(server_round)
-        self._call_newcomers(grid)
         self._global = arrays
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._call_newcomers(grid, [m.metadata.dst_node_id for m in messages])
         admitted = self.compliance.admitted(
             server_round, [m.metadata.dst_node_id for m in messages]
         )
@@ -209,6 +210,7 @@ class RecordingStrategy(Strategy):
             else:
                 self.recorder.site_evaluated(server_round, node, msg.content)
             accepted.append(msg)
+        self.compliance.flush()
         return accepted
 
     def configure_evaluate(

@@ -1,0 +1,8 @@
+"""Benchmarks: DP step cost, round overhead, crypto/ledger throughput, scale and fixed cost."""
+
+from __future__ import annotations
+
+__all__ = ["BENCHES"]
+
+# Bench names in the order they run; each lives in its own module with a `run(quick=...)`.
+BENCHES: tuple[str, ...] = ("dp_step", "round_overhead", "crypto_ledger", "scale", "fixed_cost")
