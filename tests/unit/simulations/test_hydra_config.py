@@ -47,3 +47,21 @@ def test_bad_override_value_names_key_value_and_allowed() -> None:
 def test_unknown_dataset_override_is_refused() -> None:
     with pytest.raises(ConfigError, match="dataset.name"):
         _compose("dataset.name=imagenet")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["training.rounds=5", "privacy.target_epsilon=8"],
+        ["privacy=off", "strategy=fedprox"],
+        ["federation=banks"],
+        ["federation=imaging"],
+        ["federation=open", "dataset=breast_cancer", "dataset.alpha=0.3"],
+        ["+federation.caps.switzerland=2.5"],
+        ["security.secure_aggregation=true"],
+        ["run_id=trial-7", "training.rounds=20", "resume=true"],
+    ],
+)
+def test_the_readme_examples_compose(overrides: list[str]) -> None:
+    cfg = _compose(*overrides)
+    assert cfg.training.rounds >= 1
