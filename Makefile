@@ -11,7 +11,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: env simulate test lint sweep bench fashion-mnist clean
+.PHONY: env simulate test test-heavy lint sweep bench fashion-mnist clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ simulate: env
 	$(VENV)/bin/fedsafe simulate $(ARGS)
 
 test: env
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+	$(VENV)/bin/python -m pytest -q -m "not heavy" $(ARGS)
+
+# Real processes: SuperLink + SuperNodes with TLS and node auth, kills, resume, `flwr run .`.
+test-heavy: env
+	$(VENV)/bin/python -m pytest -q -m heavy $(ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check common server client simulations tests

@@ -30,7 +30,7 @@ from server.deploy import READY_FILE
 from server.deploy_flower import project_root
 from server.deploy_process import ManagedProcess, flower_env, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 FEDSAFE = [sys.executable, "-m", "simulations.cli"]
 PURPOSE = "cardiology-research"  # ComplianceConfig's default purpose

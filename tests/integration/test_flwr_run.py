@@ -13,7 +13,7 @@ import pytest
 
 from common.flower_env import OFFLINE_FLOWER_ENV
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -17,7 +17,7 @@ from common.ledger import Ledger, verify_ledger
 from server.checkpoint import load_checkpoint
 from simulations.engine import simulate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROUNDS = 4
 
