@@ -34,6 +34,7 @@ from server.deploy_process import (
     flower_env,
     wait_for_port,
 )
+from server.deploy_resume import refuse_restart, resume_target, with_resume
 
 __all__ = [
     "superlink_command",
@@ -250,10 +251,38 @@ def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
     raise _Stop
 
 
-def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
-    """Start the SuperLink, enrol listed sites, submit the run, supervise until stopped."""
-    out = out or sys.stdout
+def _config(args: argparse.Namespace, out: TextIO) -> ServerDeployConfig:
+    """server.yaml; with --resume, the run to continue (checked before anything starts)."""
     cfg = load_server_config(args.config)
+    if not getattr(args, "resume", False):
+        if getattr(args, "run_id", None):
+            raise DeployError("--run-id names the run to continue: use it with --resume")
+        refuse_restart(cfg)
+        return cfg
+    target = resume_target(cfg, args.run_id)
+    print(
+        f"resuming run {target.run_id} after round {target.round} (run folder {target.run_dir})",
+        file=out,
+        flush=True,
+    )
+    return with_resume(cfg, target)
+
+
+def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """Start the SuperLink, enrol listed sites, submit the run, supervise until stopped.
+
+    With --resume the SuperLink starts on the same state database (enrolments kept) and
+    the submitted run continues a run folder from its checkpoint (`run_id`, `resume=true`).
+    """
+    out = out or sys.stdout
+    if args.resume and args.no_run:
+        raise DeployError("--resume submits the continued run: drop --no-run")
+    cfg = _config(args, out)
+    if args.resume and not cfg.submit:
+        raise DeployError(
+            "--resume submits the continued run, but run.submit is false: start the "
+            "SuperLink, then `fedsafe server submit --resume`"
+        )
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     superlink = None
     try:
@@ -339,10 +368,25 @@ def run_status(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 def run_submit(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    cfg = load_server_config(args.config)
+    cfg = _config(args, out)
     run_id = submit_run(cfg)
     print(f"submitted run {run_id}", file=out)
     return 0
+
+
+def _add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run after a crash from its last checkpoint (run_id + resume=true); "
+        "sites re-send rounds they already trained, never training or paying twice",
+    )
+    parser.add_argument(
+        "--run-id",
+        default=None,
+        help="with --resume: the run folder to continue (default: run.config.run_id, else "
+        "the newest run folder with a checkpoint and no summary.json)",
+    )
 
 
 def add_server_parser(sub: Any) -> argparse.ArgumentParser:
@@ -360,6 +404,7 @@ def add_server_parser(sub: Any) -> argparse.ArgumentParser:
     )
     start.add_argument("--start-timeout", type=float, default=60.0, help="seconds (default 60)")
     start.add_argument("--run-timeout", type=float, default=3600.0, help="seconds (default 3600)")
+    _add_resume_arguments(start)
     start.set_defaults(func=run_start)
 
     keys_p = server_sub.add_parser(
@@ -386,5 +431,6 @@ def add_server_parser(sub: Any) -> argparse.ArgumentParser:
         "submit", help="submit the configured run to a running SuperLink"
     )
     submit.add_argument("--config", type=Path, required=True, help="server.yaml")
+    _add_resume_arguments(submit)
     submit.set_defaults(func=run_submit)
     return server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,10 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
     published = run_dir / "keys" / "server_signing.pub"
     published.parent.mkdir(parents=True, exist_ok=True)
     published.write_bytes(coordinator.public)
+    if c.site_keys_dir is not None:  # deployment: publish the enrolled keys beside the ledger
+        (run_dir / "keys" / "sites").mkdir(exist_ok=True)
+        for pub in Path(c.site_keys_dir).glob("*.pub"):
+            shutil.copyfile(pub, run_dir / "keys" / "sites" / pub.name)
     simulated = {}
     if c.site_keys_dir is None:  # a simulation: each simulated site's key sits in its own folder
         simulated = {

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
@@ -25,6 +26,8 @@ log = logging.getLogger("fedsafe.server")
 
 MALFORMED_CODE = 4200  # the server dropped a reply that is not a well-formed, attested update
 SILENT_CODE = 4300  # a site was sent work and did not answer in time
+# The SuperLink answers for a site it lost (heartbeat missed, instruction expired).
+_LOST = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
 
 
 def finite_weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -118,6 +121,21 @@ class RecordingStrategy(Strategy):
         self.stopped_at: int | None = None
         self._global: ArrayRecord | None = None
         self._admitted: dict[int, set[int]] = {}
+        self._sent: list[Message] = []  # this phase's instructions; the grid sets their ids
+
+    def _remember(self, messages: list[Message]) -> list[Message]:
+        self._sent = messages
+        return messages
+
+    def _node_of(self, msg: Message) -> int:
+        """The site a reply is about: its sender or, for the SuperLink's stand-in error reply
+        (sent from SUPERLINK_NODE_ID), the node the answered instruction went to."""
+        if msg.metadata.src_node_id != SUPERLINK_NODE_ID:
+            return msg.metadata.src_node_id
+        for sent in self._sent:
+            if sent.metadata.message_id == msg.metadata.reply_to_message_id:
+                return sent.metadata.dst_node_id
+        return msg.metadata.src_node_id
 
     def summary(self) -> None:
         self.inner.summary()
@@ -146,7 +164,7 @@ class RecordingStrategy(Strategy):
         for payload in self.compliance.decisions:
             if payload["round"] == server_round and payload["decision"] != "granted":
                 self.recorder.site_excluded(server_round, payload["site"], payload["reason"])
-        return [m for m in messages if m.metadata.dst_node_id in admitted]
+        return self._remember([m for m in messages if m.metadata.dst_node_id in admitted])
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -173,7 +191,7 @@ class RecordingStrategy(Strategy):
 
     def _record_silence(self, server_round: int, replies: list[Message]) -> None:
         """Sites that were sent work and never answered (timeout, disconnect) are dropouts."""
-        answered = {m.metadata.src_node_id for m in replies}
+        answered = {self._node_of(m) for m in replies}
         for node in sorted(self._admitted.get(server_round, set()) - answered):
             site = self.compliance.roster.get(node, f"node-{node}")
             reason = "no reply before the round timeout (disconnected or too slow)"
@@ -184,11 +202,12 @@ class RecordingStrategy(Strategy):
         """Replies that are well-formed and attested; the rest are recorded and dropped."""
         accepted = []
         for msg in replies:
-            node = msg.metadata.src_node_id
+            node = self._node_of(msg)
             site = self.compliance.roster.get(node, f"node-{node}")
             if msg.has_error():
+                why = "disconnected" if msg.error.code in _LOST else "refused"
                 self.recorder.site_failed(server_round, node, msg.error.code, msg.error.reason)
-                self.compliance.dropped(server_round, site, f"refused: {msg.error.reason}")
+                self.compliance.dropped(server_round, site, f"{why}: {msg.error.reason}")
                 continue
             try:
                 if train:
@@ -221,7 +240,7 @@ class RecordingStrategy(Strategy):
             return []
         admitted = self._admitted.get(server_round, set())
         messages = self.inner.configure_evaluate(server_round, arrays, config, grid)
-        return [m for m in messages if m.metadata.dst_node_id in admitted]
+        return self._remember([m for m in messages if m.metadata.dst_node_id in admitted])
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
