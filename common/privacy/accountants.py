@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
 
 import numpy as np
 
@@ -50,21 +50,16 @@ class Charge:
         return (self.noise_multiplier, self.sample_rate, self.steps)
 
 
-class Accountant(Protocol):
-    """Composes a history into epsilon at a delta; raises AccountantError when it cannot."""
-
-    name: str
-
-    def epsilon(self, history: Sequence[Charge], *, delta: float) -> float: ...
-
-
 def _check_delta(delta: float) -> None:
     if not (isinstance(delta, (int, float)) and 0 < delta < 1):
         raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
 
 
-class _OpacusAccountant:
-    """Shared shape: edge cases here, the composition itself in Opacus."""
+class Accountant(ABC):
+    """Composes a history into epsilon at a delta; raises AccountantError when it cannot.
+
+    The edge cases live here, once; each accountant only composes the live charges.
+    """
 
     name = ""
 
@@ -91,11 +86,12 @@ class _OpacusAccountant:
             "tiny deltas and very long histories."
         )
 
+    @abstractmethod
     def _compose(self, live: Sequence[Charge], delta: float) -> float:
-        raise NotImplementedError  # an interface: each accountant implements it
+        """Epsilon of charges that all touch data and all add noise."""
 
 
-class RdpAccountant(_OpacusAccountant):
+class RdpAccountant(Accountant):
     """Renyi DP (Mironov et al.) with Opacus' orders and (epsilon, delta) conversion. Conservative.
 
     RDP composes additively and is linear in steps, so charges sharing (noise, rate) are
@@ -130,7 +126,7 @@ def _rdp_one_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     return curve
 
 
-class PrvAccountant(_OpacusAccountant):
+class PrvAccountant(Accountant):
     """Privacy random variables (Gopi et al.): tighter, numerically fragile at extremes."""
 
     name = "prv"
@@ -145,7 +141,7 @@ class PrvAccountant(_OpacusAccountant):
             return float(acc.get_epsilon(delta=delta, eps_error=0.01))
 
 
-ACCOUNTANTS: dict[str, type[_OpacusAccountant]] = {
+ACCOUNTANTS: dict[str, type[Accountant]] = {
     RdpAccountant.name: RdpAccountant,
     PrvAccountant.name: PrvAccountant,
 }
