@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from client.budget import BudgetStore
+from client.deploy import supernode_command, supernode_env
+from client.site_config import load_site_config
 from client.site_kit import init_site_kit
 from common.crypto.pki import (
     init_ca,
@@ -203,6 +205,25 @@ def _log(process: ManagedProcess) -> str:
     return process.log_path.read_text(errors="replace")
 
 
+def _start_plaintext_supernode(
+    procs: Processes, name: str, site_yaml: Path, *, auth_key: bool
+) -> ManagedProcess:
+    """flower-supernode as `fedsafe site start` builds it, but --insecure instead of the CA."""
+    cfg = load_site_config(site_yaml)
+    command = supernode_command(cfg, max_retries=1, max_wait_time=20)
+    drop = {"--root-certificates"} | (set() if auth_key else {"--auth-supernode-private-key"})
+    keep = [a for i, a in enumerate(command) if a not in drop and command[i - 1] not in drop]
+    process = ManagedProcess(
+        name,
+        [*keep, "--insecure"],
+        env=supernode_env(cfg),
+        cwd=project_root(),
+        log_path=procs.root / "logs" / f"{name}.log",
+    )
+    procs.started.append(process)
+    return process
+
+
 def _start_server(procs: Processes, server_yaml: Path, *extra: str) -> tuple[ManagedProcess, Path]:
     server = procs.start(server_yaml.stem, "server", "start", "--config", str(server_yaml), *extra)
     workdir = server_yaml.parent / yaml.safe_load(server_yaml.read_text())["workdir"]
@@ -227,7 +248,7 @@ def _grant_consent(fed: Federation, workdir: Path, site: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_unenrolled_and_wrong_ca_supernodes_are_refused(
+def test_unenrolled_wrong_ca_and_plaintext_supernodes_are_refused(
     federation: Federation, processes: Processes
 ) -> None:
     server_yaml = _server_yaml(federation, "refusals", submit=False)
@@ -257,6 +278,37 @@ def test_unenrolled_and_wrong_ca_supernodes_are_refused(
     assert "CERTIFICATE_VERIFY_FAILED" in _log(wrong_ca)
     assert "SuperNode ID" not in _log(wrong_ca)
     status = json.loads(_fedsafe("server", "status", "--config", str(server_yaml), "--json").stdout)
+    assert status["connected"] == []
+
+    # plaintext at the TLS Fleet API: with site-a's enrolled key Flower refuses to start at
+    # all (node auth needs TLS); without a key it reaches the SuperLink, whose TLS refuses it
+    nodes_before = status["enrolled"]
+    site_a = federation.kits["site-a"]
+    keyed = _start_plaintext_supernode(processes, "plain-keyed", site_a, auth_key=True)
+    keyless = _start_plaintext_supernode(processes, "plain", site_a, auth_key=False)
+    _wait(
+        lambda: not keyed.running() and not keyless.running(),
+        timeout_s=90,
+        what="both plaintext SuperNodes to give up",
+    )
+    assert keyed.process.returncode != 0
+    assert "Exit Code: 303" in _log(keyed)
+    assert "SuperNode authentication requires a secure TLS connection" in _log(keyed)
+    assert keyless.process.returncode != 0
+    assert "Exit Code: 305" in _log(keyless)
+    assert "Failed to initialize the connection to the SuperLink" in _log(keyless)
+    assert all("SuperNode ID" not in _log(plain) for plain in (keyed, keyless))
+    assert "WRONG_VERSION_NUMBER" not in superlink_log  # before the plaintext SuperNodes
+    _wait(
+        lambda: (
+            "WRONG_VERSION_NUMBER"
+            in (workdir / "logs" / "superlink.log").read_text(errors="replace")
+        ),
+        timeout_s=10,
+        what="the SuperLink to log the failed TLS handshake",
+    )
+    status = json.loads(_fedsafe("server", "status", "--config", str(server_yaml), "--json").stdout)
+    assert status["enrolled"] == nodes_before
     assert status["connected"] == []
 
     server.stop(timeout_s=20)
