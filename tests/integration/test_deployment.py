@@ -298,15 +298,8 @@ def test_unenrolled_wrong_ca_and_plaintext_supernodes_are_refused(
     assert "Exit Code: 305" in _log(keyless)
     assert "Failed to initialize the connection to the SuperLink" in _log(keyless)
     assert all("SuperNode ID" not in _log(plain) for plain in (keyed, keyless))
-    assert "WRONG_VERSION_NUMBER" not in superlink_log  # before the plaintext SuperNodes
-    _wait(
-        lambda: (
-            "WRONG_VERSION_NUMBER"
-            in (workdir / "logs" / "superlink.log").read_text(errors="replace")
-        ),
-        timeout_s=10,
-        what="the SuperLink to log the failed TLS handshake",
-    )
+    # The SuperLink side ("Handshake failed ... WRONG_VERSION_NUMBER") is gRPC's own INFO log,
+    # present or not depending on gRPC's verbosity, so the refusal is asserted on the node.
     status = json.loads(_fedsafe("server", "status", "--config", str(server_yaml), "--json").stdout)
     assert status["enrolled"] == nodes_before
     assert status["connected"] == []
