@@ -175,7 +175,7 @@ def train_round(
         )
         if reservation.replayed and reservation.status == "completed":
             cached = load_update(folder, ctx.run_id, ctx.server_round)
-            if cached is None or cached["input_digest"] != input_digest:
+            if cached is None or cached.input_digest != input_digest:
                 raise RoundRefusedError(
                     f"site {site.name} already trained round {ctx.server_round} of run {ctx.run_id} "
                     "on another model; it will not train (or be charged for) it twice"
@@ -185,7 +185,7 @@ def train_round(
                 site.name,
                 ctx.server_round,
             )
-            return RoundOutcome(cached["state"], cached["metrics"], cached["attestation"])
+            return RoundOutcome(cached.state, cached.metrics, cached.attestation)
         dp = DpSettings(charge.noise_multiplier, cfg.privacy.max_grad_norm)
         trained, result = _train(cfg, site.data, state, dp, ctx)
         # The reservation already counts the planned steps, so this is the spend after the round.

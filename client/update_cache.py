@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,14 @@ __all__ = ["CachedUpdate", "save_update", "load_update"]
 _LEN = struct.Struct(">I")
 
 
-class CachedUpdate(dict):  # type: ignore[type-arg]
-    """input_digest, state (torch tensors), metrics, attestation."""
+@dataclass(frozen=True)
+class CachedUpdate:
+    """The update a site sent for one round, and the global model digest it was trained on."""
+
+    input_digest: str
+    state: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+    attestation: dict[str, Any]
 
 
 def _path(folder: Path, run_id: str, server_round: int) -> Path:

@@ -65,7 +65,7 @@ class RunRecorder:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps so a resumed run's summary covers every round."""
-        return {"sites": self.sites, "rounds": self.rounds, "node_sites": {}, "stop": self.stop}
+        return {"sites": self.sites, "rounds": self.rounds, "stop": self.stop}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.sites, self.rounds, self.stop = state["sites"], state["rounds"], state["stop"]

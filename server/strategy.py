@@ -157,12 +157,13 @@ class RecordingStrategy(Strategy):
         self._global = arrays
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._call_newcomers(grid, [m.metadata.dst_node_id for m in messages])
+        seen = len(self.compliance.decisions)
         admitted = self.compliance.admitted(
             server_round, [m.metadata.dst_node_id for m in messages]
         )
         self._admitted[server_round] = admitted
-        for payload in self.compliance.decisions:
-            if payload["round"] == server_round and payload["decision"] != "granted":
+        for payload in self.compliance.decisions[seen:]:  # this round's decisions only
+            if payload["decision"] != "granted":
                 self.recorder.site_excluded(server_round, payload["site"], payload["reason"])
         return self._remember([m for m in messages if m.metadata.dst_node_id in admitted])
 
