@@ -121,6 +121,9 @@ def _outcome(
         delta=delta if epsilon is not None else None,
         steps=result.steps,
         update_digest=arrays_digest({k: v.numpy() for k, v in trained.items()}),
+        noise_multiplier=noise if epsilon is not None else None,
+        sample_rate=result.sample_rate if epsilon is not None else None,
+        num_examples=result.num_examples,
     )
     metrics = {
         keys.NUM_EXAMPLES: float(result.num_examples),

@@ -53,9 +53,17 @@ def attestation_payload(
     delta: float | None,
     steps: int,
     update_digest: str | None,
+    noise_multiplier: float | None = None,
+    sample_rate: float | None = None,
+    num_examples: int | None = None,
     refused: bool = False,
 ) -> dict[str, Any]:
-    """The ledger's attestation contract (common/ledger/records.py), plus the run id."""
+    """The ledger's attestation contract (common/ledger/records.py), plus the run id.
+
+    `noise_multiplier` and `sample_rate` are what the site really trained with, so an auditor
+    can recompute the round's charge; `num_examples` is the aggregation weight the site claims,
+    signed so that the coordinator can bound it against what it enrolled.
+    """
     return {
         "statement": ATTESTATION,
         "site": site,
@@ -65,6 +73,9 @@ def attestation_payload(
         "delta": delta,
         "steps": steps,
         "update_digest": update_digest,
+        "noise_multiplier": noise_multiplier,
+        "sample_rate": sample_rate,
+        "num_examples": num_examples,
         "refused": refused,
     }
 

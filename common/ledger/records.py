@@ -18,7 +18,9 @@ Payload keys the server (and, for attestations, the sites) must write; readers s
   ``canonical_bytes(signed)`` with the site's Ed25519 key), ``signed`` (dict, the part the site
   signed) with ``site`` (must equal the outer ``site``), ``round`` (int), ``epsilon`` (float, the
   site's cumulative epsilon after this round), ``delta`` (float), ``steps`` (int, local DP steps
-  this round), ``update_digest`` (SHA-256 hex of the update sent, or null), ``refused`` (bool).
+  this round), ``update_digest`` (SHA-256 hex of the update sent, or null), ``noise_multiplier``
+  and ``sample_rate`` (floats the site trained with, null without DP), ``num_examples`` (int, the
+  aggregation weight the site claims), ``refused`` (bool).
 - ``round_aggregated``: ``round`` (int), ``sites`` (list of str), ``aggregate_digest``
   (SHA-256 hex).
 - ``dropout``: ``site``, ``round``, ``reason``.
