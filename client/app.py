@@ -126,13 +126,23 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         run_cfg = config_of(context)
-        site = _runtime(run_cfg, context, str(msg.content[keys.CONFIG][keys.RUN_ID]))
-        metrics = evaluate_round(run_cfg, site.data, msg.content[keys.ARRAYS].to_torch_state_dict())
+        instructions = msg.content[keys.CONFIG]
+        ctx = RoundContext(
+            run_id=str(instructions[keys.RUN_ID]),
+            server_round=int(instructions[keys.SERVER_ROUND]),
+            purpose=str(instructions[keys.PURPOSE]) if keys.PURPOSE in instructions else "",
+        )
+        site = _runtime(run_cfg, context, ctx.run_id)
+        try:
+            metrics = evaluate_round(
+                run_cfg, site, msg.content[keys.ARRAYS].to_torch_state_dict(), ctx
+            )
+        except FedsafeError as err:
+            return _refuse(msg, site.name, err)
         records: dict[str, object] = {keys.METRICS: MetricRecord(metrics)}
         if SITE_CONFIG not in context.node_config:  # a simulated site withdrawing before next round
-            server_round = int(msg.content[keys.CONFIG][keys.SERVER_ROUND])
             withdrawal = withdrawals_record(
-                run_cfg, site.name, site.signing_key, next_round=server_round + 1
+                run_cfg, site.name, site.signing_key, next_round=ctx.server_round + 1
             )
             if withdrawal is not None:
                 records[keys.CONSENT] = ConfigRecord(withdrawal)

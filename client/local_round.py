@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -11,32 +12,49 @@ from typing import Any
 import numpy as np
 import torch
 
-from client.budget import BudgetStore, RoundRefusedError
+from client.budget import (
+    BudgetStore,
+    PolicyRefusedError,
+    RoundRefusedError,
+    record_evaluation,
+    record_nonprivate,
+)
 from client.site import SiteRuntime
 from client.update_cache import load_update, save_update
 from common import keys
 from common.attestation import arrays_digest, attestation_payload, sign_statement
-from common.config import ExperimentConfig
+from common.config import ExperimentConfig, to_dict
 from common.data import SiteData, dataset_info
-from common.errors import PrivacyError
 from common.models import model_for
 from common.privacy import Charge
 from common.privacy.plan_table import expected_rounds
 from common.privacy.planner import plan_site
+from common.privacy.randomness import Randomness, site_randomness
+from common.release_policy import release_count, release_evaluation
 from common.training import (
     DpSettings,
     LocalResult,
     balanced_class_weights,
-    evaluate,
+    eval_counts,
     resolve_device,
     train_local,
 )
 
-__all__ = ["RoundOutcome", "RoundContext", "train_round", "evaluate_round", "round_seed"]
+__all__ = [
+    "RoundOutcome",
+    "RoundContext",
+    "train_round",
+    "evaluate_round",
+    "round_seed",
+    "config_digest",
+]
 
 StateDict = dict[str, torch.Tensor]
 
 log = logging.getLogger("fedsafe.client")
+
+# Keys that name where a run lives, not what it does: a resume may set them.
+_NOT_BOUND = ("resume", "run_id", "runs_dir")
 
 
 @dataclass(frozen=True)
@@ -59,9 +77,26 @@ class RoundOutcome:
 
 
 def round_seed(cfg: ExperimentConfig, site: str, server_round: int) -> int:
-    """A per-site, per-round seed derived from the run seed: reproducible, never shared."""
+    """Orders a non-private baseline's batches reproducibly; never used under DP."""
     digest = hashlib.sha256(f"{cfg.seed}/{site}/{server_round}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+def config_digest(cfg: ExperimentConfig) -> str:
+    """SHA-256 of everything the run does (not where it lives): a replay must match it."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_BOUND}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _refusal(site: SiteRuntime, ctx: RoundContext, message: str) -> PolicyRefusedError:
+    return PolicyRefusedError(
+        f"site {site.name} refused run '{ctx.run_id}', round {ctx.server_round}: {message}",
+        reason="policy",
+        dataset_id=site.dataset_id,
+        run_id=ctx.run_id,
+        round=ctx.server_round,
+        cap=site.policy.max_epsilon,
+    )
 
 
 def _model(cfg: ExperimentConfig, state: StateDict) -> torch.nn.Module:
@@ -70,33 +105,51 @@ def _model(cfg: ExperimentConfig, state: StateDict) -> torch.nn.Module:
     return model
 
 
-def _class_weights(cfg: ExperimentConfig, data: SiteData) -> np.ndarray | None:
+def _class_weights(
+    cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext, *, private: bool
+) -> np.ndarray | None:
+    """Class weights: under DP from the declared prevalence only, never from exact counts."""
     if cfg.training.class_weighting == "none":
         return None
     n_classes = dataset_info(cfg.dataset.name, cfg.dataset).n_classes
-    return balanced_class_weights(data.y_train, n_classes)
+    if not private:
+        return balanced_class_weights(site.data.y_train, n_classes)
+    prevalence = np.asarray(site.policy.class_prevalence, dtype=np.float64)
+    if len(prevalence) != n_classes:
+        raise _refusal(
+            site,
+            ctx,
+            "training.class_weighting=balanced under DP needs the class prevalence the site "
+            f"declared ({n_classes} probabilities in its policy's class_prevalence, or "
+            "federation.class_prevalence in a simulation); weights from the site's exact "
+            "label counts would depend on every record",
+        )
+    return 1.0 / (n_classes * prevalence)
 
 
 def _train(
     cfg: ExperimentConfig,
-    data: SiteData,
+    site: SiteRuntime,
     state: StateDict,
-    dp: DpSettings | None,
     ctx: RoundContext,
-):  # type: ignore[no-untyped-def]
+    *,
+    dp: DpSettings | None,
+    randomness: Randomness | None,
+) -> tuple[StateDict, LocalResult]:
     model = _model(cfg, state)
     result = train_local(
         model,
-        data.x_train,
-        data.y_train,
+        site.data.x_train,
+        site.data.y_train,
         epochs=cfg.training.local_epochs,
         batch_size=cfg.training.batch_size,
         learning_rate=cfg.training.learning_rate,
         device=resolve_device(cfg.training.device),
         dp=dp,
+        randomness=randomness,
         proximal_mu=ctx.proximal_mu,
-        seed=round_seed(cfg, data.site, ctx.server_round),
-        class_weights=_class_weights(cfg, data),
+        seed=round_seed(cfg, site.name, ctx.server_round),
+        class_weights=_class_weights(cfg, site, ctx, private=dp is not None),
         momentum=cfg.training.momentum,
     )
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, result
@@ -111,30 +164,81 @@ def _outcome(
     epsilon: float | None,
     noise: float,
     delta: float,
+    randomness: str | None,
 ) -> RoundOutcome:
-    """Metrics to report and the signed attestation of exactly these arrays."""
+    """What the release policy lets leave, and the signed attestation of exactly these arrays."""
+    weight = release_count(site.release, result.num_examples) or site.release.count_rounding
+    private = epsilon is not None
     payload = attestation_payload(
         site=site.name,
         run_id=ctx.run_id,
         server_round=ctx.server_round,
         epsilon=epsilon,
-        delta=delta if epsilon is not None else None,
+        delta=delta if private else None,
         steps=result.steps,
         update_digest=arrays_digest({k: v.numpy() for k, v in trained.items()}),
-        noise_multiplier=noise if epsilon is not None else None,
-        sample_rate=result.sample_rate if epsilon is not None else None,
-        num_examples=result.num_examples,
+        noise_multiplier=noise if private else None,
+        sample_rate=result.sample_rate if private else None,
+        num_examples=weight,
+        randomness=randomness,
     )
     metrics = {
-        keys.NUM_EXAMPLES: float(result.num_examples),
-        keys.LOSS: result.loss,
+        keys.NUM_EXAMPLES: float(weight),
         keys.EPSILON: math.inf if epsilon is None else epsilon,
-        keys.DELTA: delta if epsilon is not None else 0.0,
+        keys.DELTA: delta if private else 0.0,
         keys.STEPS: float(result.steps),
         keys.NOISE_MULTIPLIER: noise,
         keys.SAMPLE_RATE: result.sample_rate,
     }
+    if site.release.releases_training_loss:
+        metrics[keys.LOSS] = result.loss
     return RoundOutcome(trained, metrics, sign_statement(payload, site.signing_key))
+
+
+def _nonprivate_round(
+    cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext
+) -> RoundOutcome:
+    """A baseline without DP: the store records it, and the data set's epsilon is infinite."""
+    if site.require_dp:
+        raise _refusal(
+            site, ctx, "this site trains only with DP-SGD; the run has privacy disabled "
+            "(set privacy.enabled=true)"
+        )
+    with BudgetStore.open(site.budget_store, anchor=site.anchor) as store:
+        record_nonprivate(
+            store,
+            dataset_id=site.dataset_id,
+            run_id=ctx.run_id,
+            round=ctx.server_round,
+            policy=site.policy,
+            fingerprint=site.fingerprint,
+            purpose=ctx.purpose,
+        )
+    trained, result = _train(cfg, site, state, ctx, dp=None, randomness=None)
+    return _outcome(
+        site, ctx, trained, result, epsilon=None, noise=0.0, delta=0.0, randomness=None
+    )
+
+
+def _check_request(cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext) -> None:
+    """What the site checks before any charge: the unit it accounts in and delta < 1/n."""
+    policy = site.policy
+    if (policy.delta, policy.accountant) != (cfg.privacy.delta, cfg.privacy.accountant):
+        raise _refusal(
+            site,
+            ctx,
+            f"the site accounts at delta={policy.delta:g} with {policy.accountant}; the run "
+            f"asks for delta={cfg.privacy.delta:g} with {cfg.privacy.accountant}",
+        )
+    n = site.data.n_rows
+    if policy.delta >= 1.0 / n:
+        raise _refusal(
+            site,
+            ctx,
+            f"delta={policy.delta:g} is not below 1/n = {1.0 / n:.3g} for this site's {n} "
+            "records: a mechanism that may release a whole record with probability delta "
+            "gives no meaningful guarantee. Fix: a smaller privacy.delta",
+        )
 
 
 def train_round(
@@ -142,32 +246,29 @@ def train_round(
 ) -> RoundOutcome:
     """Reserve the round's budget, train, keep the update, charge the steps, sign what was done.
 
-    The reservation (cap, noise floor and purpose checks) and its charge are one
-    transaction in the site's own store, written before training: a crash mid-round
-    over-counts, never under-counts. A round the site already completed (the server was
-    resumed) gets the same update again, never a second training. The epsilon reported is
-    composed over the site's whole history on this data set, across runs.
+    The reservation (cap, noise floor, purpose, pinned unit and data fingerprint) is written
+    before training and binds the noise, rate, steps, unit, the run's config digest and the
+    input model: a replay trains only as reserved. A round the site already completed gets
+    the same update again, never a second training. Noise and sampling come from the site's
+    own OS randomness. The epsilon is composed over the data set's whole history, across runs.
     """
     if not cfg.privacy.enabled:
-        if site.require_dp:
-            raise RoundRefusedError(
-                f"site {site.name} trains only with DP-SGD; the run has privacy disabled "
-                "(set privacy.enabled=true)"
-            )
-        trained, result = _train(cfg, site.data, state, None, ctx)
-        return _outcome(site, ctx, trained, result, epsilon=None, noise=0.0, delta=0.0)
+        return _nonprivate_round(cfg, site, state, ctx)
+    _check_request(cfg, site, ctx)
     rounds = expected_rounds(cfg.strategy.fraction_train, cfg.training.rounds)
     plan = plan_site(cfg.privacy, cfg.training, n_train=site.data.n_train, rounds=rounds)
     charge = Charge(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
+    randomness = site_randomness(deployed=site.require_dp, salt=ctx.server_round)
     policy = site.policy
-    if (policy.delta, policy.accountant) != (cfg.privacy.delta, cfg.privacy.accountant):
-        raise PrivacyError(
-            f"site {site.name} accounts at delta={policy.delta:g} with {policy.accountant}; "
-            f"the run asks for delta={cfg.privacy.delta:g} with {cfg.privacy.accountant}"
-        )
-    folder = site.budget_store.parent
     input_digest = arrays_digest({k: v.numpy() for k, v in state.items()})
-    with BudgetStore.open(site.budget_store) as store:
+    binding = {
+        "config_digest": config_digest(cfg),
+        "input_digest": input_digest,
+        "max_grad_norm": cfg.privacy.max_grad_norm,
+        "randomness": randomness.name,
+    }
+    folder = site.budget_store.parent
+    with BudgetStore.open(site.budget_store, anchor=site.anchor) as store:
         reservation = store.reserve(
             dataset_id=site.dataset_id,
             run_id=ctx.run_id,
@@ -175,13 +276,17 @@ def train_round(
             charge=charge,
             policy=policy,
             purpose=ctx.purpose,
+            fingerprint=site.fingerprint,
+            binding=binding,
         )
         if reservation.replayed and reservation.status == "completed":
             cached = load_update(folder, ctx.run_id, ctx.server_round)
             if cached is None or cached.input_digest != input_digest:
-                raise RoundRefusedError(
-                    f"site {site.name} already trained round {ctx.server_round} of run {ctx.run_id} "
-                    "on another model; it will not train (or be charged for) it twice"
+                raise _refusal(
+                    site,
+                    ctx,
+                    "it already trained this round and no longer holds that update; it will "
+                    "not train (or be charged for) it twice",
                 )
             log.warning(
                 "site %s re-sends its round %d update: no new training, no new charge",
@@ -189,8 +294,19 @@ def train_round(
                 ctx.server_round,
             )
             return RoundOutcome(cached.state, cached.metrics, cached.attestation)
-        dp = DpSettings(charge.noise_multiplier, cfg.privacy.max_grad_norm)
-        trained, result = _train(cfg, site.data, state, dp, ctx)
+        bound = reservation.charge  # a replay of a crashed round trains exactly as reserved
+        dp = DpSettings(bound.noise_multiplier, cfg.privacy.max_grad_norm)
+        trained, result = _train(cfg, site, state, ctx, dp=dp, randomness=randomness)
+        if result.steps != reservation.planned_steps:
+            raise RoundRefusedError(
+                f"site {site.name}: DP-SGD took {result.steps} steps, {reservation.planned_steps} "
+                "were reserved; the update is withheld",
+                reason="policy",
+                dataset_id=site.dataset_id,
+                run_id=ctx.run_id,
+                round=ctx.server_round,
+                cap=policy.max_epsilon,
+            )
         # The reservation already counts the planned steps, so this is the spend after the round.
         epsilon = store.spent(site.dataset_id, delta=policy.delta, accountant=policy.accountant)
         outcome = _outcome(
@@ -199,8 +315,9 @@ def train_round(
             trained,
             result,
             epsilon=epsilon,
-            noise=charge.noise_multiplier,
+            noise=bound.noise_multiplier,
             delta=policy.delta,
+            randomness=randomness.name,
         )
         save_update(
             folder,
@@ -215,15 +332,40 @@ def train_round(
     return outcome
 
 
-def evaluate_round(cfg: ExperimentConfig, data: SiteData, state: StateDict) -> dict[str, float]:
-    """Held-out metrics of the global model on this site's own split."""
-    result = evaluate(
-        _model(cfg, state), data.x_test, data.y_test, device=resolve_device(cfg.training.device)
+def evaluate_round(
+    cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext
+) -> dict[str, float]:
+    """Held-out metrics of the global model, as the site's release policy lets them leave.
+
+    One evaluation per (run, round) of a round the site trained in, recorded in its store;
+    under `dp` the Gaussian mechanism on the counts is charged to the same budget first.
+    """
+    data: SiteData = site.data
+    policy = site.release
+    counts = eval_counts(
+        _model(cfg, state),
+        data.x_test,
+        data.y_test,
+        device=resolve_device(cfg.training.device),
+        loss_clip=policy.loss_clip,
     )
-    return {
-        keys.NUM_EXAMPLES: float(result.num_examples),
-        keys.LOSS: result.loss,
-        keys.ACCURACY: result.accuracy,
-        keys.BALANCED_ACCURACY: result.balanced_accuracy,
-        keys.AUROC: result.auroc,
-    }
+    charge = None
+    gaussian = None
+    if policy.evaluation == "dp":
+        charge = Charge(policy.eval_noise_multiplier, 1.0, 1)
+        gaussian = site_randomness(deployed=site.require_dp, salt=ctx.server_round).standard_normal
+    released = release_evaluation(policy, counts, gaussian)
+    with BudgetStore.open(site.budget_store, anchor=site.anchor) as store:
+        return record_evaluation(
+            store,
+            dataset_id=site.dataset_id,
+            run_id=ctx.run_id,
+            round=ctx.server_round,
+            mode=policy.evaluation,
+            model_digest=arrays_digest({k: v.numpy() for k, v in state.items()}),
+            released=released,
+            charge=charge,
+            policy=site.policy,
+            purpose=ctx.purpose,
+        )
+

@@ -28,6 +28,9 @@ class SitePolicy:
     accountant: str = "rdp"
     min_noise_multiplier: float = 0.5
     allowed_purposes: tuple[str, ...] = ()
+    # Declared class prevalence (one probability per class): the only class weights DP-SGD
+    # may use, since weights from the site's exact label counts would depend on every record.
+    class_prevalence: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _validate(self, source=None)
@@ -63,6 +66,15 @@ def _validate(policy: SitePolicy, *, source: str | None) -> None:
     purposes = policy.allowed_purposes
     if not (isinstance(purposes, tuple) and all(isinstance(p, str) and p for p in purposes)):
         raise fail("allowed_purposes", purposes, "a list of non-empty strings (empty = any)")
+    prevalence = policy.class_prevalence
+    if prevalence and not (
+        isinstance(prevalence, tuple)
+        and all(_is_number(p) and 0 < p < 1 for p in prevalence)
+        and abs(sum(prevalence) - 1) < 1e-6
+    ):
+        raise fail(
+            "class_prevalence", prevalence, "one probability in (0, 1) per class, summing to 1"
+        )
 
 
 def _coerce_float(key: str, value: Any, source: str) -> float:
@@ -112,6 +124,15 @@ def load_policy(mapping: Mapping[str, Any], *, source: str) -> SitePolicy:
                 source=source,
             )
         kwargs["allowed_purposes"] = tuple(value)
+    if "class_prevalence" in mapping:
+        value = mapping["class_prevalence"]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(
+                "site_policy.class_prevalence", value, "a list of probabilities", source=source
+            )
+        kwargs["class_prevalence"] = tuple(
+            _coerce_float("class_prevalence", v, source) for v in value
+        )
     try:
         return SitePolicy(**kwargs)
     except ConfigError as err:

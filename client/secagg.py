@@ -247,10 +247,19 @@ class SecAggSiteClient(NumPyClient):
     def evaluate(
         self, parameters: NDArrays, config: dict[str, Scalar]
     ) -> tuple[float, int, dict[str, Scalar]]:
-        site = self._site(str(config[keys.RUN_ID]))
-        metrics = evaluate_round(self.cfg, site.data, self._state(parameters))
+        ctx = RoundContext(
+            run_id=str(config[keys.RUN_ID]),
+            server_round=int(config.get(keys.SERVER_ROUND, 0)),
+            purpose=str(config.get(keys.PURPOSE, "")),
+        )
+        site = self._site(ctx.run_id)
+        try:
+            metrics = evaluate_round(self.cfg, site, self._state(parameters), ctx)
+        except FedsafeError as err:
+            raise _SiteRefusedError(f"site {site.name}: {err}") from err
         out: dict[str, Scalar] = {**metrics, keys.SITE_NAME: site.name}
-        return float(metrics[keys.LOSS]), int(metrics[keys.NUM_EXAMPLES]), out
+        # What the release policy withheld is absent; the legacy API needs a loss and a count.
+        return float(metrics.get(keys.LOSS, 0.0)), int(metrics.get(keys.NUM_EXAMPLES, 1)), out
 
 
 def build_secagg_client_app(

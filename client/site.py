@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.budget import StoreAnchor
 from client.policy import SitePolicy
 from common.config import ExperimentConfig
 from common.crypto.pki import (
@@ -15,6 +16,7 @@ from common.crypto.pki import (
 )
 from common.data import SiteData, load_site, site_names
 from common.layout import coordinator_dir, dataset_id_for, simulated_site_dir
+from common.release_policy import ReleasePolicy
 
 __all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys"]
 
@@ -23,10 +25,12 @@ __all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys"]
 class SiteRuntime:
     """Everything a site needs to take part in a round, all of it local to the site.
 
-    `require_dp` is True at a deployed site: it never trains without DP-SGD. A simulated
-    site may run a non-private baseline (`privacy=off`), which is then charged nowhere and
-    reported with no epsilon. `server_sealing_key` is the ServerApp's X25519 public key as
-    the site pinned it (site kit or simulation layout), never one sent by the relay.
+    `require_dp` is True at a deployed site: it never trains without DP-SGD and refuses the
+    test-only seeded noise. A simulated site may run a non-private baseline (`privacy=off`),
+    which its store records (epsilon infinite from then on). `server_sealing_key` is the
+    ServerApp's X25519 public key as the site pinned it (site kit or simulation layout), never
+    one sent by the relay. `anchor` signs the budget store's head with the site's own key;
+    `release` is what may leave besides DP updates.
     """
 
     name: str
@@ -37,7 +41,14 @@ class SiteRuntime:
     signing_key: bytes
     signing_public: bytes
     require_dp: bool
+    anchor: StoreAnchor
+    release: ReleasePolicy
     server_sealing_key: Path | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The identity of this site's rows: its budget is kept for these records."""
+        return self.data.fingerprint
 
 
 def ensure_site_keys(directory: Path, site: str) -> tuple[bytes, bytes]:
@@ -61,6 +72,7 @@ def simulated_site(cfg: ExperimentConfig, partition: int, run_id: str) -> SiteRu
         delta=cfg.privacy.delta,
         accountant=cfg.privacy.accountant,
         min_noise_multiplier=cfg.federation.min_noise_multiplier,
+        class_prevalence=cfg.federation.class_prevalence,
     )
     return SiteRuntime(
         name=name,
@@ -71,6 +83,8 @@ def simulated_site(cfg: ExperimentConfig, partition: int, run_id: str) -> SiteRu
         signing_key=private,
         signing_public=public,
         require_dp=False,
+        anchor=StoreAnchor.in_keys_dir(folder / "keys", private),
+        release=cfg.federation.release,
         server_sealing_key=coordinator_dir(cfg) / "keys" / "sealing.pub",
     )
 
@@ -80,14 +94,17 @@ def deployed_site(site_yaml: Path, cfg: ExperimentConfig) -> SiteRuntime:
     from client.site_config import load_site_config
 
     site = load_site_config(site_yaml)
+    private = load_signing_private_key(site.signing_key)
     return SiteRuntime(
         name=site.name,
         dataset_id=site.dataset_id,
         data=site.load_data(cfg),
         budget_store=site.budget_store,
         policy=site.policy,
-        signing_key=load_signing_private_key(site.signing_key),
+        signing_key=private,
         signing_public=load_signing_public_key(site.signing_key.with_suffix(".pub")),
         require_dp=True,
+        anchor=StoreAnchor.in_keys_dir(site.keys_dir, private),
+        release=site.release,
         server_sealing_key=site.server_sealing_key,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from common.config import ExperimentConfig
 from common.crypto.pki import KeyFileError, load_sealing_public_key
 from common.data.base import SiteData
 from common.errors import ConfigError
+from common.release_policy import DEPLOYED_DEFAULT, ReleasePolicy
 
 __all__ = [
     "SiteConfig",
@@ -39,7 +41,7 @@ REQUIRED_KEYS = (
     "budget_store",
     "policy",
 )
-OPTIONAL_KEYS = ("runtime_api", "server_sealing_pub")
+OPTIONAL_KEYS = ("runtime_api", "server_sealing_pub", "release")
 SITE_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 # Keys whose value is a path; relative paths are read from the site.yaml's own folder.
 PATH_KEYS = ("ca_cert", "auth_key", "signing_key", "data", "schema", "budget_store")
@@ -83,6 +85,12 @@ class SiteConfig:
     policy: SitePolicy
     runtime_api: str | None = None
     server_sealing_key: Path | None = None
+    release: ReleasePolicy = DEPLOYED_DEFAULT
+
+    @property
+    def keys_dir(self) -> Path:
+        """The folder of the site's keys, where the budget store's signed head is kept."""
+        return self.signing_key.parent
 
     def load_data(self, cfg: ExperimentConfig) -> SiteData:
         """This site's train/held-out arrays from its own file, checked against its schema.
@@ -178,6 +186,24 @@ def _policy(value: Any, source: str) -> SitePolicy:
         raise ConfigError(key, err.value, err.allowed, source=source) from None
 
 
+def _release(value: Any, source: str) -> ReleasePolicy:
+    """site.yaml `release:`; absent means the deployed default (no evaluation metrics leave)."""
+    if value is None:
+        return DEPLOYED_DEFAULT
+    if not isinstance(value, Mapping):
+        raise ConfigError("release", value, "a mapping (evaluation: off|rounded|dp|exact, ...)", source=source)
+    allowed = [f.name for f in dataclasses.fields(ReleasePolicy)]
+    for key in value:
+        if key not in allowed:
+            raise ConfigError(f"release.{key}", value[key], f"one of {allowed}", source=source)
+    try:
+        return ReleasePolicy(**dict(value))
+    except ConfigError as err:
+        raise ConfigError(err.key, err.value, err.allowed, source=source) from None
+    except TypeError as err:
+        raise ConfigError("release", value, f"valid release settings ({err})", source=source) from None
+
+
 def load_site_config(path: Path) -> SiteConfig:
     """Read and check a site.yaml; every problem raises ConfigError naming key, value and file.
 
@@ -228,5 +254,6 @@ def load_site_config(path: Path) -> SiteConfig:
         policy=_policy(data["policy"], source),
         runtime_api=runtime_api,
         server_sealing_key=sealing,
+        release=_release(data.get("release"), source),
         **paths,
     )

@@ -56,13 +56,15 @@ def attestation_payload(
     noise_multiplier: float | None = None,
     sample_rate: float | None = None,
     num_examples: int | None = None,
+    randomness: str | None = None,
     refused: bool = False,
 ) -> dict[str, Any]:
     """The ledger's attestation contract (common/ledger/records.py), plus the run id.
 
     `noise_multiplier` and `sample_rate` are what the site really trained with, so an auditor
     can recompute the round's charge; `num_examples` is the aggregation weight the site claims,
-    signed so that the coordinator can bound it against what it enrolled.
+    signed so that the coordinator can bound it against what it enrolled. `randomness` names
+    where the noise came from ("os-csprng"; "seeded-test-only" marks a release as not private).
     """
     return {
         "statement": ATTESTATION,
@@ -76,6 +78,7 @@ def attestation_payload(
         "noise_multiplier": noise_multiplier,
         "sample_rate": sample_rate,
         "num_examples": num_examples,
+        "randomness": randomness,
         "refused": refused,
     }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.errors import ConfigError
+from common.release_policy import ReleasePolicy
 
 __all__ = [
     "DatasetConfig",
@@ -156,9 +157,10 @@ class TrainingConfig:
     learning_rate: float = 0.1
     momentum: float = 0.0  # SGD momentum within a round (the optimiser is new every round)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # "balanced": for a rare outcome (a default, a disease) each site weights classes by its own
-    # training counts (n / (k * n_c)); the weights never leave the site. Under DP, per-sample
-    # clipping caps each example's weighted gradient, so the effect is weaker: read AUROC.
+    # "balanced": for a rare outcome (a default, a disease) each site weights classes by
+    # 1 / (k * p_c). Under DP, p is the prevalence the site declared (its policy, or
+    # federation.class_prevalence in simulation), never its exact private counts, and each
+    # example's weighted loss is its own term (sensitivity C); without DP the site's counts.
     class_weighting: Literal["none", "balanced"] = "none"
 
     def __post_init__(self) -> None:
@@ -217,8 +219,21 @@ class FederationConfig:
     caps: dict[str, float] = field(default_factory=dict)
     min_noise_multiplier: float = 0.3
     fresh_budget: bool = False
+    # What simulated sites release besides DP updates (a deployed site's own site.yaml decides).
+    release: ReleasePolicy = field(default_factory=ReleasePolicy)
+    # Declared class prevalence of the simulated sites (public, e.g. a published default rate):
+    # the only class weights DP training may use.
+    class_prevalence: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.class_prevalence:
+            _check(
+                all(0 < p < 1 for p in self.class_prevalence)
+                and abs(sum(self.class_prevalence) - 1) < 1e-6,
+                "federation.class_prevalence",
+                list(self.class_prevalence),
+                "one probability in (0, 1) per class, summing to 1 (or empty)",
+            )
         _check(
             self.cpus_per_site > 0, "federation.cpus_per_site", self.cpus_per_site, "a float > 0"
         )

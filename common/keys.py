@@ -31,6 +31,7 @@ __all__ = [
     "EVAL_METRICS",
     "PRIVACY_STATE",
     "PARTITION_ID",
+    "RELEASE_MODE",
 ]
 
 # Record names inside a Message's RecordDict.
@@ -61,6 +62,7 @@ STEPS = "steps"  # DP-SGD steps taken this round
 NOISE_MULTIPLIER = "noise-multiplier"
 SAMPLE_RATE = "sample-rate"
 MAX_GRAD_NORM = "max-grad-norm"
+RELEASE_MODE = "release-mode"  # in a site's config record: the release policy its metrics followed
 
 TRAIN_METRICS = (NUM_EXAMPLES, LOSS, EPSILON, DELTA, STEPS, NOISE_MULTIPLIER, SAMPLE_RATE)
 EVAL_METRICS = (NUM_EXAMPLES, LOSS, ACCURACY, BALANCED_ACCURACY, AUROC)

@@ -24,8 +24,7 @@ def coordinator_dir(cfg: ExperimentConfig) -> Path:
 
 
 def dataset_id_for(cfg: ExperimentConfig, site: str) -> str:
-    """A simulated site's budget key: its rows. Another split of pooled data is other rows."""
-    d = cfg.dataset
-    if d.partition == "natural":
-        return f"{d.name}/{site}"
-    return f"{d.name}/{d.partition}-n{d.num_sites}-a{d.alpha:g}-s{d.seed}/{site}"
+    """A simulated site's data set label. Only a name: the budget is pinned to the rows'
+    fingerprint, so another partition of pooled data under this label is refused until
+    acknowledged, never a fresh budget."""
+    return f"{cfg.dataset.name}/{site}"

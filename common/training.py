@@ -10,7 +10,10 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+
+from common.privacy.dp_sgd import batches_per_epoch, poisson_batches, private_parts, site_loss
+from common.privacy.randomness import Randomness
+from common.release_policy import EvalCounts
 
 __all__ = [
     "balanced_class_weights",
@@ -20,6 +23,7 @@ __all__ = [
     "resolve_device",
     "train_local",
     "evaluate",
+    "eval_counts",
     "dp_sample_rate",
 ]
 
@@ -59,15 +63,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def dp_sample_rate(n_train: int, batch_size: int) -> float:
-    """The Poisson rate Opacus really uses: 1 / batches per epoch (not batch_size / n)."""
-    return 1.0 / math.ceil(n_train / batch_size)
+    """The Poisson rate DP-SGD really uses: 1 / batches per epoch (not batch_size / n)."""
+    return 1.0 / batches_per_epoch(n_train, batch_size)
 
 
-def _loader(
-    x: np.ndarray, y: np.ndarray, batch_size: int, generator: torch.Generator
-) -> DataLoader:
-    data = TensorDataset(torch.from_numpy(x).float(), torch.from_numpy(y).long())
-    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
+def _plain_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled epoch for non-private training (reproducible from the run seed)."""
+    order = torch.randperm(n, generator=generator)
+    return list(order.split(batch_size))
 
 
 def train_local(
@@ -80,63 +83,65 @@ def train_local(
     learning_rate: float,
     device: torch.device,
     dp: DpSettings | None,
+    randomness: Randomness | None = None,
     proximal_mu: float = 0.0,
     seed: int = 0,
     class_weights: np.ndarray | None = None,
     momentum: float = 0.0,
 ) -> LocalResult:
-    """Train in place; with `dp`, Opacus DP-SGD with Poisson sampling and per-sample clipping.
+    """Train in place; with `dp`, DP-SGD: Poisson sampling, per-example clipping, Gaussian noise.
 
+    Under DP the sampling and the noise come from `randomness` (the site's OS CSPRNG), never
+    from `seed`, which only orders a non-private baseline. Each epoch is exactly
+    ceil(n / B) steps, empty Poisson batches included, so the steps equal the reservation.
     The FedProx term is applied as a separate step after each (noisy) optimiser step: it
     depends only on the public global weights, so it is post-processing and leaves the
-    guarantee intact (folding it into the loss would be silently dropped by Opacus,
-    which rebuilds gradients from per-sample ones).
+    guarantee intact.
     """
-    generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
-    loader = _loader(x, y, batch_size, generator)
+    features = torch.from_numpy(x).float().to(device)
+    labels = torch.from_numpy(y).long().to(device)
     optimizer: torch.optim.Optimizer = torch.optim.SGD(
         model.parameters(), lr=learning_rate, momentum=momentum
     )
-    sample_rate = 1.0 / len(loader)
+    n = len(y)
+    sample_rate = 1.0 / batches_per_epoch(n, batch_size)
     module: nn.Module = model
     if dp is not None:
-        from opacus import PrivacyEngine
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ss]ecure.*")
-            engine = PrivacyEngine(accountant="rdp")
-            module, optimizer, loader = engine.make_private(
-                module=model,
-                optimizer=optimizer,
-                data_loader=loader,
-                noise_multiplier=dp.noise_multiplier,
-                max_grad_norm=dp.max_grad_norm,
-                poisson_sampling=True,
-                noise_generator=torch.Generator().manual_seed(seed + 1),
-            )
-        sample_rate = float(loader.sample_rate)
+        if randomness is None:
+            raise ValueError("DP-SGD needs the site's randomness (common.privacy.randomness)")
+        module, optimizer, sample_rate = private_parts(
+            model,
+            optimizer,
+            n_train=n,
+            batch_size=batch_size,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            randomness=randomness,
+        )
+    generator = torch.Generator().manual_seed(seed)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     weight = (
         None
         if class_weights is None
         else torch.as_tensor(class_weights, dtype=torch.float32, device=device)
     )
-    # Per-sample clipping bounds each example's (weighted) gradient, so the guarantee holds.
-    criterion = nn.CrossEntropyLoss(weight=weight)
     steps, loss_sum, seen = 0, 0.0, 0
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     for _ in range(epochs):
-        for xb, yb in loader:
-            xb, yb = xb.to(device), yb.to(device)
+        if dp is not None:
+            assert randomness is not None
+            epoch = [torch.from_numpy(b) for b in poisson_batches(n, batch_size, randomness)]
+        else:
+            epoch = _plain_batches(n, batch_size, generator)
+        for index in epoch:
+            xb, yb = features[index.to(device)], labels[index.to(device)]
             optimizer.zero_grad(set_to_none=True)
-            if len(yb):
-                out = module(xb)
-                loss = criterion(out, yb)
-                loss.backward()
-                loss_sum += float(loss.detach()) * len(yb)
-                seen += len(yb)
-            optimizer.step()  # an empty Poisson batch is still a (noise-only) step
+            loss = site_loss(module(xb), yb, weight)  # an empty batch: loss 0, a noise-only step
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(yb)
+            seen += len(yb)
             steps += 1
             if anchor is not None:
                 with torch.no_grad():
@@ -145,32 +150,49 @@ def train_local(
     if dp is not None:
         module.remove_hooks()  # type: ignore[operator]  # GradSampleModule's own cleanup
     return LocalResult(
-        loss=loss_sum / max(seen, 1), steps=steps, sample_rate=sample_rate, num_examples=len(y)
+        loss=loss_sum / max(seen, 1), steps=steps, sample_rate=sample_rate, num_examples=n
     )
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: torch.device) -> EvalResult:
-    """Loss, accuracy, balanced accuracy and AUROC on held-out rows."""
+def eval_counts(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: torch.device, loss_clip: float
+) -> EvalCounts:
+    """Held-out statistics before any release policy: counts, clipped loss sum and metrics."""
     model.to(device).eval()
     logits = model(torch.from_numpy(x).float().to(device))
     target = torch.from_numpy(y).long().to(device)
-    loss = float(nn.functional.cross_entropy(logits, target))
+    losses = nn.functional.cross_entropy(logits, target, reduction="none").cpu().numpy()
     prob = torch.softmax(logits, dim=1).cpu().numpy()
     pred = prob.argmax(axis=1)
-    accuracy = float((pred == y).mean()) if len(y) else math.nan
+    n = len(y)
+    correct = int((pred == y).sum())
     n_classes = prob.shape[1]
     present = np.unique(y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        balanced = float(balanced_accuracy_score(y, pred)) if len(y) else math.nan
+        balanced = float(balanced_accuracy_score(y, pred)) if n else math.nan
         if len(present) < 2:
             auroc = math.nan
         elif n_classes == 2:
             auroc = float(roc_auc_score(y, prob[:, 1]))
         else:  # one-vs-rest, macro over the classes this split holds (label skew leaves gaps)
             auroc = float(np.mean([roc_auc_score(y == c, prob[:, c]) for c in present]))
-    return EvalResult(loss, accuracy, balanced, auroc, len(y))
+    return EvalCounts(
+        n=n,
+        correct=correct,
+        loss_sum_clipped=float(np.minimum(losses, loss_clip).sum()),
+        loss=float(losses.mean()) if n else math.nan,
+        accuracy=correct / n if n else math.nan,
+        balanced_accuracy=balanced,
+        auroc=auroc,
+    )
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: torch.device) -> EvalResult:
+    """Loss, accuracy, balanced accuracy and AUROC on held-out rows (exact: site-local use)."""
+    c = eval_counts(model, x, y, device=device, loss_clip=math.inf)
+    return EvalResult(c.loss, c.accuracy, c.balanced_accuracy, c.auroc, c.n)
 
 
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:

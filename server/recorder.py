@@ -32,7 +32,11 @@ def clean_json(value: Any) -> Any:
 
 
 def _weighted(rows: list[dict[str, float]], key: str) -> float:
-    pairs = [(r[keys.NUM_EXAMPLES], r[key]) for r in rows if math.isfinite(r.get(key, math.nan))]
+    pairs = [
+        (r[keys.NUM_EXAMPLES], r[key])
+        for r in rows
+        if keys.NUM_EXAMPLES in r and math.isfinite(r.get(key, math.nan))
+    ]
     total = sum(w for w, _ in pairs)
     return sum(w * v for w, v in pairs) / total if total else math.nan
 

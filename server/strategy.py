@@ -251,7 +251,9 @@ class RecordingStrategy(Strategy):
         if self.stopped_at is not None and self.stopped_at < server_round:
             return None
         ok = self._accepted(server_round, replies, train=False)
-        metrics = self.inner.aggregate_evaluate(server_round, ok) if ok else None
+        # Only replies whose release policy let a count leave can be weighted.
+        weighted = [m for m in ok if keys.NUM_EXAMPLES in m.content[keys.METRICS]]
+        metrics = self.inner.aggregate_evaluate(server_round, weighted) if weighted else None
         self.recorder.round_finished(server_round)
         self.compliance.sign_head()
         if self.on_round_end is not None and self._latest is not None:

@@ -20,23 +20,32 @@ class MalformedReplyError(FedsafeError):
     """A site's reply does not have the shape of an update; it is dropped, not aggregated."""
 
 
-def _check_records(content: RecordDict, metric_names: tuple[str, ...], allowed: set[str]) -> None:
+def _check_records(
+    content: RecordDict,
+    metric_names: tuple[str, ...],
+    allowed: set[str],
+    *,
+    required: tuple[str, ...] | None = None,
+) -> None:
     extra = set(content.keys()) - allowed
     if extra:
         raise MalformedReplyError(f"unexpected records {sorted(extra)}; allowed {sorted(allowed)}")
     if keys.METRICS not in content.metric_records:
         raise MalformedReplyError(f"missing metric record '{keys.METRICS}'")
     metrics = content.metric_records[keys.METRICS]
-    if set(metrics.keys()) != set(metric_names):
+    # A site's release policy may withhold metrics: only known names, and the required ones.
+    need = set(metric_names if required is None else required)
+    if not need <= set(metrics.keys()) <= set(metric_names):
         raise MalformedReplyError(
-            f"metrics {sorted(metrics.keys())} differ from the expected {sorted(metric_names)}"
+            f"metrics {sorted(metrics.keys())} are not the expected {sorted(metric_names)} "
+            f"(required: {sorted(need)})"
         )
     for name, value in metrics.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise MalformedReplyError(f"metric '{name}' is not a scalar number")
         if math.isnan(value) and name != keys.AUROC:
             raise MalformedReplyError(f"metric '{name}' is NaN")
-    if not float(metrics[keys.NUM_EXAMPLES]) > 0:
+    if keys.NUM_EXAMPLES in metrics and not float(metrics[keys.NUM_EXAMPLES]) > 0:
         raise MalformedReplyError(f"'{keys.NUM_EXAMPLES}' must be > 0")
     site = content.config_records.get(keys.SITE)
     if (
@@ -51,7 +60,9 @@ def _check_records(content: RecordDict, metric_names: tuple[str, ...], allowed: 
 
 def check_train_reply(content: RecordDict, reference: ArrayRecord) -> None:
     """A training reply: the global model's exact keys, shapes and dtypes, finite values."""
-    _check_records(content, keys.TRAIN_METRICS, _TRAIN)
+    optional = (keys.LOSS,)  # training loss leaves only under an `exact` release policy
+    required = tuple(k for k in keys.TRAIN_METRICS if k not in optional)
+    _check_records(content, keys.TRAIN_METRICS, _TRAIN, required=required)
     if keys.ARRAYS not in content.array_records:
         raise MalformedReplyError(f"missing array record '{keys.ARRAYS}'")
     arrays = content.array_records[keys.ARRAYS]
@@ -74,4 +85,4 @@ def check_evaluate_reply(content: RecordDict) -> None:
     """An evaluation reply carries metrics and the site name, no arrays."""
     if content.array_records:
         raise MalformedReplyError("an evaluation reply must not carry arrays")
-    _check_records(content, keys.EVAL_METRICS, _EVALUATE)
+    _check_records(content, keys.EVAL_METRICS, _EVALUATE, required=())

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from common.crypto.hashing import keystream, sha256_hex
+from common.crypto.randomness import os_random_bytes
 from common.crypto.sealing import generate_sealing_key, open_sealed, seal
-from common.crypto.signing import generate_signing_key, public_key_fingerprint, sign, verify
+from common.crypto.signing import (
+    generate_signing_key,
+    public_key_fingerprint,
+    public_key_of,
+    sign,
+    verify,
+)
 
 __all__ = [
     "generate_signing_key",
     "sign",
     "verify",
     "public_key_fingerprint",
+    "public_key_of",
     "generate_sealing_key",
     "seal",
     "open_sealed",
     "sha256_hex",
     "keystream",
+    "os_random_bytes",
 ]

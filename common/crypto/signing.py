@@ -6,7 +6,14 @@ from common.crypto import _primitives as _p
 from common.crypto.hashing import sha256_hex
 from common.errors import IntegrityError
 
-__all__ = ["SIGNATURE_VERSION", "generate_signing_key", "sign", "verify", "public_key_fingerprint"]
+__all__ = [
+    "SIGNATURE_VERSION",
+    "generate_signing_key",
+    "sign",
+    "verify",
+    "public_key_fingerprint",
+    "public_key_of",
+]
 
 SIGNATURE_VERSION = 1
 _SIGNATURE_LEN = 1 + _p.ED25519_SIGNATURE_LEN
@@ -47,3 +54,9 @@ def verify(public_pem: bytes, message: bytes, signature: bytes) -> None:
 def public_key_fingerprint(public_pem: bytes) -> str:
     """SHA-256 hex of the raw 32-byte public key: a stable name for a key in logs and ledgers."""
     return sha256_hex(_p.ed25519_public_raw(public_pem))
+
+
+def public_key_of(private_pem: bytes) -> bytes:
+    """The public PEM of an Ed25519 private key: verify your own signatures with no other file."""
+    _require_bytes("private_pem", private_pem)
+    return _p.ed25519_check_private(private_pem, "private_pem")

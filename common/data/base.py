@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ __all__ = [
     "split_rows",
     "partition_rows",
     "tabular_site",
+    "rows_fingerprint",
+    "arrays_fingerprint",
 ]
 
 
@@ -58,10 +61,46 @@ class SiteData:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    # Identity of the site's records (all rows, before the split): what its budget is kept for.
+    raw_fingerprint: str = ""
 
     @property
     def n_train(self) -> int:
         return len(self.y_train)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.y_train) + len(self.y_test)
+
+    @property
+    def fingerprint(self) -> str:
+        """The raw rows' fingerprint where the loader had them, else the encoded arrays'."""
+        return self.raw_fingerprint or arrays_fingerprint(
+            np.concatenate([self.x_train, self.x_test]), np.concatenate([self.y_train, self.y_test])
+        )
+
+
+def _combine(row_hashes: np.ndarray) -> str:
+    """Order-independent: sort the per-row hashes, then SHA-256 them with the row count."""
+    ordered = np.sort(row_hashes.astype(np.uint64))
+    digest = hashlib.sha256(f"fedsafe-rows-v1:{len(ordered)}:".encode())
+    digest.update(ordered.astype("<u8").tobytes())
+    return digest.hexdigest()
+
+
+def rows_fingerprint(rows: pd.DataFrame, y: np.ndarray) -> str:
+    """SHA-256 over the multiset of (row, label): the same records in any order, any name."""
+    frame = rows.reset_index(drop=True).copy()
+    frame["__label__"] = np.asarray(y)
+    return _combine(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+
+
+def arrays_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """The same, over numeric arrays (one row per example)."""
+    flat = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(len(y), -1))
+    frame = pd.DataFrame(flat)
+    frame["__label__"] = np.asarray(y)
+    return _combine(pd.util.hash_pandas_object(frame, index=False).to_numpy())
 
 
 def _strata(y: np.ndarray) -> np.ndarray | None:
@@ -113,4 +152,4 @@ def tabular_site(
     """Split one site's rows, then encode with statistics of its own training rows only."""
     train, test = split_rows(y, cfg, index)
     x_train, x_test = encode_tabular(rows.reset_index(drop=True), schema, train, test)
-    return SiteData(site, x_train, y[train], x_test, y[test])
+    return SiteData(site, x_train, y[train], x_test, y[test], rows_fingerprint(rows, y))

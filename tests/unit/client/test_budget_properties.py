@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.budget import BudgetStore, RoundRefusedError
+from client.budget import BudgetStore, PolicyRefusedError, RoundRefusedError
 from client.policy import SitePolicy
 from common.privacy.accountants import Charge, epsilon_for
 
@@ -52,22 +52,31 @@ def test_random_schedules_keep_every_invariant(
         path = Path(tmp) / "budget.db"
         for run_number, (dataset, rounds) in enumerate(schedule):
             run_id = f"run-{run_number}"
-            done: list[int] = []  # rounds charged in this run, completed or not
+            done: list[tuple[int, Charge]] = []  # rounds charged in this run, and their charge
             with BudgetStore.open(path) as store:  # every run is a restart
                 for rnd, step in enumerate(rounds, start=1):
                     if step.action == "skip":
                         continue  # a skipped round adds nothing
                     if step.action == "replay" and done:
                         before = store.history(dataset)
-                        again = store.reserve(
-                            dataset_id=dataset,
-                            run_id=run_id,
-                            round=done[-1],
-                            charge=CHARGES[step.charge_index],
-                            policy=policy,
-                            purpose=None,
-                        )
-                        assert again.replayed and store.history(dataset) == before
+                        last, reserved = done[-1]
+                        asked = CHARGES[step.charge_index]
+                        try:
+                            again = store.reserve(
+                                dataset_id=dataset,
+                                run_id=run_id,
+                                round=last,
+                                charge=asked,
+                                policy=policy,
+                                purpose=None,
+                            )
+                        except PolicyRefusedError as err:
+                            # A replay binds the reservation: other parameters are refused.
+                            assert asked != reserved and err.reason == "replay"
+                            refusals += 1
+                        else:
+                            assert asked == reserved and again.replayed
+                        assert store.history(dataset) == before
                         continue
                     charge = CHARGES[step.charge_index]
                     would_be = epsilon_for([*model[dataset], charge], delta=DELTA)
@@ -89,7 +98,7 @@ def test_random_schedules_keep_every_invariant(
                     assert would_be <= cap and not res.replayed
                     model[dataset].append(charge)
                     assert res.epsilon_after == epsilon_for(model[dataset], delta=DELTA)
-                    done.append(rnd)
+                    done.append((rnd, charge))
                     if step.action == "crash":
                         continue  # reserved, never completed: counted at planned steps
                     taken = int(charge.steps * step.fraction)

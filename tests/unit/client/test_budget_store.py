@@ -127,12 +127,34 @@ def test_complete_unknown_reservation(store: BudgetStore, tmp_path: Path) -> Non
 def test_replayed_round_is_not_charged_twice(store: BudgetStore) -> None:
     first = store.complete(reserve(store, 1), steps_taken=20)
 
-    again = reserve(store, 1, charge=Charge(1.5, 0.05, 40))
+    again = reserve(store, 1)
 
     assert again.replayed and again.id == first.id and again.status == "completed"
     assert again.charge == ROUND and again.epsilon_after == first.epsilon_after
     assert store.history("cleveland") == [ROUND]
     assert store.refusals() == []
+
+
+@pytest.mark.parametrize(
+    ("charge", "named"),
+    [
+        (Charge(0.35, 0.05, 20), "noise_multiplier reserved 1.5, asked 0.35"),
+        (Charge(1.5, 0.1, 20), "sample_rate reserved 0.05, asked 0.1"),
+        (Charge(1.5, 0.05, 40), "steps reserved 20, asked 40"),
+    ],
+)
+def test_a_replay_with_other_parameters_is_refused_naming_them(
+    store: BudgetStore, charge: Charge, named: str
+) -> None:
+    """A coordinator replaying a crashed round with lower noise gets a refusal, not a retrain."""
+    reserve(store, 1)  # reserved, never completed: a crash mid-round
+
+    with pytest.raises(PolicyRefusedError, match=named) as info:
+        reserve(store, 1, charge=charge)
+
+    assert info.value.reason == "replay"
+    assert store.history("cleveland") == [ROUND]
+    assert [r.reason for r in store.refusals("cleveland")] == ["replay"]
 
 
 def test_budget_refusal_is_recorded_and_says_spend_cost_cap_and_fix(store: BudgetStore) -> None:

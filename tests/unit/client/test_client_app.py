@@ -103,7 +103,9 @@ def test_epsilon_is_cumulative_over_rounds_through_context_state(cfg: Experiment
 
 
 def test_evaluate_reply_has_metrics_and_no_arrays(cfg: ExperimentConfig) -> None:
-    reply = build_client_app(cfg)(_message(cfg, "evaluate", 1), _context(1))
+    app = build_client_app(cfg)
+    assert not app(_message(cfg, "train", 1), _context(1)).has_error()  # evaluates what it trained in
+    reply = app(_message(cfg, "evaluate", 1), _context(1))
     assert set(reply.content.keys()) == {keys.METRICS, keys.SITE}
     metrics = reply.content[keys.METRICS]
     assert 0 <= metrics[keys.ACCURACY] <= 1 and metrics[keys.NUM_EXAMPLES] == 59

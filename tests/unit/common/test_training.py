@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from common.models import build_model
+from common.privacy.randomness import OsRandomness, SeededRandomness
 from common.training import DpSettings, dp_sample_rate, evaluate, train_local
 
 
@@ -30,6 +31,7 @@ def test_dp_training_reports_real_steps_and_poisson_rate() -> None:
         learning_rate=0.1,
         device=torch.device("cpu"),
         dp=DpSettings(1.0, 1.0),
+        randomness=OsRandomness(),
     )
     assert result.steps == 2 * math.ceil(100 / 32)
     assert result.sample_rate == dp_sample_rate(100, 32) == 0.25
@@ -46,24 +48,33 @@ def test_training_without_dp_reduces_the_loss() -> None:
     assert evaluate(model, x, y, device=torch.device("cpu")).loss < before
 
 
-def test_same_seed_same_noise_same_model() -> None:
+def _dp_state(randomness: object, *, seed: int = 7) -> dict[str, torch.Tensor]:
     x, y = _data(64)
-    states = []
-    for _ in range(2):
-        model = build_model("mlp", n_features=5, n_classes=2, hidden=8, seed=3)
-        train_local(
-            model,
-            x,
-            y,
-            epochs=1,
-            batch_size=16,
-            learning_rate=0.1,
-            device=torch.device("cpu"),
-            dp=DpSettings(1.0, 1.0),
-            seed=7,
-        )
-        states.append(model.state_dict())
-    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    model = build_model("mlp", n_features=5, n_classes=2, hidden=8, seed=3)
+    train_local(
+        model,
+        x,
+        y,
+        epochs=1,
+        batch_size=16,
+        learning_rate=0.1,
+        device=torch.device("cpu"),
+        dp=DpSettings(1.0, 1.0),
+        randomness=randomness,  # type: ignore[arg-type]
+        seed=seed,
+    )
+    return model.state_dict()
+
+
+def test_dp_noise_ignores_the_run_seed_and_differs_every_time() -> None:
+    """The coordinator's seed (the same in both runs) does not make the release predictable."""
+    first, second = _dp_state(OsRandomness()), _dp_state(OsRandomness())
+    assert not any(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_test_only_seeded_source_is_reproducible() -> None:
+    first, second = _dp_state(SeededRandomness(5)), _dp_state(SeededRandomness(5))
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_proximal_step_pulls_towards_the_global_weights() -> None:
@@ -117,7 +128,7 @@ def test_weighted_dp_training_predicts_the_rare_class_more_often() -> None:
             learning_rate=0.2,
             device=torch.device("cpu"),
             dp=DpSettings(0.5, 1.0),
-            seed=0,
+            randomness=SeededRandomness(0),
             class_weights=weights,
         )
         preds.append(int(model(torch.from_numpy(x)).argmax(1).sum()))

@@ -1,0 +1,181 @@
+"""The budget store's integrity anchor: a head signed with the site's key, kept beside the keys.
+
+The head names the store (its random id) and a digest of every row. Anyone who can write the
+store file but not the site's private key cannot delete, edit, rewind or swap it unnoticed:
+the next open finds a digest or store id the head does not vouch for and the site refuses to
+train. A write is two-phase (head names the pending digest, commit, head names it as current),
+so a crash between the commit and the head leaves a state the head already vouches for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from client.budget.records import StoreIntegrityError
+from client.budget.schema import charges_table, metadata, store_id
+from common import crypto
+from common.errors import IntegrityError
+
+__all__ = ["StoreAnchor", "HEAD_STATEMENT", "state_digest", "Head"]
+
+HEAD_STATEMENT = "fedsafe-budget-head-v1"
+ACK_HINT = (
+    "The site will not train until its admin looks: if the store path in the site config is "
+    "wrong, fix it; otherwise record the decision with `fedsafe site budget acknowledge "
+    "--store STORE --keys KEYS_DIR --reason TEXT` (the old spend stays on record in the "
+    "acknowledgement)"
+)
+
+
+def state_digest(conn: Connection) -> str:
+    """SHA-256 over every row of every store table, in table and key order."""
+    digest = hashlib.sha256()
+    for table in metadata.sorted_tables:
+        rows = conn.execute(select(table).order_by(*table.primary_key.columns)).mappings()
+        for row in rows:
+            digest.update(table.name.encode() + b"\x00")
+            digest.update(json.dumps(dict(row), sort_keys=True, separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the site last signed about its store."""
+
+    store_id: str
+    digest: str
+    pending: str | None
+    charges: int
+    time: str
+
+
+@dataclass(frozen=True)
+class StoreAnchor:
+    """Where the signed head lives and the key that signs it (the site's own Ed25519 key).
+
+    The head is verified with the public key derived from the private key itself, never with
+    a public key file that could be planted beside it.
+    """
+
+    head_path: Path
+    private_key: bytes
+
+    @classmethod
+    def in_keys_dir(cls, keys_dir: Path, private_key: bytes) -> StoreAnchor:
+        return cls(Path(keys_dir) / "budget-head.json", private_key)
+
+    def read(self) -> Head | None:
+        """The verified head, None if there is none; StoreIntegrityError if it does not verify."""
+        if not self.head_path.exists():
+            return None
+        try:
+            record = json.loads(self.head_path.read_text(encoding="utf-8"))
+            text = str(record["payload"])
+            crypto.verify(
+                crypto.public_key_of(self.private_key),
+                text.encode(),
+                bytes.fromhex(str(record["signature"])),
+            )
+            payload = json.loads(text)
+            if payload.get("statement") != HEAD_STATEMENT:
+                raise IntegrityError("not a budget head")
+            return Head(
+                str(payload["store_id"]),
+                str(payload["digest"]),
+                None if payload.get("pending") is None else str(payload["pending"]),
+                int(payload["charges"]),
+                str(payload["time"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError, IntegrityError):
+            raise StoreIntegrityError(
+                f"the budget store's signed head {self.head_path} does not verify with this "
+                f"site's key (edited, or written by another key). {ACK_HINT}"
+            ) from None
+
+    def write(self, *, store: str, digest: str, pending: str | None, charges: int) -> Head:
+        """Sign and atomically replace the head (0600, fsynced)."""
+        time = datetime.now(UTC).isoformat(timespec="microseconds")
+        payload = {
+            "statement": HEAD_STATEMENT,
+            "store_id": store,
+            "digest": digest,
+            "pending": pending,
+            "charges": charges,
+            "time": time,
+        }
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        body = json.dumps(
+            {"payload": text, "signature": crypto.sign(self.private_key, text.encode()).hex()}
+        )
+        self.head_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.head_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.head_path)
+        return Head(store, digest, pending, charges, time)
+
+    def check(self, conn: Connection, path: Path) -> None:
+        """Raise StoreIntegrityError unless the store is the one, in the state, the head signed."""
+        head = self.read()
+        sid = store_id(conn)
+        digest = state_digest(conn)
+        charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
+        if head is None:
+            if charges == 0:
+                self.write(store=sid, digest=digest, pending=None, charges=0)
+                return
+            raise StoreIntegrityError(
+                f"budget store {path} holds {charges} charge(s) but its signed head "
+                f"{self.head_path} is missing (deleted, or the store was copied from elsewhere). "
+                f"{ACK_HINT}"
+            )
+        if head.store_id != sid:
+            raise StoreIntegrityError(
+                f"budget store {path} is not the store this site signed for: the head "
+                f"{self.head_path} vouches for store {head.store_id} with {head.charges} "
+                f"charge(s), this file is store {sid} with {charges} (deleted and recreated, "
+                f"replaced, or a mistyped path). {ACK_HINT}"
+            )
+        if digest == head.digest:
+            return
+        if digest == head.pending:  # the last write committed; the head had not caught up
+            self.write(store=sid, digest=digest, pending=None, charges=charges)
+            return
+        raise StoreIntegrityError(
+            f"budget store {path} was changed outside fedsafe: its rows do not match the "
+            f"signed head {self.head_path} ({head.charges} charge(s) signed, {charges} now; "
+            f"rows edited, deleted or rewound). {ACK_HINT}"
+        )
+
+    def begin_write(self, conn: Connection, path: Path) -> tuple[str, Head | None]:
+        """Before a commit: the store's id and the head now in force (checked)."""
+        self.check(conn, path)
+        return store_id(conn), self.read()
+
+    def pending(self, conn: Connection, store: str, before: Head | None) -> None:
+        """Inside the write transaction, just before commit: vouch for the state to come."""
+        digest = state_digest(conn)
+        charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
+        current = before.digest if before is not None else digest
+        self.write(store=store, digest=current, pending=digest, charges=charges)
+
+    def settle(self, conn: Connection, store: str) -> None:
+        """After the commit: the new state is the current one."""
+        digest = state_digest(conn)
+        charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
+        self.write(store=store, digest=digest, pending=None, charges=charges)
+
+
+def detail_json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,128 @@
+"""What a site records besides DP-SGD rounds: non-private rounds and evaluation releases."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from client.budget.judge import judge_charge
+from client.budget.records import PolicyRefusedError, RoundRefusedError
+from client.budget.schema import charges_table, releases_table
+from client.budget.store import NONPRIVATE_CHARGE, BudgetStore, _row_charge
+from client.policy import SitePolicy
+from common.privacy.accountants import Charge
+
+__all__ = ["record_nonprivate", "record_evaluation"]
+
+
+def record_nonprivate(
+    store: BudgetStore,
+    *,
+    dataset_id: str,
+    run_id: str,
+    round: int,
+    policy: SitePolicy,
+    fingerprint: str | None,
+    purpose: str | None,
+    at_time: datetime | None = None,
+) -> None:
+    """A round trained without DP: on record, and the data set's epsilon is infinite from now on."""
+    time = store._now(at_time)
+    with store._write() as conn:
+        existing = conn.execute(
+            select(charges_table.c.id).where(
+                charges_table.c.dataset_id == dataset_id,
+                charges_table.c.run_id == run_id,
+                charges_table.c.round == round,
+                charges_table.c.kind == "nonprivate",
+            )
+        ).first()
+        if existing is None:
+            store._insert(
+                conn, dataset_id=dataset_id, run_id=run_id, round=round,
+                charge=NONPRIVATE_CHARGE, policy=policy, purpose=purpose,
+                fingerprint=fingerprint, binding=None, kind="nonprivate", time=time,
+                status="completed",
+            )
+
+
+def record_evaluation(
+    store: BudgetStore,
+    *,
+    dataset_id: str,
+    run_id: str,
+    round: int,
+    mode: str,
+    model_digest: str,
+    released: dict[str, Any],
+    charge: Charge | None,
+    policy: SitePolicy,
+    purpose: str | None,
+    at_time: datetime | None = None,
+) -> dict[str, Any]:
+    """Record one evaluation release of (run, round), charging `charge` first when it has one.
+
+    The site evaluates only a round it trained in, at most once per (run, round); asked again
+    for the same model it re-sends what it released (post-processing), for another model it
+    refuses. Returns what may leave.
+    """
+    time = store._now(at_time)
+    ids = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
+    refusal: RoundRefusedError | None = None
+    with store._write() as conn:
+        trained = conn.execute(
+            select(charges_table.c.id).where(
+                charges_table.c.dataset_id == dataset_id,
+                charges_table.c.run_id == run_id,
+                charges_table.c.round == round,
+                charges_table.c.kind.in_(("train", "nonprivate")),
+                charges_table.c.status == "completed",
+            )
+        ).first()
+        before = conn.execute(
+            select(releases_table).where(
+                releases_table.c.dataset_id == dataset_id,
+                releases_table.c.run_id == run_id,
+                releases_table.c.round == round,
+                releases_table.c.kind == "evaluate",
+            )
+        ).first()
+        if trained is None:
+            refusal = PolicyRefusedError(
+                f"site refused to evaluate run '{run_id}', round {round}: it evaluates only "
+                "the global model of a round it trained in (release policy)",
+                reason="policy", cap=policy.max_epsilon, **ids,
+            )
+        elif before is not None:
+            if before.model_digest == model_digest:
+                return dict(json.loads(before.released))
+            refusal = PolicyRefusedError(
+                f"site refused a second evaluation of run '{run_id}', round {round} on another "
+                "model: at most one evaluation per (run, round) leaves the site (release policy)",
+                reason="policy", cap=policy.max_epsilon, **ids,
+            )
+        elif charge is not None:
+            history = [_row_charge(r) for r in store._rows(conn, dataset_id)]
+            refusal = store._pin_refusal(conn, policy=policy, fingerprint=None, **ids) or judge_charge(
+                history, charge=charge, policy=policy, purpose=purpose,
+                check_noise_floor=False, **ids,
+            )
+            if refusal is None:
+                store._insert(
+                    conn, charge=charge, policy=policy, purpose=purpose, fingerprint=None,
+                    binding={"model_digest": model_digest}, kind="evaluate", time=time,
+                    status="completed", **ids,
+                )
+        if refusal is None:
+            conn.execute(
+                insert(releases_table).values(
+                    kind="evaluate", mode=mode, model_digest=model_digest,
+                    released=json.dumps(released, sort_keys=True), time=time, **ids,
+                )
+            )
+            return released
+        store._refuse(conn, refusal, time)
+    raise refusal

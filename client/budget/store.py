@@ -1,0 +1,471 @@
+"""A site's own persistent privacy budget: every charge on a data set, across runs, in SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from client.budget.anchor import StoreAnchor
+from client.budget.judge import data_refusal, judge_charge, replay_differences, unit_refusal
+from client.budget.records import (
+    Acknowledgement,
+    BudgetStoreError,
+    ChargeRecord,
+    Kind,
+    PolicyRefusedError,
+    Refusal,
+    Reservation,
+    RoundRefusedError,
+)
+from client.budget.schema import (
+    acks_table,
+    charges_table,
+    datasets_table,
+    open_engine,
+    refusals_table,
+    releases_table,
+)
+from client.budget.summaries import SummariesMixin
+from client.policy import SitePolicy
+from common.errors import PrivacyError
+from common.privacy.accountants import Charge, epsilon_for
+
+__all__ = ["BudgetStore", "NONPRIVATE_CHARGE"]
+
+# A release without DP: the accountant turns noise 0 into epsilon infinity, forever after.
+NONPRIVATE_CHARGE = Charge(0.0, 1.0, 1)
+
+
+def _format_time(at: datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError(f"at_time must be timezone-aware (UTC), got naive {at!r}")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _check_ids(dataset_id: object, run_id: object, round: object) -> None:
+    for name, value in (("dataset_id", dataset_id), ("run_id", run_id)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        if not value:
+            raise ValueError(f"{name} must be a non-empty string")
+    if isinstance(round, bool) or not isinstance(round, int):
+        raise TypeError(f"round must be an int, got {type(round).__name__}")
+    if round < 0:
+        raise ValueError(f"round must be >= 0, got {round}")
+
+
+def _row_charge(row: Any) -> Charge:
+    return Charge(row.noise_multiplier, row.sample_rate, row.steps)
+
+
+def _binding_text(binding: dict[str, Any] | None) -> str | None:
+    return None if binding is None else json.dumps(binding, sort_keys=True, separators=(",", ":"))
+
+
+class BudgetStore(SummariesMixin):
+    """The site's privacy budget; the store is the state (no state_dict needed).
+
+    Written only by the site: the server never sees the file. Every charge composes into the
+    spend of its data set, whichever run made it, so a new run cannot start from zero. With an
+    `anchor` (every real use), the store is checked against the site's signed head on open and
+    re-signed on every write.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        path: Path | None = None,
+        anchor: StoreAnchor | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._path = path or Path("<memory>")
+        self._anchor = anchor
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        create: bool = True,
+        anchor: StoreAnchor | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> BudgetStore:
+        """Open the store at `path` (made if missing, with `create`) and check it against `anchor`."""
+        engine = open_engine(Path(path), create=create)
+        store = cls(engine, path=Path(path), anchor=anchor, clock=clock)
+        if anchor is not None:
+            try:
+                with store._transaction(write=True) as conn:
+                    anchor.check(conn, store._path)
+            except BudgetStoreError:
+                engine.dispose()
+                raise
+        return store
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> BudgetStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            conn.execution_options(budget_write=write)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction that keeps the signed head in step (two-phase, see anchor)."""
+        anchor = self._anchor
+        with self._engine.connect() as conn:
+            conn.execution_options(budget_write=True)
+            with conn.begin():
+                store, head = anchor.begin_write(conn, self._path) if anchor else ("", None)
+                yield conn
+                if anchor is not None:
+                    anchor.pending(conn, store, head)
+            if anchor is not None:
+                with conn.begin():
+                    anchor.settle(conn, store)
+
+    def _now(self, at_time: datetime | None) -> str:
+        return _format_time(at_time if at_time is not None else self._clock())
+
+    # --- reading -----------------------------------------------------------------------
+
+    def _rows(self, conn: Connection, dataset_id: str, *, up_to: int | None = None) -> list[Any]:
+        query = select(charges_table).where(charges_table.c.dataset_id == dataset_id)
+        if up_to is not None:
+            query = query.where(charges_table.c.id <= up_to)
+        return list(conn.execute(query.order_by(charges_table.c.id)))
+
+    def _pin(self, conn: Connection, dataset_id: str) -> Any:
+        return conn.execute(
+            select(datasets_table).where(datasets_table.c.dataset_id == dataset_id)
+        ).first()
+
+    def charges(self, dataset_id: str) -> list[ChargeRecord]:
+        """Every stored charge on a data set, oldest first, with its run, round and status."""
+        with self._transaction(write=False) as conn:
+            return [
+                ChargeRecord(
+                    r.id, r.dataset_id, r.run_id, r.round, _row_charge(r), r.planned_steps,
+                    r.delta, r.accountant, r.status, r.purpose, r.time, r.completed_time, r.kind,
+                )
+                for r in self._rows(conn, dataset_id)
+            ]
+
+    def history(self, dataset_id: str) -> list[Charge]:
+        """All reserved and completed charges on a data set, in the order they were made."""
+        return [record.charge for record in self.charges(dataset_id)]
+
+    def unit(self, dataset_id: str) -> tuple[float, str] | None:
+        """The (delta, accountant) pinned at the data set's first charge, None before it."""
+        with self._transaction(write=False) as conn:
+            pin = self._pin(conn, dataset_id)
+        return None if pin is None else (pin.delta, pin.accountant)
+
+    def fingerprint(self, dataset_id: str) -> str | None:
+        with self._transaction(write=False) as conn:
+            pin = self._pin(conn, dataset_id)
+        return None if pin is None else pin.fingerprint
+
+    def spent(self, dataset_id: str, *, delta: float, accountant: str) -> float:
+        """Epsilon of the data set's whole history, composed, in its pinned unit only."""
+        pinned = self.unit(dataset_id)
+        if pinned is not None and pinned != (delta, accountant):
+            raise PrivacyError(
+                f"data set '{dataset_id}' is accounted at delta={pinned[0]:g} with "
+                f"'{pinned[1]}'; asked for delta={delta:g} with '{accountant}'"
+            )
+        return epsilon_for(self.history(dataset_id), delta=delta, accountant=accountant)
+
+    def refusals(self, dataset_id: str | None = None) -> list[Refusal]:
+        """Refused rounds, oldest first; all data sets when `dataset_id` is None."""
+        query = select(refusals_table).order_by(refusals_table.c.id)
+        if dataset_id is not None:
+            query = query.where(refusals_table.c.dataset_id == dataset_id)
+        with self._transaction(write=False) as conn:
+            return [
+                Refusal(
+                    r.dataset_id, r.run_id, r.round, r.reason, r.spent_epsilon,
+                    r.round_epsilon_cost, r.cap, r.message, r.time,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def acknowledgements(self) -> list[Acknowledgement]:
+        with self._transaction(write=False) as conn:
+            return [
+                Acknowledgement(a.id, a.time, a.kind, a.dataset_id, json.loads(a.detail), a.reason)
+                for a in conn.execute(select(acks_table).order_by(acks_table.c.id))
+            ]
+
+    def releases(self, dataset_id: str) -> list[dict[str, Any]]:
+        """What left besides DP updates (evaluations), with the policy mode it left under."""
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(releases_table)
+                .where(releases_table.c.dataset_id == dataset_id)
+                .order_by(releases_table.c.id)
+            )
+            return [
+                {
+                    "run_id": r.run_id, "round": r.round, "kind": r.kind, "mode": r.mode,
+                    "model_digest": r.model_digest, "released": json.loads(r.released),
+                    "time": r.time,
+                }
+                for r in rows
+            ]
+
+    # --- reserving and completing ---------------------------------------------------------
+
+    def _refuse(self, conn: Connection, refusal: RoundRefusedError, time: str) -> None:
+        rows = self._rows(conn, refusal.dataset_id)
+        conn.execute(
+            insert(refusals_table).values(
+                dataset_id=refusal.dataset_id,
+                run_id=refusal.run_id,
+                round=refusal.round,
+                reason=refusal.reason,
+                spent_epsilon=refusal.spent_epsilon,
+                round_epsilon_cost=refusal.round_epsilon_cost,
+                cap=refusal.cap,
+                message=str(refusal),
+                after_charge_id=rows[-1].id if rows else 0,
+                time=time,
+            )
+        )
+
+    def _pin_refusal(
+        self,
+        conn: Connection,
+        *,
+        dataset_id: str,
+        run_id: str,
+        round: int,
+        policy: SitePolicy,
+        fingerprint: str | None,
+    ) -> PolicyRefusedError | None:
+        """Refuse another unit, other rows under this name, or these rows under another name."""
+        ids = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
+        pin = self._pin(conn, dataset_id)
+        if pin is not None:
+            wrong_unit = unit_refusal(pin, policy, **ids)
+            if wrong_unit is not None:
+                return wrong_unit
+            if fingerprint and pin.fingerprint and fingerprint != pin.fingerprint:
+                return data_refusal(
+                    f"the rows of '{dataset_id}' changed (fingerprint {fingerprint[:16]} ≠ "
+                    f"pinned {pin.fingerprint[:16]}); records seen before may be among them. "
+                    "Fix: if this is the same data set grown or corrected, record it with "
+                    "`fedsafe site budget acknowledge --data` (the history carries over)",
+                    policy,
+                    **ids,
+                )
+            return None
+        if fingerprint:
+            other = conn.execute(
+                select(datasets_table).where(datasets_table.c.fingerprint == fingerprint)
+            ).first()
+            if other is not None:
+                return data_refusal(
+                    f"these rows are already accounted as data set '{other.dataset_id}' "
+                    f"(fingerprint {fingerprint[:16]}); a new name does not start a new budget. "
+                    f"Fix: use dataset_id '{other.dataset_id}'",
+                    policy,
+                    **ids,
+                )
+        return None
+
+    def reserve(
+        self,
+        *,
+        dataset_id: str,
+        run_id: str,
+        round: int,
+        charge: Charge,
+        policy: SitePolicy,
+        purpose: str | None,
+        fingerprint: str | None = None,
+        binding: dict[str, Any] | None = None,
+        kind: Kind = "train",
+        at_time: datetime | None = None,
+    ) -> Reservation:
+        """Charge a round's planned steps before training, or refuse it.
+
+        Check and write happen in one BEGIN IMMEDIATE transaction, so two processes on the
+        same store cannot both pass the cap. The full planned steps are charged up front: a
+        crash mid-round leaves the store over-counting, never under-counting. The first charge
+        pins the data set's unit (delta, accountant) and fingerprint. A round already charged
+        (resumed or replayed) is not charged again: its reservation comes back with
+        `replayed=True` if the replay asks for exactly the bound parameters (noise, rate,
+        steps, delta, accountant and `binding`), and is refused naming what differs otherwise.
+        """
+        _check_ids(dataset_id, run_id, round)
+        if not isinstance(charge, Charge):
+            raise TypeError(f"charge must be a Charge, got {type(charge).__name__}")
+        if not isinstance(policy, SitePolicy):
+            raise TypeError(f"policy must be a SitePolicy, got {type(policy).__name__}")
+        time = self._now(at_time)
+        refusal: RoundRefusedError | None = None
+        with self._write() as conn:
+            existing = conn.execute(
+                select(charges_table).where(
+                    charges_table.c.dataset_id == dataset_id,
+                    charges_table.c.run_id == run_id,
+                    charges_table.c.round == round,
+                    charges_table.c.kind == kind,
+                )
+            ).first()
+            ids = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
+            if existing is not None:
+                differs = replay_differences(existing, charge, policy, binding)
+                if not differs:
+                    return self._reservation(conn, existing, replayed=True)
+                refusal = PolicyRefusedError(
+                    f"site refused a replay of dataset '{dataset_id}', run '{run_id}', round "
+                    f"{round}: it was reserved with other parameters ({'; '.join(differs)}). "
+                    "A replayed round trains only as reserved",
+                    reason="replay",
+                    cap=policy.max_epsilon,
+                    **ids,
+                )
+            if refusal is None:
+                refusal = self._pin_refusal(conn, policy=policy, fingerprint=fingerprint, **ids)
+            if refusal is None:
+                history = [_row_charge(r) for r in self._rows(conn, dataset_id)]
+                refusal = judge_charge(
+                    history, charge=charge, policy=policy, purpose=purpose,
+                    check_noise_floor=kind == "train", **ids,
+                )
+            if refusal is None:
+                return self._insert(
+                    conn, charge=charge, policy=policy, purpose=purpose, fingerprint=fingerprint,
+                    binding=binding, kind=kind, time=time, **ids,
+                )
+            self._refuse(conn, refusal, time)
+        # Raised after the commit: the refusal row is part of the site's record.
+        raise refusal
+
+    def _insert(
+        self,
+        conn: Connection,
+        *,
+        dataset_id: str,
+        run_id: str,
+        round: int,
+        charge: Charge,
+        policy: SitePolicy,
+        purpose: str | None,
+        fingerprint: str | None,
+        binding: dict[str, Any] | None,
+        kind: Kind,
+        time: str,
+        status: str = "reserved",
+    ) -> Reservation:
+        pin = self._pin(conn, dataset_id)
+        if pin is None:
+            conn.execute(
+                insert(datasets_table).values(
+                    dataset_id=dataset_id, fingerprint=fingerprint or None,
+                    delta=policy.delta, accountant=policy.accountant, time=time,
+                )
+            )
+        elif pin.fingerprint is None and fingerprint:
+            conn.execute(
+                update(datasets_table)
+                .where(datasets_table.c.dataset_id == dataset_id)
+                .values(fingerprint=fingerprint)
+            )
+        new_id = conn.execute(
+            insert(charges_table).values(
+                dataset_id=dataset_id, run_id=run_id, round=round, kind=kind,
+                noise_multiplier=float(charge.noise_multiplier),
+                sample_rate=float(charge.sample_rate), steps=charge.steps,
+                planned_steps=charge.steps, delta=policy.delta, accountant=policy.accountant,
+                status=status, purpose=purpose, binding=_binding_text(binding), time=time,
+                completed_time=time if status == "completed" else None,
+            )
+        ).inserted_primary_key
+        assert new_id is not None  # SQLite always returns the new row id
+        row = conn.execute(select(charges_table).where(charges_table.c.id == new_id[0])).one()
+        return self._reservation(conn, row, replayed=False)
+
+    def _reservation(self, conn: Connection, row: Any, *, replayed: bool) -> Reservation:
+        history = [_row_charge(r) for r in self._rows(conn, row.dataset_id, up_to=row.id)]
+        eps = epsilon_for(history, delta=row.delta, accountant=row.accountant)
+        return Reservation(
+            id=row.id, dataset_id=row.dataset_id, run_id=row.run_id, round=row.round,
+            charge=_row_charge(row), planned_steps=row.planned_steps, delta=row.delta,
+            accountant=row.accountant, status=row.status, epsilon_after=eps, replayed=replayed,
+            kind=row.kind, binding=None if row.binding is None else json.loads(row.binding),
+        )
+
+    def complete(
+        self, reservation: Reservation, *, steps_taken: int, at_time: datetime | None = None
+    ) -> Reservation:
+        """Mark a reserved round completed with the steps it really ran.
+
+        Fewer steps than planned lower the stored steps: privacy composes over what ran.
+        More steps than planned is a bug in the caller; the real steps are recorded anyway
+        (the store must never under-count) and PrivacyError is raised. Completing twice with
+        the same steps is a no-op; with different steps it is an error.
+        """
+        if not isinstance(reservation, Reservation):
+            raise TypeError(f"reservation must be a Reservation, got {type(reservation).__name__}")
+        if isinstance(steps_taken, bool) or not isinstance(steps_taken, int):
+            raise TypeError(f"steps_taken must be an int, got {type(steps_taken).__name__}")
+        if steps_taken < 0:
+            raise ValueError(f"steps_taken must be >= 0, got {steps_taken}")
+        time = self._now(at_time)
+        with self._write() as conn:
+            row = conn.execute(
+                select(charges_table).where(charges_table.c.id == reservation.id)
+            ).first()
+            if row is None or (row.dataset_id, row.run_id, row.round) != (
+                reservation.dataset_id,
+                reservation.run_id,
+                reservation.round,
+            ):
+                raise BudgetStoreError(
+                    f"no reservation {reservation.id} for dataset '{reservation.dataset_id}', "
+                    f"run '{reservation.run_id}', round {reservation.round} in this store"
+                )
+            if row.status == "completed":
+                if row.steps != steps_taken:
+                    raise BudgetStoreError(
+                        f"round {row.round} of run '{row.run_id}' on '{row.dataset_id}' was "
+                        f"already completed with {row.steps} steps, not {steps_taken}"
+                    )
+                return self._reservation(conn, row, replayed=reservation.replayed)
+            overrun = steps_taken > row.planned_steps
+            steps = steps_taken if overrun else min(row.steps, steps_taken)
+            conn.execute(
+                update(charges_table)
+                .where(charges_table.c.id == row.id)
+                .values(status="completed", steps=steps, completed_time=time)
+            )
+            row = conn.execute(select(charges_table).where(charges_table.c.id == row.id)).one()
+            done = self._reservation(conn, row, replayed=reservation.replayed)
+        if overrun:
+            raise PrivacyError(
+                f"dataset '{row.dataset_id}', run '{row.run_id}', round {row.round}: the site "
+                f"ran {steps_taken} steps but reserved {row.planned_steps}; the real steps were "
+                f"recorded (epsilon now {done.epsilon_after:.4g}). This is a bug in the caller"
+            )
+        return done

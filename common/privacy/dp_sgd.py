@@ -1,0 +1,137 @@
+"""DP-SGD at a site, built from Opacus' parts with the site's own randomness.
+
+Opacus clips every example's gradient to C (`GradSampleModule` + `DPOptimizer`); fedsafe
+supplies what Opacus' `PrivacyEngine` would take from a torch generator: Poisson sampling and
+Gaussian noise drawn from `Randomness` (the OS CSPRNG at a real site). The batch count per
+epoch is exactly ceil(n / B) at rate 1 / ceil(n / B), so the steps taken equal the steps the
+site reserved, and an empty Poisson batch is still a noise-only step.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+from opacus.validators import ModuleValidator
+from torch import nn
+
+from common.privacy.randomness import Randomness
+
+__all__ = [
+    "SiteDPOptimizer",
+    "site_loss",
+    "poisson_batches",
+    "private_parts",
+    "clipped_gradient_sum",
+    "batches_per_epoch",
+]
+
+
+def batches_per_epoch(n_train: int, batch_size: int) -> int:
+    """Steps in one epoch: ceil(n / B), the plain loader's batch count (rate 1 / that)."""
+    return max(1, math.ceil(n_train / batch_size))
+
+
+def site_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the batch of each example's own (weighted) loss: Opacus' `loss_reduction` contract.
+
+    torch's weighted CrossEntropyLoss divides by the batch's summed weights, so one record would
+    change every other record's gradient; here each example's loss is its own term times a
+    fixed class weight, so its clipped gradient depends on it alone and the sensitivity is C.
+    An empty batch has loss 0 (a noise-only step), never NaN.
+    """
+    per_example = nn.functional.cross_entropy(logits, y, reduction="none")
+    if weight is not None:
+        per_example = per_example * weight[y]
+    return per_example.sum() / max(len(y), 1)
+
+
+class SiteDPOptimizer(DPOptimizer):
+    """Opacus' DPOptimizer whose Gaussian noise comes from the site's `Randomness`."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, randomness: Randomness, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(optimizer, **kwargs)
+        self.randomness = randomness
+
+    def add_noise(self) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+            noise = self.randomness.gaussian(p.summed_grad.shape, std=std, like=p.summed_grad)
+            p.grad = (p.summed_grad + noise).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+
+def private_parts(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    n_train: int,
+    batch_size: int,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    randomness: Randomness,
+) -> tuple[GradSampleModule, SiteDPOptimizer, float]:
+    """The per-sample-gradient module, the DP optimizer and the real Poisson sample rate."""
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ValueError(f"model is not valid for DP-SGD (per-sample gradients): {errors}")
+    sample_rate = 1.0 / batches_per_epoch(n_train, batch_size)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]ecure.*")
+        module = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+        dp_optimizer = SiteDPOptimizer(
+            optimizer,
+            randomness=randomness,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=max(1, int(n_train * sample_rate)),
+            loss_reduction="mean",
+        )
+    return module, dp_optimizer, sample_rate
+
+
+def poisson_batches(
+    n_train: int, batch_size: int, randomness: Randomness
+) -> list[np.ndarray]:
+    """One epoch of Poisson batches: ceil(n / B) index arrays, each record in with rate 1/that."""
+    steps = batches_per_epoch(n_train, batch_size)
+    rate = 1.0 / steps
+    return [np.flatnonzero(randomness.poisson_mask(n_train, rate)) for _ in range(steps)]
+
+
+def clipped_gradient_sum(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    max_grad_norm: float,
+    weight: torch.Tensor | None,
+    randomness: Randomness,
+) -> list[torch.Tensor]:
+    """The sum of the batch's clipped per-example gradients, as DP-SGD computes it before noise.
+
+    Exactly the training path's loss and Opacus clipping: the quantity whose sensitivity to
+    adding or removing one record must be at most `max_grad_norm`.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    module, dp_optimizer, _ = private_parts(
+        model,
+        optimizer,
+        n_train=max(len(y), 1),
+        batch_size=max(len(y), 1),
+        noise_multiplier=0.0,
+        max_grad_norm=max_grad_norm,
+        randomness=randomness,
+    )
+    dp_optimizer.zero_grad(set_to_none=True)
+    site_loss(module(x), y, weight).backward()
+    dp_optimizer.clip_and_accumulate()
+    sums = [p.summed_grad.detach().clone() for p in dp_optimizer.params]
+    module.remove_hooks()
+    return sums

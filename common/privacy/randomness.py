@@ -1,0 +1,119 @@
+"""Where DP-SGD's noise and Poisson sampling draw from: the site's OS CSPRNG, or a test-only seed.
+
+The coordinator sets the run config, so nothing in it may make the noise predictable: a site's
+noise and sampling come from `OsRandomness` (fresh OS entropy for every draw). `SeededRandomness`
+exists only for known-answer tests; it is chosen by the site's own environment variable
+`FEDSAFE_TEST_SEEDED_NOISE`, which a deployed site refuses, and it marks every attestation
+"not private".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from common.crypto import os_random_bytes
+from common.errors import PrivacyError
+
+__all__ = [
+    "Randomness",
+    "OsRandomness",
+    "SeededRandomness",
+    "site_randomness",
+    "TEST_SEED_ENV",
+    "OS_CSPRNG",
+    "SEEDED_TEST_ONLY",
+]
+
+TEST_SEED_ENV = "FEDSAFE_TEST_SEEDED_NOISE"
+OS_CSPRNG = "os-csprng"
+SEEDED_TEST_ONLY = "seeded-test-only"
+_TWO_POW_53 = float(2**53)
+
+
+class Randomness(ABC):
+    """Uniforms and Gaussians in float64 from 64-bit words; subclasses say where words come from."""
+
+    name: str
+    private: bool
+
+    @abstractmethod
+    def words(self, n: int) -> np.ndarray:
+        """`n` independent uniformly random uint64 words."""
+
+    def uniform(self, n: int) -> np.ndarray:
+        """`n` floats uniform on (0, 1) with 53 random bits each (0 and 1 never occur)."""
+        return ((self.words(n) >> np.uint64(11)).astype(np.float64) + 0.5) / _TWO_POW_53
+
+    def standard_normal(self, n: int) -> np.ndarray:
+        """`n` standard normals by Box-Muller, both outputs of each pair used."""
+        pairs = (n + 1) // 2
+        u = self.uniform(2 * pairs)
+        radius = np.sqrt(-2.0 * np.log(u[:pairs]))
+        angle = (2.0 * math.pi) * u[pairs:]
+        return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n]
+
+    def gaussian(self, shape: torch.Size, *, std: float, like: torch.Tensor) -> torch.Tensor:
+        """N(0, std^2) noise shaped and typed like `like`, hardened against float attacks.
+
+        As Opacus' secure mode does (Holohan & Braghin 2021, section 5.1, n = 2), the sample is
+        the sum of four Gaussians of the target std divided by 2: the low-order bits of one
+        floating-point Gaussian no longer reveal which value it was added to.
+        """
+        count = math.prod(shape)
+        if std == 0 or count == 0:
+            return torch.zeros(shape, dtype=like.dtype, device=like.device)
+        draws = self.standard_normal(4 * count).reshape(4, count).sum(axis=0) * (std / 2.0)
+        return torch.from_numpy(draws.reshape(tuple(shape))).to(like.device, like.dtype)
+
+    def poisson_mask(self, n: int, rate: float) -> np.ndarray:
+        """Each of `n` records independently included with probability `rate`."""
+        return self.uniform(n) < rate
+
+
+class OsRandomness(Randomness):
+    """Every word from the operating system's CSPRNG: nothing a coordinator knows predicts it."""
+
+    name = OS_CSPRNG
+    private = True
+
+    def words(self, n: int) -> np.ndarray:
+        return np.frombuffer(os_random_bytes(8 * n), dtype="<u8").copy()
+
+
+class SeededRandomness(Randomness):
+    """Reproducible words from a seed: for tests only; a release made with it is not private."""
+
+    name = SEEDED_TEST_ONLY
+    private = False
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+
+    def words(self, n: int) -> np.ndarray:
+        return self._rng.integers(0, 2**64, size=n, dtype=np.uint64)
+
+
+def site_randomness(*, deployed: bool, salt: int = 0) -> Randomness:
+    """The site's randomness: OS CSPRNG, unless its own environment asks for the test seed.
+
+    A deployed site refuses the test seed outright; a simulated one uses it and says so in
+    every attestation. `salt` keeps sites and rounds of one seeded test apart.
+    """
+    value = os.environ.get(TEST_SEED_ENV)
+    if value is None or value == "":
+        return OsRandomness()
+    if deployed:
+        raise PrivacyError(
+            f"{TEST_SEED_ENV} is set in this site's environment: reproducible noise is a "
+            "test-only switch and a deployed site never trains with it. Unset it and restart"
+        )
+    try:
+        seed = int(value)
+    except ValueError:
+        raise PrivacyError(f"{TEST_SEED_ENV} must be an integer seed, got {value!r}") from None
+    return SeededRandomness(seed * 1_000_003 + salt)
