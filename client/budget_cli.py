@@ -9,9 +9,23 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.budget import BudgetStore, BudgetStoreError
+from client.budget import (
+    BudgetStore,
+    BudgetStoreError,
+    StoreAnchor,
+    acknowledge_data,
+    acknowledge_store,
+)
+from common.errors import FedsafeError
 
-__all__ = ["add_budget_parser", "budget_report", "format_report", "run_budget"]
+__all__ = [
+    "add_budget_parser",
+    "add_acknowledge_parser",
+    "budget_report",
+    "format_report",
+    "run_budget",
+    "run_acknowledge",
+]
 
 _COLUMNS = ("dataset", "run", "rounds", "steps", "epsilon after run", "refusals")
 
@@ -33,6 +47,13 @@ def budget_report(store_path: Path) -> dict[str, Any]:
                     "epsilon": _number(ds.epsilon),
                     "delta": ds.delta,
                     "accountant": ds.accountant,
+                    "unit_pinned": ds.delta is not None,
+                    "fingerprint": ds.fingerprint,
+                    "nonprivate_runs": ds.nonprivate_runs,
+                    "releases": [
+                        {k: r[k] for k in ("run_id", "round", "kind", "mode")}
+                        for r in store.releases(ds.dataset_id)
+                    ],
                     "runs": [
                         {
                             "run_id": run.run_id,
@@ -50,7 +71,12 @@ def budget_report(store_path: Path) -> dict[str, Any]:
                     "refusals": ds.refusals,
                 }
             )
-    return {"store": str(store_path), "datasets": datasets}
+        acks = [
+            {"time": a.time, "kind": a.kind, "dataset_id": a.dataset_id, "reason": a.reason,
+             "detail": a.detail}
+            for a in store.acknowledgements()
+        ]
+    return {"store": str(store_path), "datasets": datasets, "acknowledgements": acks}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -87,9 +113,25 @@ def format_report(report: dict[str, Any]) -> str:
             eps_text = eps if isinstance(eps, str) else f"{eps:.4f}"
             lines.append(
                 f"{ds['dataset_id']}: epsilon {eps_text} "
-                f"at delta={ds['delta']:g} ({ds['accountant']}), {ds['rounds']} rounds, "
-                f"{ds['steps']} steps over {len(ds['runs'])} run(s)"
+                f"at delta={ds['delta']:g} ({ds['accountant']}; unit pinned at the first "
+                f"charge), {ds['rounds']} rounds, {ds['steps']} steps over "
+                f"{len(ds['runs'])} run(s); rows {str(ds['fingerprint'])[:16]}"
             )
+            if ds["nonprivate_runs"]:
+                lines.append(
+                    f"  NOT PRIVATE: {ds['nonprivate_runs']} run(s) trained without DP on "
+                    "these rows; no finite epsilon holds for them any more"
+                )
+            modes: dict[str, int] = {}
+            for release in ds["releases"]:
+                modes[release["mode"]] = modes.get(release["mode"], 0) + 1
+            if modes:
+                shown = ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items()))
+                lines.append(f"  evaluations released: {shown}")
+    for ack in report.get("acknowledgements", []):
+        lines.append(
+            f"acknowledged ({ack['kind']}, {ack['time']}): {ack['reason']} {ack['detail']}"
+        )
     if any(ds["reserved"] for ds in report["datasets"]):
         lines.append("* a round still 'reserved' (a crash mid-round): counted at its planned steps")
     return "\n".join(lines)
@@ -126,4 +168,69 @@ def add_budget_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--store", type=Path, required=True, help="path of the site's budget store")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run_budget)
+    return parser
+
+
+def _anchor_and_store(args: argparse.Namespace) -> tuple[StoreAnchor, Path, Any]:
+    """From site.yaml, or from a store path and keys folder (a simulated site's folder)."""
+    from common.crypto.pki import load_signing_private_key
+
+    if args.config is not None:
+        from client.site_config import load_site_config
+
+        site = load_site_config(args.config)
+        anchor = StoreAnchor.in_keys_dir(site.keys_dir, load_signing_private_key(site.signing_key))
+        return anchor, site.budget_store, site
+    if args.store is None or args.keys is None:
+        raise BudgetStoreError("give --config site.yaml, or both --store and --keys")
+    key = load_signing_private_key(Path(args.keys) / "signing.key")
+    return StoreAnchor.in_keys_dir(Path(args.keys), key), Path(args.store), None
+
+
+def run_acknowledge(
+    args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Record the admin's decision; the site trains again only after it."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        anchor, store_path, site = _anchor_and_store(args)
+        if args.data:
+            if site is None:
+                raise BudgetStoreError("--data needs --config site.yaml (to read the data)")
+            from common.config import ExperimentConfig
+
+            fingerprint = site.load_data(ExperimentConfig()).fingerprint
+            with BudgetStore.open(store_path, create=False, anchor=anchor) as store:
+                detail = acknowledge_data(
+                    store, dataset_id=site.dataset_id, fingerprint=fingerprint, reason=args.reason
+                )
+        else:
+            detail = acknowledge_store(store_path, anchor, reason=args.reason)
+    except FedsafeError as error:
+        print(f"fedsafe site acknowledge: error: {error}", file=err)
+        return 2
+    print(f"acknowledged for {store_path}: {json.dumps(detail)}", file=out)
+    return 0
+
+
+def add_acknowledge_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """`acknowledge (--config site.yaml | --store S --keys K) --reason TEXT [--data]`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "acknowledge",
+        help="record an admin's decision about a replaced budget store or changed data",
+        description=(
+            "A site refuses to train when its budget store does not match the head it signed "
+            "(deleted, edited, rewound, a new path) or when its rows changed. This records "
+            "the admin's decision, with the old spend, and re-signs the head."
+        ),
+    )
+    parser.add_argument("--config", type=Path, help="the site's site.yaml")
+    parser.add_argument("--store", type=Path, help="a budget store (with --keys)")
+    parser.add_argument("--keys", type=Path, help="the folder holding signing.key (with --store)")
+    parser.add_argument("--reason", required=True, help="who decided, and why (kept on record)")
+    parser.add_argument(
+        "--data", action="store_true", help="accept changed rows of the data set (history kept)"
+    )
+    parser.set_defaults(func=run_acknowledge)
     return parser

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.budget import BudgetStore
+from client.budget import BudgetStore, StoreAnchor
+from common.crypto.pki import load_signing_private_key
 from client.site_config import SiteConfig, load_site_config
 from common.config import ExperimentConfig
 from common.errors import ConfigError
@@ -47,8 +48,9 @@ def check_site(config_path: Path) -> SiteCheck:
     """
     cfg = load_site_config(Path(config_path))
     data = cfg.load_data(ExperimentConfig())
-    with BudgetStore.open(cfg.budget_store, create=True):
-        pass
+    anchor = StoreAnchor.in_keys_dir(cfg.keys_dir, load_signing_private_key(cfg.signing_key))
+    with BudgetStore.open(cfg.budget_store, create=True, anchor=anchor):
+        pass  # a store edited, rewound or replaced stops the site here, before it connects
     return SiteCheck(cfg, len(data.y_train), len(data.y_test), int(data.x_train.shape[1]))
 
 

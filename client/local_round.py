@@ -135,6 +135,7 @@ def _train(
     *,
     dp: DpSettings | None,
     randomness: Randomness | None,
+    class_weights: np.ndarray | None,
 ) -> tuple[StateDict, LocalResult]:
     model = _model(cfg, state)
     result = train_local(
@@ -149,7 +150,7 @@ def _train(
         randomness=randomness,
         proximal_mu=ctx.proximal_mu,
         seed=round_seed(cfg, site.name, ctx.server_round),
-        class_weights=_class_weights(cfg, site, ctx, private=dp is not None),
+        class_weights=class_weights,
         momentum=cfg.training.momentum,
     )
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, result
@@ -214,7 +215,10 @@ def _nonprivate_round(
             fingerprint=site.fingerprint,
             purpose=ctx.purpose,
         )
-    trained, result = _train(cfg, site, state, ctx, dp=None, randomness=None)
+    weights = _class_weights(cfg, site, ctx, private=False)
+    trained, result = _train(
+        cfg, site, state, ctx, dp=None, randomness=None, class_weights=weights
+    )
     return _outcome(
         site, ctx, trained, result, epsilon=None, noise=0.0, delta=0.0, randomness=None
     )
@@ -255,6 +259,7 @@ def train_round(
     if not cfg.privacy.enabled:
         return _nonprivate_round(cfg, site, state, ctx)
     _check_request(cfg, site, ctx)
+    weights = _class_weights(cfg, site, ctx, private=True)  # refused before anything is charged
     rounds = expected_rounds(cfg.strategy.fraction_train, cfg.training.rounds)
     plan = plan_site(cfg.privacy, cfg.training, n_train=site.data.n_train, rounds=rounds)
     charge = Charge(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
@@ -296,7 +301,9 @@ def train_round(
             return RoundOutcome(cached.state, cached.metrics, cached.attestation)
         bound = reservation.charge  # a replay of a crashed round trains exactly as reserved
         dp = DpSettings(bound.noise_multiplier, cfg.privacy.max_grad_norm)
-        trained, result = _train(cfg, site, state, ctx, dp=dp, randomness=randomness)
+        trained, result = _train(
+            cfg, site, state, ctx, dp=dp, randomness=randomness, class_weights=weights
+        )
         if result.steps != reservation.planned_steps:
             raise RoundRefusedError(
                 f"site {site.name}: DP-SGD took {result.steps} steps, {reservation.planned_steps} "

@@ -29,9 +29,9 @@ __all__ = ["StoreAnchor", "HEAD_STATEMENT", "state_digest", "Head"]
 HEAD_STATEMENT = "fedsafe-budget-head-v1"
 ACK_HINT = (
     "The site will not train until its admin looks: if the store path in the site config is "
-    "wrong, fix it; otherwise record the decision with `fedsafe site budget acknowledge "
-    "--store STORE --keys KEYS_DIR --reason TEXT` (the old spend stays on record in the "
-    "acknowledgement)"
+    "wrong, fix it; otherwise record the decision with `fedsafe site acknowledge "
+    "--config site.yaml --reason TEXT` (or --store STORE --keys KEYS_DIR; the old spend stays "
+    "on record in the acknowledgement)"
 )
 
 

@@ -38,7 +38,7 @@ class BudgetStoreError(FedsafeError):
 class StoreIntegrityError(BudgetStoreError):
     """The store does not match the site's signed head: edited, rewound, deleted or replaced.
 
-    The site refuses to train until its admin acts (`fedsafe site budget acknowledge`).
+    The site refuses to train until its admin acts (`fedsafe site acknowledge`).
     """
 
 

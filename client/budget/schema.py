@@ -164,7 +164,7 @@ def _check_version(engine: Engine, path: Path) -> None:
             f"budget store {path} has schema version {found or '1 (no version table)'}; this "
             f"fedsafe reads version {SCHEMA_VERSION} only (charges bound to their unit, data "
             "fingerprint and a signed head). Keep the old file as a record and start a new "
-            "store with `fedsafe site budget acknowledge`"
+            "store with `fedsafe site acknowledge`"
         )
 
 
@@ -209,7 +209,7 @@ def open_engine(path: Path, *, create: bool) -> Engine:
             raise BudgetStoreError(
                 f"budget store {path} has schema version 1 (no version table); this fedsafe "
                 f"reads version {SCHEMA_VERSION} only. Keep the old file as a record and start a "
-                "new store with `fedsafe site budget acknowledge`"
+                "new store with `fedsafe site acknowledge`"
             )
         else:
             missing = _TABLES - names

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import exc as sa_exc
 
 from client.budget.anchor import StoreAnchor
 from client.budget.judge import data_refusal, judge_charge, replay_differences, unit_refusal
@@ -22,6 +23,7 @@ from client.budget.records import (
     Refusal,
     Reservation,
     RoundRefusedError,
+    StoreIntegrityError,
 )
 from client.budget.schema import (
     acks_table,
@@ -109,6 +111,9 @@ class BudgetStore(SummariesMixin):
             except BudgetStoreError:
                 engine.dispose()
                 raise
+            except sa_exc.SQLAlchemyError as err:
+                engine.dispose()
+                raise StoreIntegrityError(f"budget store {path} cannot be read: {err}") from err
         return store
 
     def close(self) -> None:
@@ -273,7 +278,7 @@ class BudgetStore(SummariesMixin):
                     f"the rows of '{dataset_id}' changed (fingerprint {fingerprint[:16]} ≠ "
                     f"pinned {pin.fingerprint[:16]}); records seen before may be among them. "
                     "Fix: if this is the same data set grown or corrected, record it with "
-                    "`fedsafe site budget acknowledge --data` (the history carries over)",
+                    "`fedsafe site acknowledge --data` (the history carries over)",
                     policy,
                     **ids,
                 )

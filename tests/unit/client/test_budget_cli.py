@@ -146,3 +146,34 @@ def test_empty_store_says_so(tmp_path: Path) -> None:
 
     assert code == 0 and "(no charges or refusals yet)" in out
     assert json.loads(_run("budget", "--store", str(path), "--json")[1])["datasets"] == []
+
+
+def test_acknowledge_cli_records_the_decision_and_the_site_trains_again(tmp_path: Path) -> None:
+    """A store replaced behind the site's back: refused, then acknowledged on the record."""
+    from client.budget import StoreAnchor, StoreIntegrityError
+    from client.budget_cli import add_acknowledge_parser
+    from common.crypto.pki import init_site_keys, load_signing_private_key
+
+    keys_dir = tmp_path / "keys"
+    init_site_keys(keys_dir, "cleveland")
+    anchor = StoreAnchor.in_keys_dir(keys_dir, load_signing_private_key(keys_dir / "signing.key"))
+    policy = SitePolicy(max_epsilon=50.0)
+    with BudgetStore.open(tmp_path / "a.db", anchor=anchor) as store:
+        store.reserve(dataset_id="d", run_id="r", round=1, charge=ROUND, policy=policy, purpose=None)
+    with pytest.raises(StoreIntegrityError):
+        BudgetStore.open(tmp_path / "b.db", anchor=anchor)
+
+    parser = argparse.ArgumentParser(prog="fedsafe site")
+    add_acknowledge_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["acknowledge", "--store", str(tmp_path / "b.db"), "--keys", str(keys_dir),
+         "--reason", "old disk failed; spend carried on paper"]
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert args.func(args, out=out, err=err) == 0, err.getvalue()
+
+    assert '"previous_charges": 1' in out.getvalue()
+    with BudgetStore.open(tmp_path / "b.db", anchor=anchor) as store:
+        assert store.acknowledgements()[0].reason.startswith("old disk failed")
+    report = budget_report(tmp_path / "b.db")
+    assert report["acknowledgements"][0]["detail"]["previous_charges"] == 1
