@@ -40,7 +40,8 @@ lint: env
 	$(VENV)/bin/mypy common server client simulations
 
 sweep: env
-	$(VENV)/bin/fedsafe simulate -m privacy=eps1,eps3,eps8,off $(ARGS)
+	# fresh stores per job: a non-private job would otherwise leave every site's epsilon infinite
+	$(VENV)/bin/fedsafe simulate -m privacy=eps1,eps3,eps8,off federation.fresh_budget=true $(ARGS)
 
 bench: env
 	$(VENV)/bin/python -m simulations.bench $(ARGS)

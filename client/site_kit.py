@@ -42,7 +42,7 @@ signing_key: signing.key
 
 # Your data: one CSV or Parquet file, and the schema YAML every site agreed with the
 # coordinator (column types, categorical levels, target, missing-value policy).
-# The file is read here only; no row and no statistic of it leaves the site.
+# The file is read here only; no row leaves the site, statistics only as `release:` allows.
 data: data.csv
 schema: schema.yaml
 
@@ -112,15 +112,22 @@ This folder is everything site **{site}** needs to take part in federated traini
 
 - **Model-shaped updates**: arrays with the model's own names and shapes, after DP-SGD
   training (clipped, noised per-example gradients).
-- **Scalar metrics**: loss, accuracy, AUROC on your held-out split, the number of
-  training examples, and this site's cumulative epsilon, delta and steps.
+- **DP parameters**: this site's cumulative epsilon, delta, steps, noise multiplier and
+  sample rate (1 / ceil(n / batch size): it reveals your row count to within a batch).
+- **The aggregation weight**: your training-row count, rounded to `release.count_rounding`
+  unless `release.evaluation: exact`.
+- **Evaluation metrics, only as `release:` in site.yaml allows**: `off` (the default: none),
+  `rounded` (counts rounded, suppressed under `min_count`), `dp` (noised counts, charged to
+  your budget) or `exact`. Training loss leaves only under `exact`. Held-out metrics are
+  statistics of your records: under `exact` or `rounded` they are a disclosure you chose.
 - **Signed attestations**: records signed with `signing.key` (privacy spend, consent).
 
 ## What does not leave this site
 
 - No data row, no column of your file, no identifier.
-- No statistic of your data: preprocessing (imputation values, scaling, category
-  encodings) is fitted here, on your training rows, and stays here.
+- No statistic beyond the release policy: preprocessing (imputation values, scaling,
+  category encodings) is fitted here, on your training rows, and stays here; class weights
+  under DP come from the `policy.class_prevalence` you declare, never from your counts.
 - No private key.
 
 ## Checking

@@ -7,6 +7,7 @@ from pathlib import Path
 from client.budget import BudgetStore
 from common.config import ExperimentConfig
 from common.data import load_sites
+from common.errors import ConfigError
 from common.layout import dataset_id_for, simulated_site_dir
 from common.privacy import Charge
 from common.privacy.plan_table import FederationPlan, plan_federation
@@ -24,7 +25,16 @@ def _prior(cfg: ExperimentConfig, site: str, run_id: str) -> list[Charge]:
 
 def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
     """Each simulated site's noise, epsilon per round (on top of what it spent before) and cap round."""
-    sites = {s.site: s.n_train for s in load_sites(cfg.dataset)}
+    loaded = load_sites(cfg.dataset)
+    sites = {s.site: s.n_train for s in loaded}
+    smallest = min(loaded, key=lambda s: s.n_rows)
+    if cfg.privacy.delta >= 1.0 / smallest.n_rows:
+        raise ConfigError(
+            "privacy.delta",
+            cfg.privacy.delta,
+            f"a float below 1/n = {1.0 / smallest.n_rows:.3g} for the smallest site "
+            f"({smallest.site}, {smallest.n_rows} records); every site refuses it otherwise",
+        )
     return plan_federation(
         sites=sites,
         rounds=cfg.training.rounds,

@@ -1,0 +1,134 @@
+"""A deployed site (site.yaml, its own keys): the same guarantees, with the deployed defaults.
+
+No evaluation metric leaves by default, the test-only seed is refused, and a budget store edited
+behind the site's back stops `fedsafe site start` before it connects.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from client.budget import BudgetStore, StoreIntegrityError
+from client.deploy import check_site
+from client.local_round import RoundContext, evaluate_round, train_round
+from client.site import deployed_site
+from client.site_kit import init_site_kit
+from common.config import ExperimentConfig, from_dict
+from common.crypto.pki import init_ca, init_server_sealing_key
+from common.data import dataset_info
+from common.errors import FedsafeError
+from common.models import build_model
+from common.privacy.randomness import TEST_SEED_ENV
+
+SCHEMA = """\
+target: {column: default, positive: [yes], negative: [no]}
+missing: error
+columns:
+  age: numeric
+  income: numeric
+"""
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Path:
+    made = init_site_kit(
+        "bank-north",
+        tmp_path / "kit",
+        superlink="127.0.0.1:9092",
+        ca_cert=init_ca(tmp_path / "ca", "test CA").cert,
+        server_sealing_pub=init_server_sealing_key(tmp_path / "server")[1],
+    )
+    rng = np.random.default_rng(0)
+    rows = [
+        f"{int(a)},{int(i)},{'yes' if a > 50 else 'no'}"
+        for a, i in zip(rng.integers(20, 80, 120), rng.integers(20_000, 90_000, 120), strict=True)
+    ]
+    (made.directory / "schema.yaml").write_text(SCHEMA)
+    (made.directory / "data.csv").write_text("age,income,default\n" + "\n".join(rows) + "\n")
+    return made.site_yaml
+
+
+def _cfg(kit: Path) -> ExperimentConfig:
+    return from_dict(
+        ExperimentConfig,
+        {
+            "dataset": {
+                "name": "site_files",
+                "schema": str(kit.parent / "schema.yaml"),
+                "files": [str(kit.parent / "data.csv")],
+            },
+            "training": {"rounds": 2},
+            "security": {"sealed_updates": False},
+        },
+    )
+
+
+def _state(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
+    info = dataset_info(cfg.dataset.name, cfg.dataset)
+    model = build_model(
+        "mlp", n_features=info.n_features, n_classes=2, hidden=cfg.model.hidden, seed=0
+    )
+    return dict(model.state_dict())
+
+
+CTX = RoundContext(run_id="run-1", server_round=1, purpose="credit-risk-modelling")
+
+
+def test_a_deployed_site_trains_and_releases_no_evaluation_by_default(kit: Path) -> None:
+    cfg = _cfg(kit)
+    site = deployed_site(kit, cfg)
+
+    outcome = train_round(cfg, site, _state(cfg), CTX)
+
+    assert '"randomness":"os-csprng"' in outcome.attestation["payload"]
+    assert evaluate_round(cfg, site, _state(cfg), CTX) == {}
+    with BudgetStore.open(site.budget_store) as store:
+        assert [r["mode"] for r in store.releases(site.dataset_id)] == ["off"]
+
+
+def test_a_deployed_site_refuses_the_seeded_noise_switch(
+    kit: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TEST_SEED_ENV, "1")
+    cfg = _cfg(kit)
+    with pytest.raises(FedsafeError, match="test-only"):
+        train_round(cfg, deployed_site(kit, cfg), _state(cfg), CTX)
+
+
+def test_an_edited_store_stops_site_start_before_it_connects(kit: Path) -> None:
+    cfg = _cfg(kit)
+    site = deployed_site(kit, cfg)
+    train_round(cfg, site, _state(cfg), CTX)
+    with sqlite3.connect(site.budget_store) as db:
+        db.execute("UPDATE budget_charges SET steps = 1")
+
+    with pytest.raises(StoreIntegrityError, match="changed outside fedsafe"):
+        check_site(kit)
+
+
+def test_a_renamed_dataset_id_keeps_its_budget(kit: Path) -> None:
+    cfg = _cfg(kit)
+    train_round(cfg, deployed_site(kit, cfg), _state(cfg), CTX)
+    data = yaml.safe_load(kit.read_text())
+    data["dataset_id"] = "bank-north-v2"
+    kit.write_text(yaml.safe_dump(data))
+
+    with pytest.raises(FedsafeError, match="already accounted as data set 'bank-north-v1'"):
+        train_round(cfg, deployed_site(kit, cfg), _state(cfg), RoundContext("run-2", 1, "x"))
+
+
+def test_a_release_policy_in_site_yaml_is_read_and_checked(kit: Path) -> None:
+    data = yaml.safe_load(kit.read_text())
+    data["release"] = {"evaluation": "rounded", "min_count": 5}
+    kit.write_text(yaml.safe_dump(data))
+    assert deployed_site(kit, _cfg(kit)).release.evaluation == "rounded"
+    data["release"] = {"evaluation": "everything"}
+    kit.write_text(yaml.safe_dump(data))
+    with pytest.raises(FedsafeError, match="release.evaluation"):
+        deployed_site(kit, _cfg(kit))
