@@ -72,8 +72,13 @@ def budget_report(store_path: Path) -> dict[str, Any]:
                 }
             )
         acks = [
-            {"time": a.time, "kind": a.kind, "dataset_id": a.dataset_id, "reason": a.reason,
-             "detail": a.detail}
+            {
+                "time": a.time,
+                "kind": a.kind,
+                "dataset_id": a.dataset_id,
+                "reason": a.reason,
+                "detail": a.detail,
+            }
             for a in store.acknowledgements()
         ]
     return {"store": str(store_path), "datasets": datasets, "acknowledgements": acks}

@@ -202,8 +202,10 @@ def _nonprivate_round(
     """A baseline without DP: the store records it, and the data set's epsilon is infinite."""
     if site.require_dp:
         raise _refusal(
-            site, ctx, "this site trains only with DP-SGD; the run has privacy disabled "
-            "(set privacy.enabled=true)"
+            site,
+            ctx,
+            "this site trains only with DP-SGD; the run has privacy disabled "
+            "(set privacy.enabled=true)",
         )
     with BudgetStore.open(site.budget_store, anchor=site.anchor) as store:
         record_nonprivate(
@@ -216,12 +218,8 @@ def _nonprivate_round(
             purpose=ctx.purpose,
         )
     weights = _class_weights(cfg, site, ctx, private=False)
-    trained, result = _train(
-        cfg, site, state, ctx, dp=None, randomness=None, class_weights=weights
-    )
-    return _outcome(
-        site, ctx, trained, result, epsilon=None, noise=0.0, delta=0.0, randomness=None
-    )
+    trained, result = _train(cfg, site, state, ctx, dp=None, randomness=None, class_weights=weights)
+    return _outcome(site, ctx, trained, result, epsilon=None, noise=0.0, delta=0.0, randomness=None)
 
 
 def _check_request(cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext) -> None:
@@ -375,4 +373,3 @@ def evaluate_round(
             policy=site.policy,
             purpose=ctx.purpose,
         )
-

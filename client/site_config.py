@@ -191,7 +191,9 @@ def _release(value: Any, source: str) -> ReleasePolicy:
     if value is None:
         return DEPLOYED_DEFAULT
     if not isinstance(value, Mapping):
-        raise ConfigError("release", value, "a mapping (evaluation: off|rounded|dp|exact, ...)", source=source)
+        raise ConfigError(
+            "release", value, "a mapping (evaluation: off|rounded|dp|exact, ...)", source=source
+        )
     allowed = [f.name for f in dataclasses.fields(ReleasePolicy)]
     for key in value:
         if key not in allowed:
@@ -201,7 +203,9 @@ def _release(value: Any, source: str) -> ReleasePolicy:
     except ConfigError as err:
         raise ConfigError(err.key, err.value, err.allowed, source=source) from None
     except TypeError as err:
-        raise ConfigError("release", value, f"valid release settings ({err})", source=source) from None
+        raise ConfigError(
+            "release", value, f"valid release settings ({err})", source=source
+        ) from None
 
 
 def load_site_config(path: Path) -> SiteConfig:

@@ -85,7 +85,9 @@ def judge_charge(
     return None
 
 
-def replay_differences(row: Any, charge: Charge, policy: SitePolicy, binding: dict | None) -> list[str]:
+def replay_differences(
+    row: Any, charge: Charge, policy: SitePolicy, binding: dict | None
+) -> list[str]:
     """What a replay asks for that its reservation did not bind; empty when they agree."""
     stored_binding = None if row.binding is None else _loads(row.binding)
     pairs = [
@@ -99,7 +101,9 @@ def replay_differences(row: Any, charge: Charge, policy: SitePolicy, binding: di
     if binding is not None and stored_binding is not None:
         for key in sorted(set(binding) | set(stored_binding)):
             if binding.get(key) != stored_binding.get(key):
-                out.append(f"{key} reserved {stored_binding.get(key)!r}, asked {binding.get(key)!r}")
+                out.append(
+                    f"{key} reserved {stored_binding.get(key)!r}, asked {binding.get(key)!r}"
+                )
     return out
 
 

@@ -42,9 +42,17 @@ def record_nonprivate(
         ).first()
         if existing is None:
             store._insert(
-                conn, dataset_id=dataset_id, run_id=run_id, round=round,
-                charge=NONPRIVATE_CHARGE, policy=policy, purpose=purpose,
-                fingerprint=fingerprint, binding=None, kind="nonprivate", time=time,
+                conn,
+                dataset_id=dataset_id,
+                run_id=run_id,
+                round=round,
+                charge=NONPRIVATE_CHARGE,
+                policy=policy,
+                purpose=purpose,
+                fingerprint=fingerprint,
+                binding=None,
+                kind="nonprivate",
+                time=time,
                 status="completed",
             )
 
@@ -70,7 +78,7 @@ def record_evaluation(
     refuses. Returns what may leave.
     """
     time = store._now(at_time)
-    ids = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
+    ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
     refusal: RoundRefusedError | None = None
     with store._write() as conn:
         trained = conn.execute(
@@ -94,7 +102,9 @@ def record_evaluation(
             refusal = PolicyRefusedError(
                 f"site refused to evaluate run '{run_id}', round {round}: it evaluates only "
                 "the global model of a round it trained in (release policy)",
-                reason="policy", cap=policy.max_epsilon, **ids,
+                reason="policy",
+                cap=policy.max_epsilon,
+                **ids,
             )
         elif before is not None:
             if before.model_digest == model_digest:
@@ -102,25 +112,44 @@ def record_evaluation(
             refusal = PolicyRefusedError(
                 f"site refused a second evaluation of run '{run_id}', round {round} on another "
                 "model: at most one evaluation per (run, round) leaves the site (release policy)",
-                reason="policy", cap=policy.max_epsilon, **ids,
+                reason="policy",
+                cap=policy.max_epsilon,
+                **ids,
             )
         elif charge is not None:
             history = [_row_charge(r) for r in store._rows(conn, dataset_id)]
-            refusal = store._pin_refusal(conn, policy=policy, fingerprint=None, **ids) or judge_charge(
-                history, charge=charge, policy=policy, purpose=purpose,
-                check_noise_floor=False, **ids,
+            refusal = store._pin_refusal(
+                conn, policy=policy, fingerprint=None, **ids
+            ) or judge_charge(
+                history,
+                charge=charge,
+                policy=policy,
+                purpose=purpose,
+                check_noise_floor=False,
+                **ids,
             )
             if refusal is None:
                 store._insert(
-                    conn, charge=charge, policy=policy, purpose=purpose, fingerprint=None,
-                    binding={"model_digest": model_digest}, kind="evaluate", time=time,
-                    status="completed", **ids,
+                    conn,
+                    charge=charge,
+                    policy=policy,
+                    purpose=purpose,
+                    fingerprint=None,
+                    binding={"model_digest": model_digest},
+                    kind="evaluate",
+                    time=time,
+                    status="completed",
+                    **ids,
                 )
         if refusal is None:
             conn.execute(
                 insert(releases_table).values(
-                    kind="evaluate", mode=mode, model_digest=model_digest,
-                    released=json.dumps(released, sort_keys=True), time=time, **ids,
+                    kind="evaluate",
+                    mode=mode,
+                    model_digest=model_digest,
+                    released=json.dumps(released, sort_keys=True),
+                    time=time,
+                    **ids,
                 )
             )
             return released

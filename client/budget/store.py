@@ -101,7 +101,7 @@ class BudgetStore(SummariesMixin):
         anchor: StoreAnchor | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> BudgetStore:
-        """Open the store at `path` (made if missing, with `create`) and check it against `anchor`."""
+        """Open the store at `path` (made if missing, with `create`), checked against `anchor`."""
         engine = open_engine(Path(path), create=create)
         store = cls(engine, path=Path(path), anchor=anchor, clock=clock)
         if anchor is not None:
@@ -168,8 +168,19 @@ class BudgetStore(SummariesMixin):
         with self._transaction(write=False) as conn:
             return [
                 ChargeRecord(
-                    r.id, r.dataset_id, r.run_id, r.round, _row_charge(r), r.planned_steps,
-                    r.delta, r.accountant, r.status, r.purpose, r.time, r.completed_time, r.kind,
+                    r.id,
+                    r.dataset_id,
+                    r.run_id,
+                    r.round,
+                    _row_charge(r),
+                    r.planned_steps,
+                    r.delta,
+                    r.accountant,
+                    r.status,
+                    r.purpose,
+                    r.time,
+                    r.completed_time,
+                    r.kind,
                 )
                 for r in self._rows(conn, dataset_id)
             ]
@@ -207,8 +218,15 @@ class BudgetStore(SummariesMixin):
         with self._transaction(write=False) as conn:
             return [
                 Refusal(
-                    r.dataset_id, r.run_id, r.round, r.reason, r.spent_epsilon,
-                    r.round_epsilon_cost, r.cap, r.message, r.time,
+                    r.dataset_id,
+                    r.run_id,
+                    r.round,
+                    r.reason,
+                    r.spent_epsilon,
+                    r.round_epsilon_cost,
+                    r.cap,
+                    r.message,
+                    r.time,
                 )
                 for r in conn.execute(query)
             ]
@@ -230,8 +248,12 @@ class BudgetStore(SummariesMixin):
             )
             return [
                 {
-                    "run_id": r.run_id, "round": r.round, "kind": r.kind, "mode": r.mode,
-                    "model_digest": r.model_digest, "released": json.loads(r.released),
+                    "run_id": r.run_id,
+                    "round": r.round,
+                    "kind": r.kind,
+                    "mode": r.mode,
+                    "model_digest": r.model_digest,
+                    "released": json.loads(r.released),
                     "time": r.time,
                 }
                 for r in rows
@@ -267,7 +289,7 @@ class BudgetStore(SummariesMixin):
         fingerprint: str | None,
     ) -> PolicyRefusedError | None:
         """Refuse another unit, other rows under this name, or these rows under another name."""
-        ids = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
+        ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
         pin = self._pin(conn, dataset_id)
         if pin is not None:
             wrong_unit = unit_refusal(pin, policy, **ids)
@@ -337,7 +359,7 @@ class BudgetStore(SummariesMixin):
                     charges_table.c.kind == kind,
                 )
             ).first()
-            ids = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
+            ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
             if existing is not None:
                 differs = replay_differences(existing, charge, policy, binding)
                 if not differs:
@@ -355,13 +377,24 @@ class BudgetStore(SummariesMixin):
             if refusal is None:
                 history = [_row_charge(r) for r in self._rows(conn, dataset_id)]
                 refusal = judge_charge(
-                    history, charge=charge, policy=policy, purpose=purpose,
-                    check_noise_floor=kind == "train", **ids,
+                    history,
+                    charge=charge,
+                    policy=policy,
+                    purpose=purpose,
+                    check_noise_floor=kind == "train",
+                    **ids,
                 )
             if refusal is None:
                 return self._insert(
-                    conn, charge=charge, policy=policy, purpose=purpose, fingerprint=fingerprint,
-                    binding=binding, kind=kind, time=time, **ids,
+                    conn,
+                    charge=charge,
+                    policy=policy,
+                    purpose=purpose,
+                    fingerprint=fingerprint,
+                    binding=binding,
+                    kind=kind,
+                    time=time,
+                    **ids,
                 )
             self._refuse(conn, refusal, time)
         # Raised after the commit: the refusal row is part of the site's record.
@@ -387,8 +420,11 @@ class BudgetStore(SummariesMixin):
         if pin is None:
             conn.execute(
                 insert(datasets_table).values(
-                    dataset_id=dataset_id, fingerprint=fingerprint or None,
-                    delta=policy.delta, accountant=policy.accountant, time=time,
+                    dataset_id=dataset_id,
+                    fingerprint=fingerprint or None,
+                    delta=policy.delta,
+                    accountant=policy.accountant,
+                    time=time,
                 )
             )
         elif pin.fingerprint is None and fingerprint:
@@ -399,11 +435,20 @@ class BudgetStore(SummariesMixin):
             )
         new_id = conn.execute(
             insert(charges_table).values(
-                dataset_id=dataset_id, run_id=run_id, round=round, kind=kind,
+                dataset_id=dataset_id,
+                run_id=run_id,
+                round=round,
+                kind=kind,
                 noise_multiplier=float(charge.noise_multiplier),
-                sample_rate=float(charge.sample_rate), steps=charge.steps,
-                planned_steps=charge.steps, delta=policy.delta, accountant=policy.accountant,
-                status=status, purpose=purpose, binding=_binding_text(binding), time=time,
+                sample_rate=float(charge.sample_rate),
+                steps=charge.steps,
+                planned_steps=charge.steps,
+                delta=policy.delta,
+                accountant=policy.accountant,
+                status=status,
+                purpose=purpose,
+                binding=_binding_text(binding),
+                time=time,
                 completed_time=time if status == "completed" else None,
             )
         ).inserted_primary_key
@@ -415,10 +460,19 @@ class BudgetStore(SummariesMixin):
         history = [_row_charge(r) for r in self._rows(conn, row.dataset_id, up_to=row.id)]
         eps = epsilon_for(history, delta=row.delta, accountant=row.accountant)
         return Reservation(
-            id=row.id, dataset_id=row.dataset_id, run_id=row.run_id, round=row.round,
-            charge=_row_charge(row), planned_steps=row.planned_steps, delta=row.delta,
-            accountant=row.accountant, status=row.status, epsilon_after=eps, replayed=replayed,
-            kind=row.kind, binding=None if row.binding is None else json.loads(row.binding),
+            id=row.id,
+            dataset_id=row.dataset_id,
+            run_id=row.run_id,
+            round=row.round,
+            charge=_row_charge(row),
+            planned_steps=row.planned_steps,
+            delta=row.delta,
+            accountant=row.accountant,
+            status=row.status,
+            epsilon_after=eps,
+            replayed=replayed,
+            kind=row.kind,
+            binding=None if row.binding is None else json.loads(row.binding),
         )
 
     def complete(

@@ -89,7 +89,9 @@ class SummariesMixin:
             mine = [r for r in rows if r.run_id == run]
             prefix = [_charge(r) for r in rows if r.id <= last_id[run]]
             unit_delta = delta if delta is not None else (pin.delta if pin else None)
-            unit_accountant = accountant if accountant is not None else (pin.accountant if pin else None)
+            unit_accountant = (
+                accountant if accountant is not None else (pin.accountant if pin else None)
+            )
             eps = (
                 epsilon_for(prefix, delta=unit_delta, accountant=unit_accountant)
                 if prefix and unit_delta is not None and unit_accountant is not None

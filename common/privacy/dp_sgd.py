@@ -96,9 +96,7 @@ def private_parts(
     return module, dp_optimizer, sample_rate
 
 
-def poisson_batches(
-    n_train: int, batch_size: int, randomness: Randomness
-) -> list[np.ndarray]:
+def poisson_batches(n_train: int, batch_size: int, randomness: Randomness) -> list[np.ndarray]:
     """One epoch of Poisson batches: ceil(n / B) index arrays, each record in with rate 1/that."""
     steps = batches_per_epoch(n_train, batch_size)
     rate = 1.0 / steps

@@ -93,12 +93,22 @@ def test_the_config_seed_does_not_regenerate_the_noise(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     site = _site(cfg)
     outcome = train_round(cfg, site, _state(cfg), _ctx())
-    guess = build_model("mlp", n_features=dataset_info(cfg.dataset.name).n_features, n_classes=2,
-                        hidden=cfg.model.hidden, seed=0)
+    guess = build_model(
+        "mlp",
+        n_features=dataset_info(cfg.dataset.name).n_features,
+        n_classes=2,
+        hidden=cfg.model.hidden,
+        seed=0,
+    )
     guess.load_state_dict(_state(cfg))
     train_local(
-        guess, site.data.x_train, site.data.y_train, epochs=1, batch_size=32,
-        learning_rate=cfg.training.learning_rate, device=torch.device("cpu"),
+        guess,
+        site.data.x_train,
+        site.data.y_train,
+        epochs=1,
+        batch_size=32,
+        learning_rate=cfg.training.learning_rate,
+        device=torch.device("cpu"),
         dp=DpSettings(outcome.metrics[keys.NOISE_MULTIPLIER], cfg.privacy.max_grad_norm),
         randomness=SeededRandomness(round_seed(cfg, site.name, 1)),
     )
@@ -107,7 +117,9 @@ def test_the_config_seed_does_not_regenerate_the_noise(tmp_path: Path) -> None:
     assert outcome.attestation["payload"].count('"randomness":"os-csprng"') == 1
 
 
-def test_a_deployed_site_refuses_the_test_only_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_deployed_site_refuses_the_test_only_seed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from common.privacy.randomness import site_randomness
 
     monkeypatch.setenv(TEST_SEED_ENV, "3")
@@ -158,7 +170,9 @@ def test_a_replay_on_another_model_or_config_is_refused(
     _crash_mid_round(cfg, monkeypatch)
     with pytest.raises(FedsafeError, match="input_digest reserved"):
         train_round(cfg, _site(cfg), _state(cfg, seed=9), _ctx())
-    changed = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, learning_rate=0.5))
+    changed = dataclasses.replace(
+        cfg, training=dataclasses.replace(cfg.training, learning_rate=0.5)
+    )
     with pytest.raises(FedsafeError, match="config_digest reserved"):
         train_round(changed, _site(changed), _state(cfg), _ctx())
 
@@ -294,7 +308,9 @@ def test_the_same_rows_under_another_name_keep_their_budget(tmp_path: Path) -> N
     train_round(cfg, site, _state(cfg), _ctx())
     renamed = dataclasses.replace(site, dataset_id="cleveland-renamed")
 
-    with pytest.raises(FedsafeError, match="already accounted as data set 'heart_disease/cleveland'"):
+    with pytest.raises(
+        FedsafeError, match="already accounted as data set 'heart_disease/cleveland'"
+    ):
         train_round(cfg, renamed, _state(cfg), _ctx(2))
 
 
@@ -349,7 +365,10 @@ def test_a_crafted_all_positive_model_reads_no_count_under_safe_policies(tmp_pat
         released[mode] = evaluate_round(cfg, s, crafted, _ctx(run_id=run))
     assert released["exact"][keys.ACCURACY] * released["exact"][keys.NUM_EXAMPLES] == positives
     assert released["off"] == {}
-    assert released["rounded"][keys.NUM_EXAMPLES] % 10 == 0 and released["rounded"][keys.NUM_EXAMPLES] != n
+    assert (
+        released["rounded"][keys.NUM_EXAMPLES] % 10 == 0
+        and released["rounded"][keys.NUM_EXAMPLES] != n
+    )
     assert set(released["dp"]) == {keys.NUM_EXAMPLES, keys.ACCURACY, keys.LOSS}
     with BudgetStore.open(_store(cfg)) as store:
         kinds = [r.kind for r in store.charges("heart_disease/cleveland")]
@@ -363,7 +382,10 @@ def test_training_loss_and_exact_sizes_leave_only_under_exact(tmp_path: Path) ->
     outcome = train_round(cfg, site, _state(cfg), _ctx())
     assert keys.LOSS not in outcome.metrics
     assert outcome.metrics[keys.NUM_EXAMPLES] % 10 == 0
-    assert f'"num_examples":{int(outcome.metrics[keys.NUM_EXAMPLES])}' in outcome.attestation["payload"]
+    assert (
+        f'"num_examples":{int(outcome.metrics[keys.NUM_EXAMPLES])}'
+        in outcome.attestation["payload"]
+    )
 
 
 # --- the smaller ones -------------------------------------------------------------------------
@@ -372,8 +394,11 @@ def test_training_loss_and_exact_sizes_leave_only_under_exact(tmp_path: Path) ->
 def test_class_weights_under_dp_need_a_declared_prevalence(tmp_path: Path) -> None:
     cfg = from_dict(
         ExperimentConfig,
-        {"runs_dir": str(tmp_path), "training": {"class_weighting": "balanced"},
-         "security": {"sealed_updates": False}},
+        {
+            "runs_dir": str(tmp_path),
+            "training": {"class_weighting": "balanced"},
+            "security": {"sealed_updates": False},
+        },
     )
     with pytest.raises(FedsafeError, match="declared"):
         train_round(cfg, _site(cfg), _state(cfg), _ctx())
@@ -386,7 +411,11 @@ def test_class_weights_under_dp_need_a_declared_prevalence(tmp_path: Path) -> No
 def test_a_nonprivate_round_is_on_record_and_makes_epsilon_infinite(tmp_path: Path) -> None:
     off = from_dict(
         ExperimentConfig,
-        {"runs_dir": str(tmp_path), "privacy": {"enabled": False}, "security": {"sealed_updates": False}},
+        {
+            "runs_dir": str(tmp_path),
+            "privacy": {"enabled": False},
+            "security": {"sealed_updates": False},
+        },
     )
     train_round(off, _site(off), _state(off), _ctx(run_id="baseline"))
     with BudgetStore.open(_store(off)) as store:
@@ -399,12 +428,19 @@ def test_a_nonprivate_round_is_on_record_and_makes_epsilon_infinite(tmp_path: Pa
 def test_a_deployed_site_refuses_a_nonprivate_run(tmp_path: Path) -> None:
     off = from_dict(
         ExperimentConfig,
-        {"runs_dir": str(tmp_path), "privacy": {"enabled": False}, "security": {"sealed_updates": False}},
+        {
+            "runs_dir": str(tmp_path),
+            "privacy": {"enabled": False},
+            "security": {"sealed_updates": False},
+        },
     )
     site = dataclasses.replace(_site(off), require_dp=True)
     with pytest.raises(FedsafeError, match="only with DP-SGD"):
         train_round(off, site, _state(off), _ctx())
-    assert not _store(off).exists() or BudgetStore.open(_store(off)).history("heart_disease/cleveland") == []
+    assert (
+        not _store(off).exists()
+        or BudgetStore.open(_store(off)).history("heart_disease/cleveland") == []
+    )
 
 
 def test_attestations_sign_noise_and_sample_rate(tmp_path: Path) -> None:
@@ -427,8 +463,9 @@ def test_the_client_app_turns_a_refusal_into_an_error_reply(tmp_path: Path) -> N
             ),
         }
     )
-    context = Context(run_id=1, node_id=7, node_config={keys.PARTITION_ID: 0},
-                      state=RecordDict(), run_config={})
+    context = Context(
+        run_id=1, node_id=7, node_config={keys.PARTITION_ID: 0}, state=RecordDict(), run_config={}
+    )
     reply = app(Message(content=content, dst_node_id=7, message_type="evaluate"), context)
     assert reply.has_error() and "round it trained in" in reply.error.reason
 

@@ -45,7 +45,10 @@ def _worst_neighbour_distance() -> float:
         part = clipped_gradient_sum(
             _model(), x[keep], y[keep], max_grad_norm=C, weight=WEIGHT, randomness=OsRandomness()
         )
-        worst = max(worst, math.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(full, part))))
+        worst = max(
+            worst,
+            math.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(full, part, strict=True))),
+        )
     return worst
 
 
@@ -53,8 +56,10 @@ def test_one_record_moves_the_clipped_weighted_sum_by_at_most_c() -> None:
     assert _worst_neighbour_distance() <= C * (1 + 1e-5)
 
 
-def test_the_check_catches_a_batch_normalised_weighted_loss(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch's weighted mean divides by the batch's summed weights: other records' gradients move."""
+def test_the_check_catches_a_batch_normalised_weighted_loss(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch's weighted mean divides by the batch's summed weights: others' gradients move."""
     monkeypatch.setattr(
         dp_sgd,
         "site_loss",
@@ -78,11 +83,18 @@ def test_empty_poisson_batches_are_noise_only_steps() -> None:
     model = build_model("logreg", n_features=5, n_classes=2, seed=0)
     before = [p.detach().clone() for p in model.parameters()]
     result = train_local(
-        model, x, y, epochs=20, batch_size=1, learning_rate=0.1, device=torch.device("cpu"),
-        dp=DpSettings(1.0, C), randomness=SeededRandomness(3),
+        model,
+        x,
+        y,
+        epochs=20,
+        batch_size=1,
+        learning_rate=0.1,
+        device=torch.device("cpu"),
+        dp=DpSettings(1.0, C),
+        randomness=SeededRandomness(3),
     )  # rate 1/3: about (2/3)^3 of the 60 batches are empty
     assert result.steps == 60
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_site_noise_has_the_asked_standard_deviation() -> None:
