@@ -3,7 +3,8 @@
 Evaluation metrics on held-out rows are exact statistics of private records: a coordinator
 that sends a crafted model can read counts out of them. So the site decides: `exact` (a
 simulation's default), `rounded` (counts to a multiple of `count_rounding`, suppressed below
-`min_count`, metrics to `decimals`), `dp` (a Gaussian mechanism on the counts, charged to the
+`min_count`, accuracy from the rounded counts, balanced accuracy and AUROC to `decimals`, no
+loss: a crafted model sets the loss's scale and reads counts out of any rounding), `dp` (a Gaussian mechanism on the counts, charged to the
 same budget) or `off` (a deployed site's default). Training loss leaves only under `exact`.
 """
 
@@ -39,7 +40,7 @@ class ReleasePolicy:
     """What the site releases besides its DP update; checked by the site, whatever is asked."""
 
     evaluation: Literal["exact", "rounded", "dp", "off"] = "exact"
-    decimals: int = 2
+    decimals: int = 1
     min_count: int = 10
     count_rounding: int = 10
     eval_noise_multiplier: float = 20.0
@@ -126,10 +127,12 @@ def release_evaluation(
         if n is None:
             return {}
         d = policy.decimals
+        step = policy.count_rounding
+        correct = step * round(counts.correct / step)  # accuracy no finer than the counts
+        # No loss: its scale is the model's, so a crafted model reads counts out of any rounding.
         return {
             keys.NUM_EXAMPLES: float(n),
-            keys.LOSS: _rounded(counts.loss, d),
-            keys.ACCURACY: _rounded(counts.accuracy, d),
+            keys.ACCURACY: _rounded(min(1.0, correct / n), d),
             keys.BALANCED_ACCURACY: _rounded(counts.balanced_accuracy, d),
             keys.AUROC: _rounded(counts.auroc, d),
         }

@@ -19,7 +19,6 @@ __all__ = ["breakdown_rows"]
 def _components(tmp: Path) -> dict[str, Callable[[], object]]:
     """One site's (Cleveland's) train round, cut into its parts, plus the server's share."""
     from client.budget import BudgetStore
-    from client.local_round import evaluate_round
     from client.site import simulated_site
     from common import crypto
     from common.attestation import arrays_digest, attestation_payload, sign_statement
@@ -29,7 +28,8 @@ def _components(tmp: Path) -> dict[str, Callable[[], object]]:
     from common.models import model_for
     from common.privacy import Charge
     from common.privacy.planner import plan_site
-    from common.training import DpSettings, train_local
+    from common.privacy.randomness import OsRandomness
+    from common.training import DpSettings, eval_counts, train_local
     from common.wire import pack_arrays, sealing_context
 
     cfg = from_dict(
@@ -59,10 +59,11 @@ def _components(tmp: Path) -> dict[str, Callable[[], object]]:
             learning_rate=0.1,
             device=torch.device("cpu"),
             dp=DpSettings(charge.noise_multiplier, 1.0),
+            randomness=OsRandomness(),
         )
 
     def budget() -> None:
-        with BudgetStore.open(site.budget_store) as store:
+        with BudgetStore.open(site.budget_store, anchor=site.anchor) as store:
             res = store.reserve(
                 dataset_id=site.dataset_id,
                 run_id="bench-run",
@@ -70,6 +71,7 @@ def _components(tmp: Path) -> dict[str, Callable[[], object]]:
                 charge=charge,
                 policy=site.policy,
                 purpose=cfg.compliance.purpose,
+                fingerprint=site.fingerprint,
             )
             store.complete(res, steps_taken=plan.steps_per_round)
             store.spent(site.dataset_id, delta=1e-5, accountant="rdp")
@@ -82,7 +84,11 @@ def _components(tmp: Path) -> dict[str, Callable[[], object]]:
         plan_site(cfg.privacy, cfg.training, n_train=site.data.n_train)
 
     def evaluate_site() -> None:
-        evaluate_round(cfg, site.data, state)
+        m = model_for(cfg.model, dataset_info(cfg.dataset.name, cfg.dataset))
+        m.load_state_dict(state)
+        eval_counts(
+            m, site.data.x_test, site.data.y_test, device=torch.device("cpu"), loss_clip=10.0
+        )
 
     def attest() -> None:
         payload = attestation_payload(

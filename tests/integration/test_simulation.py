@@ -88,18 +88,28 @@ def test_table_lists_each_hospital_with_its_epsilon(
 
 
 def test_sealed_updates_reach_the_same_model_as_plain_fedavg(
-    run: tuple[ExperimentConfig, Path, dict[str, Any]], tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Same data, same (test-only, seeded) noise: sealing changes nothing but the transport."""
     import torch
 
-    from common.config import to_dict
+    from common.privacy.randomness import TEST_SEED_ENV
 
-    cfg, run_dir, _ = run
-    assert cfg.security.sealed_updates
-    data = to_dict(cfg) | {"runs_dir": str(tmp_path), "security": {"sealed_updates": False}}
-    plain_cfg = from_dict(ExperimentConfig, data)
-    plain = simulate(plain_cfg, tmp_path / "plain")
-    sealed_model = torch.load(run_dir / "model.pt")
-    plain_model = torch.load(tmp_path / "plain" / plain["model"]["path"])
-    for name, value in sealed_model.items():
-        assert torch.allclose(value, plain_model[name], atol=1e-6), name
+    monkeypatch.setenv(TEST_SEED_ENV, "11")  # the sites' own switch; Ray's actors inherit it
+    models = {}
+    for sealed in (True, False):
+        runs = tmp_path / f"sealed-{sealed}"
+        cfg = from_dict(
+            ExperimentConfig,
+            {
+                "name": "it",
+                "runs_dir": str(runs),
+                "training": {"rounds": 2},
+                "privacy": {"target_epsilon": 8.0},
+                "security": {"sealed_updates": sealed},
+            },
+        )
+        summary = simulate(cfg, runs / "it-run")
+        models[sealed] = torch.load(runs / "it-run" / summary["model"]["path"])
+    for name, value in models[True].items():
+        assert torch.allclose(value, models[False][name], atol=1e-6), name

@@ -14,6 +14,7 @@ from common.config import DatasetConfig
 from common.data import dataset_info, load_site
 from common.errors import ConfigError
 from common.models import MODELS, build_model
+from common.privacy.randomness import OsRandomness
 from common.training import DpSettings, evaluate, train_local
 
 
@@ -93,7 +94,7 @@ def test_dp_training_step_on_digits_with_the_cnn_runs() -> None:
         learning_rate=0.1,
         device=torch.device("cpu"),
         dp=DpSettings(noise_multiplier=1.0, max_grad_norm=1.0),
-        seed=0,
+        randomness=OsRandomness(),
     )
     metrics = evaluate(model, site.x_test, site.y_test, device=torch.device("cpu"))
 

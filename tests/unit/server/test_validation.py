@@ -73,7 +73,7 @@ def test_non_finite_values_are_refused() -> None:
 
 
 def test_unknown_or_missing_metrics_are_refused() -> None:
-    with pytest.raises(MalformedReplyError, match="metrics .* differ"):
+    with pytest.raises(MalformedReplyError, match="metrics .* are not the expected"):
         check_train_reply(_reply(metrics=_metrics(extra=1.0)), _reference())
 
 
