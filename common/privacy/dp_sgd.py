@@ -59,11 +59,17 @@ class SiteDPOptimizer(DPOptimizer):
         self.randomness = randomness
 
     def add_noise(self) -> None:
+        """One draw for every parameter of the step (fewer OS calls), then split per tensor."""
         std = self.noise_multiplier * self.max_grad_norm
-        for p in self.params:
+        params = list(self.params)
+        for p in params:
             _check_processed_flag(p.summed_grad)
-            noise = self.randomness.gaussian(p.summed_grad.shape, std=std, like=p.summed_grad)
-            p.grad = (p.summed_grad + noise).view_as(p)
+        sizes = [p.summed_grad.numel() for p in params]
+        flat = self.randomness.gaussian(
+            torch.Size([sum(sizes)]), std=std, like=params[0].summed_grad
+        )
+        for p, noise in zip(params, flat.split(sizes), strict=True):
+            p.grad = (p.summed_grad + noise.view_as(p.summed_grad).to(p.summed_grad)).view_as(p)
             _mark_as_processed(p.summed_grad)
 
 

@@ -107,3 +107,27 @@ def test_site_noise_has_the_asked_standard_deviation() -> None:
 def test_poisson_sampling_includes_each_record_at_the_rate() -> None:
     mask = OsRandomness().poisson_mask(400_000, 0.1)
     assert abs(mask.mean() - 0.1) < 0.003
+
+
+def test_an_empty_batch_step_is_pure_gaussian_noise_of_std_sigma_c_over_b() -> None:
+    """Through the optimiser itself: no records, so p.grad is the noise alone, scaled by 1/B."""
+    from common.privacy.dp_sgd import private_parts, site_loss
+
+    model = nn.Linear(400, 50)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    module, dp_optimizer, _ = private_parts(
+        model,
+        optimizer,
+        n_train=320,
+        batch_size=32,
+        noise_multiplier=2.0,
+        max_grad_norm=0.5,
+        randomness=OsRandomness(),
+    )
+    site_loss(module(torch.zeros(0, 400)), torch.zeros(0, dtype=torch.long), None).backward()
+    assert dp_optimizer.pre_step()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    expected_batch = 32  # 320 rows at rate 1/10
+    assert grads.abs().max() > 0
+    assert abs(float(grads.std()) - 2.0 * 0.5 / expected_batch) < 0.002
+    assert abs(float(grads.mean())) < 0.001
