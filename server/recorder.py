@@ -14,6 +14,7 @@ from flwr.app import RecordDict
 
 from common import keys
 from common.config import ExperimentConfig, to_dict
+from server.bounds import cap_weights
 
 __all__ = ["RunRecorder", "clean_json"]
 
@@ -32,9 +33,19 @@ def clean_json(value: Any) -> Any:
 
 
 def _weighted(rows: list[dict[str, float]], key: str) -> float:
-    pairs = [(r[keys.NUM_EXAMPLES], r[key]) for r in rows if math.isfinite(r.get(key, math.nan))]
+    """Example-weighted mean of `key` over the sites that sent it; unweighted if a site that
+    sent it withheld its example count (a site release policy may)."""
+    pairs = [
+        (r.get(keys.NUM_EXAMPLES, math.nan), r[key])
+        for r in rows
+        if math.isfinite(r.get(key, math.nan))
+    ]
+    if not pairs:
+        return math.nan
+    if not all(math.isfinite(w) and w > 0 for w, _ in pairs):
+        return sum(v for _, v in pairs) / len(pairs)
     total = sum(w for w, _ in pairs)
-    return sum(w * v for w, v in pairs) / total if total else math.nan
+    return sum(w * v for w, v in pairs) / total
 
 
 @dataclass
@@ -48,7 +59,7 @@ class _Site:
 
 
 class RunRecorder:
-    """Writes metrics.jsonl line by line (a crash keeps what was seen) and summary.json at the end."""
+    """Writes metrics.jsonl line by line (a crash keeps what was seen), summary.json at the end."""
 
     def __init__(self, run_dir: Path, cfg: ExperimentConfig) -> None:
         self.run_dir = run_dir
@@ -130,7 +141,16 @@ class RunRecorder:
         log.warning("round %d: stopping training: %s", server_round, reason)
 
     def global_metrics(self) -> dict[str, float]:
-        rows = [s.evaluation for s in self.sites.values() if s.evaluation]
+        """Held-out figures over the sites, each site's count clipped as in aggregation."""
+        rows = [dict(s.evaluation) for s in self.sites.values() if s.evaluation]
+        counts = {
+            i: r[keys.NUM_EXAMPLES]
+            for i, r in enumerate(rows)
+            if math.isfinite(r.get(keys.NUM_EXAMPLES, math.nan))
+        }
+        share = self.cfg.strategy.max_weight_share
+        for i, weight in cap_weights(counts, max_share=share).items():
+            rows[i][keys.NUM_EXAMPLES] = weight
         return {
             k: _weighted(rows, k)
             for k in (keys.LOSS, keys.ACCURACY, keys.BALANCED_ACCURACY, keys.AUROC)
@@ -145,7 +165,8 @@ class RunRecorder:
         self._write({"round": server_round, "phase": "global", "seconds": seconds, **figures})
         finite_eps = [e for e in eps if math.isfinite(e)]
         log.info(
-            "round %d/%d  trained %d, refused %d, excluded %d  held-out acc %.3f  auroc %.3f  loss %.3f  max eps %s  %.1f s",
+            "round %d/%d  trained %d, refused %d, excluded %d  held-out acc %.3f  auroc %.3f  "
+            "loss %.3f  max eps %s  %.1f s",
             server_round,
             self.cfg.training.rounds,
             len(row.get("trained", [])),

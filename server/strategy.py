@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
@@ -15,10 +17,18 @@ from common import keys
 from common.attestation import arrays_digest
 from common.config import StrategyConfig
 from common.errors import ConfigError, IntegrityError
-from server.compliance import Compliance, RejectedUpdateError
+from server.bounds import cap_weights, check_update_norm, distance
+from server.compliance import Compliance
 from server.recorder import RunRecorder
+from server.robust import ROBUST
 from server.roster import roll_call
-from server.validation import MalformedReplyError, check_evaluate_reply, check_train_reply
+from server.validation import (
+    MalformedReplyError,
+    RejectedUpdateError,
+    check_evaluate_reply,
+    check_train_reply,
+    reply_site_name,
+)
 
 __all__ = ["STRATEGIES", "build_strategy", "RecordingStrategy", "finite_weighted_mean"]
 
@@ -31,18 +41,27 @@ _LOST = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
 
 
 def finite_weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
-    """Example-weighted mean per metric over the sites where it is finite (AUROC may be NaN)."""
-    sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    for record in records:
-        metrics = next(iter(record.metric_records.values()))
-        weight = float(metrics[weight_key])
-        for key, value in metrics.items():
-            if key == weight_key or not isinstance(value, (int, float)) or not math.isfinite(value):
-                continue
-            sums[key] = sums.get(key, 0.0) + weight * float(value)
-            weights[key] = weights.get(key, 0.0) + weight
-    return MetricRecord({k: sums[k] / weights[k] for k in sums if weights[k] > 0})
+    """Per metric, the example-weighted mean over the sites where it is finite (AUROC may be
+    NaN). A site's release policy may withhold a metric or its example count: a metric is
+    averaged over the sites that sent it, unweighted if one of them sent no usable count."""
+    rows = [next(iter(record.metric_records.values())) for record in records]
+    names = sorted({k for row in rows for k in row} - {weight_key})
+    out: dict[str, float] = {}
+    for key in names:
+        pairs = []
+        for row in rows:
+            value = row.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                weight = row.get(weight_key)
+                pairs.append((weight, float(value)))
+        weights = [w for w, _ in pairs]
+        if all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in weights):
+            total = sum(float(w) for w in weights)  # type: ignore[arg-type]
+            if total > 0:
+                out[key] = sum(float(w) * v for w, v in pairs) / total  # type: ignore[arg-type]
+        elif pairs:
+            out[key] = sum(v for _, v in pairs) / len(pairs)
+    return MetricRecord(out)  # type: ignore[arg-type]
 
 
 def _fedavg(cfg: StrategyConfig, **common: object) -> Strategy:
@@ -61,7 +80,22 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedavg": _fedavg,
     "fedprox": _fedprox,
     "fedadam": _fedadam,
+    **ROBUST,
 }
+
+
+class _EligibleGrid:
+    """The grid as the inner strategy samples it: nodes refused at the roll call are left out,
+    so a refused node never takes a training slot (nor trains) for the rest of the run."""
+
+    def __init__(self, grid: Grid, refused: set[int]) -> None:
+        self._grid, self._refused = grid, refused
+
+    def get_node_ids(self) -> list[int]:
+        return [n for n in self._grid.get_node_ids() if n not in self._refused]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
 
 
 def build_strategy(cfg: StrategyConfig) -> Strategy:
@@ -108,8 +142,10 @@ class RecordingStrategy(Strategy):
         sealed: bool,
         rounds_done: int = 0,
         on_round_end: Callable[[int, ArrayRecord], None] | None = None,
+        limits: StrategyConfig | None = None,
     ) -> None:
         self.inner = inner
+        self.limits = limits if limits is not None else StrategyConfig(min_sites=min_sites)
         self.recorder = recorder
         self.compliance = compliance
         self.min_sites = min_sites
@@ -155,7 +191,19 @@ class RecordingStrategy(Strategy):
             return []
         self.recorder.round_started(server_round)
         self._global = arrays
-        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        eligible = _EligibleGrid(grid, self.compliance.refused_nodes)
+        if len(eligible.get_node_ids()) < self.min_sites:  # Flower's sampler would wait forever
+            reason = (
+                f"{len(eligible.get_node_ids())} connected site(s) not refused at the roll call, "
+                f"fewer than min_sites={self.min_sites}"
+            )
+            self.stopped_at = server_round
+            self.recorder.stopped(server_round, reason)
+            self.compliance.error("strategy", f"training stopped: {reason}", server_round)
+            return []
+        messages = list(
+            self.inner.configure_train(server_round, arrays, config, cast(Grid, eligible))
+        )
         self._call_newcomers(grid, [m.metadata.dst_node_id for m in messages])
         seen = len(self.compliance.decisions)
         admitted = self.compliance.admitted(
@@ -182,12 +230,69 @@ class RecordingStrategy(Strategy):
             self.recorder.stopped(server_round, reason)
             self.compliance.error("strategy", f"training stopped: {reason}", server_round)
             return None, None
-        arrays, metrics = self.inner.aggregate_train(server_round, ok)
+        weights = self._cap_weights(server_round, ok)
+        sites = [self.compliance.roster[m.metadata.src_node_id] for m in ok]
+        arrays, metrics = self._aggregate(server_round, ok)
         if arrays is not None:
             digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
-            sites = [self.compliance.roster[m.metadata.src_node_id] for m in ok]
-            self.compliance.round_aggregated(server_round, sites, digest, dict(metrics or {}))
+            self.compliance.round_aggregated(
+                server_round, sites, digest, dict(metrics or {}), weights=weights
+            )
             self._latest = arrays
+        return arrays, metrics
+
+    def _cap_weights(self, server_round: int, ok: list[Message]) -> dict[str, float]:
+        """Each update weighs its signed example count, clipped to strategy.max_weight_share."""
+        signed = {
+            m.metadata.src_node_id: int(m.content[keys.METRICS][keys.NUM_EXAMPLES]) for m in ok
+        }
+        capped = cap_weights(signed, max_share=self.limits.max_weight_share)
+        for msg in ok:
+            node = msg.metadata.src_node_id
+            msg.content[keys.METRICS][keys.NUM_EXAMPLES] = capped[node]
+            if capped[node] < signed[node]:
+                site = self.compliance.roster[node]
+                message = (
+                    f"site {site}: weight {signed[node]} clipped to {capped[node]:.6g} "
+                    f"(strategy.max_weight_share={self.limits.max_weight_share:g})"
+                )
+                log.warning("round %d: %s", server_round, message)
+                self.compliance.error("strategy", message, server_round)
+        return {self.compliance.roster[n]: w for n, w in capped.items()}
+
+    def _aggregate(
+        self, server_round: int, ok: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The inner strategy's aggregate, adopted only if it is finite and within the norm bound.
+
+        Otherwise the previous global model is kept, the inner strategy's own state (FedAdam's
+        moments) is rolled back, and the refusal is recorded.
+        """
+        assert self._global is not None
+        state = copy.deepcopy(vars(self.inner))
+        try:
+            arrays, metrics = self.inner.aggregate_train(server_round, ok)
+            if arrays is None:
+                raise MalformedReplyError(f"strategy '{self.limits.name}' produced no aggregate")
+            if list(arrays.keys()) != list(self._global.keys()):
+                raise MalformedReplyError("the aggregate's arrays differ from the global model's")
+            # Flower's FedAdam returns float64; the global model keeps its own dtypes.
+            arrays = ArrayRecord(
+                {k: Array(arrays[k].numpy().astype(ref.dtype)) for k, ref in self._global.items()}
+            )
+            moved = distance(arrays, self._global)
+            if not moved <= self.limits.max_update_norm:
+                raise MalformedReplyError(
+                    f"the aggregate moves the model by {moved:.4g} (L2, NaN if not finite), "
+                    f"more than strategy.max_update_norm={self.limits.max_update_norm:g}"
+                )
+        except Exception as err:  # noqa: BLE001 - a bad aggregate must never become the model
+            vars(self.inner).clear()
+            vars(self.inner).update(state)
+            message = f"aggregate refused, previous model kept: {type(err).__name__}: {err}"
+            log.error("round %d: %s", server_round, message)
+            self.compliance.error("strategy", message, server_round)
+            return None, None
         return arrays, metrics
 
     def _record_silence(self, server_round: int, replies: list[Message]) -> None:
@@ -199,39 +304,69 @@ class RecordingStrategy(Strategy):
             self.recorder.site_failed(server_round, node, SILENT_CODE, f"site {site}: {reason}")
             self.compliance.dropped(server_round, site, reason)
 
+    def _drop(self, server_round: int, node: int, site: str, reason: str) -> None:
+        self.recorder.site_failed(server_round, node, MALFORMED_CODE, f"site {site}: {reason}")
+        self.compliance.error("validation", f"site {site}: {reason}", server_round)
+
     def _accepted(self, server_round: int, replies: list[Message], *, train: bool) -> list[Message]:
-        """Replies that are well-formed and attested; the rest are recorded and dropped."""
-        accepted = []
+        """Replies that are well-formed and attested; the rest are recorded and dropped.
+
+        This is the per-reply boundary: whatever one site sends, and whatever goes wrong while
+        handling it, ends as a recorded drop naming the site, never as a crashed round.
+        """
+        accepted: list[Message] = []
+        seen: set[int] = set()
         for msg in replies:
             node = self._node_of(msg)
             site = self.compliance.roster.get(node, f"node-{node}")
+            if node in seen:
+                self._drop(server_round, node, site, "answered twice; only its first reply counts")
+                continue
+            seen.add(node)
             if msg.has_error():
                 why = "disconnected" if msg.error.code in _LOST else "refused"
                 self.recorder.site_failed(server_round, node, msg.error.code, msg.error.reason)
                 self.compliance.dropped(server_round, site, f"{why}: {msg.error.reason}")
                 continue
             try:
-                if train:
-                    assert self._global is not None
-                    self.compliance.unseal(server_round, node, msg.content, required=self.sealed)
-                    check_train_reply(msg.content, self._global)
-                    self.compliance.verify_update(server_round, node, msg.content)
-                else:
-                    check_evaluate_reply(msg.content)
-                    self.compliance.absorb_consent(site, msg.content)
+                self._check(server_round, node, msg.content, train=train)
             except (MalformedReplyError, RejectedUpdateError, IntegrityError) as err:
-                reason = f"reply dropped: {err}"
-                self.recorder.site_failed(server_round, node, MALFORMED_CODE, reason)
-                self.compliance.error("validation", f"site {site}: {reason}", server_round)
+                self._drop(server_round, node, site, f"reply dropped: {err}")
                 continue
-            if train:
-                self.compliance.record_attestation(site, msg.content)
-                self.recorder.site_trained(server_round, node, msg.content)
-            else:
-                self.recorder.site_evaluated(server_round, node, msg.content)
+            except Exception as err:  # noqa: BLE001 - one site must never crash the round
+                log.exception("round %d: reply of site %s could not be handled", server_round, site)
+                reason = f"reply dropped: could not be handled ({type(err).__name__}: {err})"
+                self._drop(server_round, node, site, reason)
+                continue
             accepted.append(msg)
         self.compliance.flush()
         return accepted
+
+    def _check(self, server_round: int, node: int, content: RecordDict, *, train: bool) -> None:
+        """Validate one reply, then record it; raises on anything the coordinator cannot count."""
+        site = self.compliance.roster.get(node)
+        if site is None:
+            raise RejectedUpdateError(f"node {node} is not on this run's roster")
+        if train:
+            assert self._global is not None
+            self.compliance.unseal(server_round, node, content, required=self.sealed)
+            check_train_reply(content, self._global)
+        else:
+            check_evaluate_reply(content)
+        claimed = reply_site_name(content)
+        if claimed != site:
+            raise RejectedUpdateError(f"reply names site '{claimed}'; this node is '{site}'")
+        if train:
+            assert self._global is not None
+            check_update_norm(
+                content[keys.ARRAYS], self._global, max_norm=self.limits.max_update_norm
+            )
+            self.compliance.verify_update(server_round, node, content)
+            self.compliance.record_attestation(site, content)
+            self.recorder.site_trained(server_round, node, content)
+        else:
+            self.compliance.absorb_consent(site, content, server_round)
+            self.recorder.site_evaluated(server_round, node, content)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -251,9 +386,29 @@ class RecordingStrategy(Strategy):
         if self.stopped_at is not None and self.stopped_at < server_round:
             return None
         ok = self._accepted(server_round, replies, train=False)
-        metrics = self.inner.aggregate_evaluate(server_round, ok) if ok else None
+        metrics = self._evaluate_metrics(ok) if ok else None
         self.recorder.round_finished(server_round)
         self.compliance.sign_head()
         if self.on_round_end is not None and self._latest is not None:
             self.on_round_end(server_round, self._latest)
         return metrics
+
+    def _evaluate_metrics(self, ok: list[Message]) -> MetricRecord:
+        """Held-out metrics over the sites that sent them, counts clipped like training weights.
+
+        Not the inner strategy's: Flower's requires every reply to carry the same metric keys,
+        and a site's release policy may send any subset.
+        """
+        counts = {
+            m.metadata.src_node_id: float(m.content[keys.METRICS][keys.NUM_EXAMPLES])
+            for m in ok
+            if keys.NUM_EXAMPLES in m.content[keys.METRICS]
+        }
+        capped = cap_weights(counts, max_share=self.limits.max_weight_share)
+        contents = []
+        for msg in ok:
+            metrics = dict(msg.content[keys.METRICS])
+            if msg.metadata.src_node_id in capped:
+                metrics[keys.NUM_EXAMPLES] = capped[msg.metadata.src_node_id]
+            contents.append(RecordDict({keys.METRICS: MetricRecord(metrics)}))  # type: ignore[arg-type]
+        return finite_weighted_mean(contents, keys.NUM_EXAMPLES)

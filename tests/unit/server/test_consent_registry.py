@@ -337,7 +337,7 @@ def test_withdrawal_of_another_sites_record_is_refused(
         record_id="r-123", site="h2", withdrawn_at=T0, site_private_pem=attacker_keys[0]
     )
 
-    with pytest.raises(ConsentError, match="belongs to site 'h1'"):
+    with pytest.raises(ConsentError, match="no consent r-123 of site 'h2'"):
         registry.withdraw(withdrawal, attacker_keys[1])
 
 
