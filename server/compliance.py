@@ -327,8 +327,10 @@ class Compliance:
             raise RejectedUpdateError(
                 f"site '{site}': attestation signature does not verify"
             ) from None
-        except (ValueError, TypeError):  # valid signature over text that is not JSON
-            raise RejectedUpdateError(f"site '{site}': attestation is not JSON") from None
+        except (ValueError, TypeError) as err:  # a valid signature over text that is not JSON
+            raise RejectedUpdateError(
+                f"site '{site}': attestation is not canonical JSON ({err})"
+            ) from None
         if not isinstance(signed, dict):
             raise RejectedUpdateError(f"site '{site}': attestation is not a JSON object")
         received = arrays_digest({k: v.numpy() for k, v in content[keys.ARRAYS].items()})
