@@ -38,7 +38,7 @@ def _number(site: str, signed: dict[str, Any], name: str) -> float:
 
 
 def _same(site: str, name: str, attested: float, metric_name: str, metrics: MetricRecord) -> None:
-    reported = float(metrics[metric_name])
+    reported = float(metrics[metric_name])  # type: ignore[arg-type]
     if not abs(attested - reported) <= _REL * max(1.0, abs(reported)):
         raise RejectedUpdateError(
             f"site '{site}': attested {name} {attested!r} != reported {metric_name} {reported!r}"

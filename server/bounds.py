@@ -18,8 +18,8 @@ class AggregateRejectedError(MalformedReplyError):
 
 
 def distance(arrays: ArrayRecord, reference: ArrayRecord) -> float:
-    """L2 distance between two models of the same shape, computed in float64 (never overflows
-    to a false small value: a non-finite entry gives inf or NaN, which no bound admits)."""
+    """L2 distance between two models of the same shape, in float64; inf if any entry is not
+    finite (NaN included), so no bound ever admits it."""
     total = 0.0
     for name, ref in reference.items():
         diff = arrays[name].numpy().astype(np.float64) - ref.numpy().astype(np.float64)

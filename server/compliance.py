@@ -347,7 +347,7 @@ class Compliance:
                 )
         if signed.get("refused") is not False:
             raise RejectedUpdateError(f"site '{site}': attestation is not of a completed round")
-        check_attested(site, signed, content[keys.METRICS], self.privacy)
+        check_attested(site, signed, content.metric_records[keys.METRICS], self.privacy)
         return site
 
     def record_attestation(self, site: str, content: RecordDict) -> None:

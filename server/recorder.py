@@ -97,7 +97,12 @@ class RunRecorder:
         self._round_t0 = time.perf_counter()
         self._round = {"round": server_round, "trained": [], "refused": []}
 
-    def site_trained(self, server_round: int, node_id: int, content: RecordDict) -> None:
+    def site_trained(
+        self, server_round: int, node_id: int, content: RecordDict, update_norm: float | None = None
+    ) -> None:
+        """One accepted update; `update_norm` (its L2 distance from the global model) goes to
+        metrics.jsonl only, so an operator can see how far honest updates move and tune
+        strategy.max_update_norm."""
         name = self._name(node_id, content)
         metrics = {k: float(v) for k, v in content[keys.METRICS].items()}
         site = self._site(name)
@@ -105,7 +110,10 @@ class RunRecorder:
         site.train = metrics
         site.steps += int(metrics[keys.STEPS])
         self._round.setdefault("trained", []).append(name)
-        self._write({"round": server_round, "site": name, "phase": "train", **metrics})
+        line = {"round": server_round, "site": name, "phase": "train", **metrics}
+        if update_norm is not None:
+            line["update_norm"] = update_norm
+        self._write(line)
 
     def site_failed(self, server_round: int, node_id: int, code: int, reason: str) -> None:
         name = self._name(node_id)

@@ -71,8 +71,8 @@ def _krum(cfg: StrategyConfig, **common: object) -> Strategy:
 
 def _multikrum(cfg: StrategyConfig, **common: object) -> Strategy:
     _checked(cfg)
-    return MultiKrum(  # type: ignore[arg-type]
-        **common,
+    return MultiKrum(
+        **common,  # type: ignore[arg-type]
         num_malicious_nodes=cfg.num_malicious_sites,
         num_nodes_to_select=cfg.num_selected_sites,
     )

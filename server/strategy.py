@@ -17,7 +17,7 @@ from common import keys
 from common.attestation import arrays_digest
 from common.config import StrategyConfig
 from common.errors import ConfigError, IntegrityError
-from server.bounds import cap_weights, check_update_norm, distance
+from server.bounds import AggregateRejectedError, cap_weights, check_update_norm, distance
 from server.compliance import Compliance
 from server.recorder import RunRecorder
 from server.robust import ROBUST
@@ -54,11 +54,14 @@ def finite_weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRe
             if isinstance(value, (int, float)) and math.isfinite(value):
                 weight = row.get(weight_key)
                 pairs.append((weight, float(value)))
-        weights = [w for w, _ in pairs]
-        if all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in weights):
-            total = sum(float(w) for w in weights)  # type: ignore[arg-type]
-            if total > 0:
-                out[key] = sum(float(w) * v for w, v in pairs) / total  # type: ignore[arg-type]
+        weighted = [
+            (float(w), v)
+            for w, v in pairs
+            if isinstance(w, (int, float)) and math.isfinite(w) and w > 0
+        ]
+        if pairs and len(weighted) == len(pairs):
+            total = sum(w for w, _ in weighted)
+            out[key] = sum(w * v for w, v in weighted) / total
         elif pairs:
             out[key] = sum(v for _, v in pairs) / len(pairs)
     return MetricRecord(out)  # type: ignore[arg-type]
@@ -82,6 +85,10 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedadam": _fedadam,
     **ROBUST,
 }
+
+
+def _metrics(msg: Message) -> MetricRecord:
+    return msg.content.metric_records[keys.METRICS]
 
 
 class _EligibleGrid:
@@ -244,12 +251,13 @@ class RecordingStrategy(Strategy):
     def _cap_weights(self, server_round: int, ok: list[Message]) -> dict[str, float]:
         """Each update weighs its signed example count, clipped to strategy.max_weight_share."""
         signed = {
-            m.metadata.src_node_id: int(m.content[keys.METRICS][keys.NUM_EXAMPLES]) for m in ok
+            m.metadata.src_node_id: int(_metrics(m)[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
+            for m in ok
         }
         capped = cap_weights(signed, max_share=self.limits.max_weight_share)
         for msg in ok:
             node = msg.metadata.src_node_id
-            msg.content[keys.METRICS][keys.NUM_EXAMPLES] = capped[node]
+            _metrics(msg)[keys.NUM_EXAMPLES] = capped[node]
             if capped[node] < signed[node]:
                 site = self.compliance.roster[node]
                 message = (
@@ -273,17 +281,19 @@ class RecordingStrategy(Strategy):
         try:
             arrays, metrics = self.inner.aggregate_train(server_round, ok)
             if arrays is None:
-                raise MalformedReplyError(f"strategy '{self.limits.name}' produced no aggregate")
+                raise AggregateRejectedError(f"strategy '{self.limits.name}' produced no aggregate")
             if list(arrays.keys()) != list(self._global.keys()):
-                raise MalformedReplyError("the aggregate's arrays differ from the global model's")
+                raise AggregateRejectedError(
+                    "the aggregate's arrays differ from the global model's"
+                )
             # Flower's FedAdam returns float64; the global model keeps its own dtypes.
             arrays = ArrayRecord(
                 {k: Array(arrays[k].numpy().astype(ref.dtype)) for k, ref in self._global.items()}
             )
             moved = distance(arrays, self._global)
             if not moved <= self.limits.max_update_norm:
-                raise MalformedReplyError(
-                    f"the aggregate moves the model by {moved:.4g} (L2, NaN if not finite), "
+                raise AggregateRejectedError(
+                    f"the aggregate moves the model by {moved:.4g} (L2; inf if not finite), "
                     f"more than strategy.max_update_norm={self.limits.max_update_norm:g}"
                 )
         except Exception as err:  # noqa: BLE001 - a bad aggregate must never become the model
@@ -325,7 +335,9 @@ class RecordingStrategy(Strategy):
             seen.add(node)
             if msg.has_error():
                 why = "disconnected" if msg.error.code in _LOST else "refused"
-                self.recorder.site_failed(server_round, node, msg.error.code, msg.error.reason)
+                self.recorder.site_failed(
+                    server_round, node, msg.error.code, msg.error.reason or ""
+                )
                 self.compliance.dropped(server_round, site, f"{why}: {msg.error.reason}")
                 continue
             try:
@@ -358,12 +370,14 @@ class RecordingStrategy(Strategy):
             raise RejectedUpdateError(f"reply names site '{claimed}'; this node is '{site}'")
         if train:
             assert self._global is not None
-            check_update_norm(
-                content[keys.ARRAYS], self._global, max_norm=self.limits.max_update_norm
+            norm = check_update_norm(
+                content.array_records[keys.ARRAYS],
+                self._global,
+                max_norm=self.limits.max_update_norm,
             )
             self.compliance.verify_update(server_round, node, content)
             self.compliance.record_attestation(site, content)
-            self.recorder.site_trained(server_round, node, content)
+            self.recorder.site_trained(server_round, node, content, update_norm=norm)
         else:
             self.compliance.absorb_consent(site, content, server_round)
             self.recorder.site_evaluated(server_round, node, content)
@@ -400,14 +414,14 @@ class RecordingStrategy(Strategy):
         and a site's release policy may send any subset.
         """
         counts = {
-            m.metadata.src_node_id: float(m.content[keys.METRICS][keys.NUM_EXAMPLES])
+            m.metadata.src_node_id: float(_metrics(m)[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
             for m in ok
-            if keys.NUM_EXAMPLES in m.content[keys.METRICS]
+            if keys.NUM_EXAMPLES in _metrics(m)
         }
         capped = cap_weights(counts, max_share=self.limits.max_weight_share)
         contents = []
         for msg in ok:
-            metrics = dict(msg.content[keys.METRICS])
+            metrics = dict(_metrics(msg))
             if msg.metadata.src_node_id in capped:
                 metrics[keys.NUM_EXAMPLES] = capped[msg.metadata.src_node_id]
             contents.append(RecordDict({keys.METRICS: MetricRecord(metrics)}))  # type: ignore[arg-type]

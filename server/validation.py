@@ -64,7 +64,7 @@ def _check_records(
         if math.isnan(value) and name != keys.AUROC:
             raise MalformedReplyError(f"metric '{name}' is NaN")
     if keys.NUM_EXAMPLES in metrics:
-        count = float(metrics[keys.NUM_EXAMPLES])
+        count = float(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
         if not (math.isfinite(count) and count > 0):
             raise MalformedReplyError(f"'{keys.NUM_EXAMPLES}' must be finite and > 0")
     reply_site_name(content)

@@ -273,9 +273,7 @@ class Federation:
 
     def ledger(self, kind: str | None = None) -> list[dict[str, Any]]:
         return [
-            e.payload
-            for e in self.compliance.ledger.entries()
-            if kind is None or e.kind == kind
+            e.payload for e in self.compliance.ledger.entries() if kind is None or e.kind == kind
         ]
 
     def errors(self) -> str:
@@ -290,9 +288,7 @@ def federation(tmp_path: Path) -> Callable[..., Federation]:
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SUPERLINK_NODE_ID, 1
 
-    def make(
-        *sites: Site, privacy: PrivacyConfig | None = None, **strategy: Any
-    ) -> Federation:
+    def make(*sites: Site, privacy: PrivacyConfig | None = None, **strategy: Any) -> Federation:
         cfg = from_dict(StrategyConfig, {"min_sites": 2, **strategy})
         fed = Federation(
             tmp_path / f"fed{len(built)}",

@@ -55,7 +55,9 @@ def test_a_signed_count_of_1e12_is_clipped_to_the_max_weight_share(
 def test_an_unsigned_or_unbounded_count_drops_the_update_and_the_round_goes_on(
     federation: Callable[..., Federation], attest: dict, metrics: dict, reason: str
 ) -> None:  # type: ignore[type-arg]
-    fed = federation(Site("a", 100), Site("b", 100), Site("mallory", attest=attest, metrics=metrics))
+    fed = federation(
+        Site("a", 100), Site("b", 100), Site("mallory", attest=attest, metrics=metrics)
+    )
     model = fed.run()
     assert np.allclose(_w(model), 0.1)
     assert fed.strategy.stopped_at is None
@@ -91,10 +93,14 @@ def test_the_update_norm_bound_is_the_configured_one(
     federation: Callable[..., Federation],
 ) -> None:
     # A step of 1.0 on 8 weights moves the model by sqrt(8) = 2.83.
-    fed = federation(Site("a", step=0.1), Site("b", step=0.1), Site("m", step=1.0), max_update_norm=2.0)
+    fed = federation(
+        Site("a", step=0.1), Site("b", step=0.1), Site("m", step=1.0), max_update_norm=2.0
+    )
     fed.run()
     assert "more than strategy.max_update_norm=2" in fed.errors()
-    fed = federation(Site("a", step=0.1), Site("b", step=0.1), Site("m", step=1.0), max_update_norm=3.0)
+    fed = federation(
+        Site("a", step=0.1), Site("b", step=0.1), Site("m", step=1.0), max_update_norm=3.0
+    )
     fed.run()
     assert "max_update_norm" not in fed.errors()
 
@@ -134,7 +140,9 @@ def test_a_node_answering_twice_counts_once(federation: Callable[..., Federation
         return [Message(site.update(msg), reply_to=msg), Message(site.update(msg), reply_to=msg)]
 
     fed = federation(
-        Site("a", 100, step=0.1), Site("b", 100, step=0.1), Site("m", 100, step=1.0, train_reply=twice)
+        Site("a", 100, step=0.1),
+        Site("b", 100, step=0.1),
+        Site("m", 100, step=1.0, train_reply=twice),
     )
     model = fed.run()
     assert np.allclose(_w(model), (0.1 + 0.1 + 1.0) / 3)

@@ -78,7 +78,9 @@ def test_an_unexpected_exception_in_one_reply_is_a_recorded_drop(
 
 def _withdrawal(site: Site, record_id: str) -> str:
     item = sign_withdrawal(
-        record_id=record_id, site=site.name, withdrawn_at=datetime.now(UTC),
+        record_id=record_id,
+        site=site.name,
+        withdrawn_at=datetime.now(UTC),
         site_private_pem=site.private,
     )
     return json.dumps({"grants": [], "withdrawals": [withdrawal_to_dict(item)]})
@@ -95,8 +97,15 @@ def _withdrawal(site: Site, record_id: str) -> str:
         (DEEP, "could not be handled (RecursionError"),
         ("unknown-id", "withdrawal refused: no consent nope of site 'm' on record"),
     ],
-    ids=["not-json", "list", "grants-dict", "grant-malformed", "withdrawal-malformed", "deep",
-         "unknown-id"],
+    ids=[
+        "not-json",
+        "list",
+        "grants-dict",
+        "grant-malformed",
+        "withdrawal-malformed",
+        "deep",
+        "unknown-id",
+    ],
 )
 def test_a_bad_consent_payload_in_an_evaluate_reply_is_a_recorded_drop(
     federation: Callable[..., Federation], payload: str, reason: str

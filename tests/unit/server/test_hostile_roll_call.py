@@ -1,4 +1,4 @@
-"""The roll call and the consent gate against a hostile site: names, record ids, refusals, tampering."""
+"""The roll call and the consent gate against a hostile site: names, ids, refusals, tampering."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def test_a_grant_under_another_sites_record_id_does_not_block_that_site(
     fed = federation(peer, victim, Site("b"))  # the peer answers the roll call first
     fed.run()
     assert victim.trained == [1] and peer.trained == [1]
-    ids = {(e.signed.record.site, e.signed.record.record_id) for e in fed.compliance.consent.records()}
+    ids = {
+        (e.signed.record.site, e.signed.record.record_id) for e in fed.compliance.consent.records()
+    }
     assert {("peer", "victim:heart_disease:0"), ("victim", "victim:heart_disease:0")} <= ids
 
 
