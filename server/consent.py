@@ -20,6 +20,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
 )
 from sqlalchemy import exc as sa_exc
@@ -62,8 +63,15 @@ _CONFIG_KEYS = (
 )
 
 consent_tables = MetaData()
+# v2 tables: keyed by (site, record_id). Rows of the v1 tables (keyed by record_id alone) are
+# copied in once when a v2 registry is first opened on an old file; signatures are re-checked
+# at every decision as always.
+_LEGACY = {
+    "site_consent_records": "consent_records",
+    "site_consent_withdrawals": "consent_withdrawals",
+}
 _records = Table(
-    "consent_records",
+    "site_consent_records",
     consent_tables,
     # A record id is the site's own name for its grant: (site, record_id) is the key, so one
     # site can never take, shadow or block another site's id by registering it first.
@@ -81,7 +89,7 @@ _records = Table(
     Column("signer", String(64), nullable=False),  # public_key_fingerprint of the site key
 )
 _withdrawals = Table(
-    "consent_withdrawals",
+    "site_consent_withdrawals",
     consent_tables,
     Column("site", String(128), primary_key=True),
     Column("record_id", String(128), primary_key=True),
@@ -137,6 +145,21 @@ def registry_url(url_or_path: str | os.PathLike[str]) -> str:
     if path.is_dir():
         path = path / DEFAULT_FILENAME
     return f"sqlite:///{path.resolve()}"
+
+
+def _copy_legacy_rows(engine: Engine) -> None:
+    """Bring the rows of a v1 registry (same columns, other key) into the v2 tables."""
+    names = set(inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        for table in (_records, _withdrawals):
+            legacy = _LEGACY[table.name]
+            if legacy not in names:
+                continue
+            columns = [c.name for c in table.columns]
+            old = Table(legacy, MetaData(), autoload_with=conn)
+            rows = conn.execute(select(*(old.c[name] for name in columns))).all()
+            if rows:
+                conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 
 
 def _is_memory(url: str) -> bool:
@@ -203,7 +226,10 @@ class ConsentRegistry:
         self._engine = engine
         self._planned: dict[tuple[int, str], list[str]] = {}
         try:
+            fresh = not inspect(engine).has_table(_records.name)
             consent_tables.create_all(engine, checkfirst=True)
+            if fresh:
+                _copy_legacy_rows(engine)
         except sa_exc.SQLAlchemyError as err:
             raise ConsentError(f"cannot open consent registry at {engine.url!r}: {err}") from err
 

@@ -133,7 +133,7 @@ def test_a_deleted_withdrawal_row_does_not_re_admit_the_site(
     a.consent_json = None
     # Whoever can write the consent store deletes the withdrawal row.
     with fed.compliance.consent.engine.begin() as conn:
-        deleted = conn.execute(sa.text("delete from consent_withdrawals where site = 'a'"))
+        deleted = conn.execute(sa.text("delete from site_consent_withdrawals where site = 'a'"))
         assert deleted.rowcount == 1
     # The coordinator restarts on the same ledger and store (as on a resume).
     again = Federation(fed.tmp, fed.sites, fed.strategy_cfg, fed.privacy)
