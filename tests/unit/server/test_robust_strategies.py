@@ -100,3 +100,21 @@ def test_every_strategy_name_has_a_conf_file_that_builds() -> None:
         build_strategy(cfg)
         names.add(cfg.name)
     assert names == set(STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("max_weight_share", 0.0),
+        ("max_weight_share", 1.5),
+        ("max_update_norm", float("inf")),
+        ("max_update_norm", 0.0),
+        ("num_malicious_sites", -1),
+        ("trim_fraction", 0.5),
+        ("num_selected_sites", 0),
+        ("name", "krumm"),
+    ],
+)
+def test_bad_strategy_bounds_are_refused_by_name(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"strategy.{key}"):
+        from_dict(StrategyConfig, {key: value}, prefix="strategy.")
