@@ -10,11 +10,7 @@ from flwr.app import ArrayRecord
 
 from server.validation import MalformedReplyError
 
-__all__ = ["cap_weights", "distance", "check_update_norm", "AggregateRejectedError"]
-
-
-class AggregateRejectedError(MalformedReplyError):
-    """The round's aggregate is not finite or moved too far; the previous model is kept."""
+__all__ = ["cap_weights", "distance", "check_update_norm"]
 
 
 def distance(arrays: ArrayRecord, reference: ArrayRecord) -> float:

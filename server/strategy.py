@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from common import keys
 from common.attestation import arrays_digest
 from common.config import StrategyConfig
-from common.errors import ConfigError, IntegrityError
-from server.bounds import AggregateRejectedError, cap_weights, check_update_norm, distance
+from common.errors import IntegrityError
+from server.aggregate import (
+    AggregateRejectedError,
+    capped_weights,
+    checked_aggregate,
+    evaluate_metrics,
+)
+from server.bounds import check_update_norm
 from server.compliance import Compliance
 from server.recorder import RunRecorder
-from server.robust import ROBUST
 from server.roster import roll_call
+from server.strategies import STRATEGIES, build_strategy, finite_weighted_mean
 from server.validation import (
     MalformedReplyError,
     RejectedUpdateError,
@@ -40,57 +44,6 @@ SILENT_CODE = 4300  # a site was sent work and did not answer in time
 _LOST = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
 
 
-def finite_weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
-    """Per metric, the example-weighted mean over the sites where it is finite (AUROC may be
-    NaN). A site's release policy may withhold a metric or its example count: a metric is
-    averaged over the sites that sent it, unweighted if one of them sent no usable count."""
-    rows = [next(iter(record.metric_records.values())) for record in records]
-    names = sorted({k for row in rows for k in row} - {weight_key})
-    out: dict[str, float] = {}
-    for key in names:
-        pairs = []
-        for row in rows:
-            value = row.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                weight = row.get(weight_key)
-                pairs.append((weight, float(value)))
-        weighted = [
-            (float(w), v)
-            for w, v in pairs
-            if isinstance(w, (int, float)) and math.isfinite(w) and w > 0
-        ]
-        if pairs and len(weighted) == len(pairs):
-            total = sum(w for w, _ in weighted)
-            out[key] = sum(w * v for w, v in weighted) / total
-        elif pairs:
-            out[key] = sum(v for _, v in pairs) / len(pairs)
-    return MetricRecord(out)  # type: ignore[arg-type]
-
-
-def _fedavg(cfg: StrategyConfig, **common: object) -> Strategy:
-    return FedAvg(**common)  # type: ignore[arg-type]
-
-
-def _fedprox(cfg: StrategyConfig, **common: object) -> Strategy:
-    return FedProx(**common, proximal_mu=cfg.proximal_mu)  # type: ignore[arg-type]
-
-
-def _fedadam(cfg: StrategyConfig, **common: object) -> Strategy:
-    return FedAdam(**common, eta=cfg.server_learning_rate)  # type: ignore[arg-type]
-
-
-STRATEGIES: dict[str, Callable[..., Strategy]] = {
-    "fedavg": _fedavg,
-    "fedprox": _fedprox,
-    "fedadam": _fedadam,
-    **ROBUST,
-}
-
-
-def _metrics(msg: Message) -> MetricRecord:
-    return msg.content.metric_records[keys.METRICS]
-
-
 class _EligibleGrid:
     """The grid as the inner strategy samples it: nodes refused at the roll call are left out,
     so a refused node never takes a training slot (nor trains) for the rest of the run."""
@@ -103,27 +56,6 @@ class _EligibleGrid:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
-
-
-def build_strategy(cfg: StrategyConfig) -> Strategy:
-    """One of Flower's own strategies, configured from the run's strategy section."""
-    try:
-        factory = STRATEGIES[cfg.name]
-    except KeyError:
-        raise ConfigError("strategy.name", cfg.name, f"one of {sorted(STRATEGIES)}") from None
-    return factory(
-        cfg,
-        fraction_train=cfg.fraction_train,
-        fraction_evaluate=1.0,
-        min_train_nodes=cfg.min_sites,
-        min_evaluate_nodes=cfg.min_sites,
-        min_available_nodes=cfg.min_sites,
-        weighted_by_key=keys.NUM_EXAMPLES,
-        arrayrecord_key=keys.ARRAYS,
-        configrecord_key=keys.CONFIG,
-        evaluate_metrics_aggr_fn=finite_weighted_mean,
-        train_metrics_aggr_fn=finite_weighted_mean,
-    )
 
 
 class RecordingStrategy(Strategy):
@@ -237,72 +169,34 @@ class RecordingStrategy(Strategy):
             self.recorder.stopped(server_round, reason)
             self.compliance.error("strategy", f"training stopped: {reason}", server_round)
             return None, None
-        weights = self._cap_weights(server_round, ok)
-        sites = [self.compliance.roster[m.metadata.src_node_id] for m in ok]
-        arrays, metrics = self._aggregate(server_round, ok)
+        sites = {m.metadata.src_node_id: self.compliance.roster[m.metadata.src_node_id] for m in ok}
+        weights, clipped = capped_weights(ok, max_share=self.limits.max_weight_share)
+        for node, signed in clipped.items():
+            message = (
+                f"site {sites[node]}: weight {signed} clipped to {weights[node]:.6g} "
+                f"(strategy.max_weight_share={self.limits.max_weight_share:g})"
+            )
+            log.warning("round %d: %s", server_round, message)
+            self.compliance.error("strategy", message, server_round)
+        assert self._global is not None
+        try:
+            arrays, metrics = checked_aggregate(
+                self.inner, server_round, ok, self._global, self.limits
+            )
+        except AggregateRejectedError as err:
+            log.error("round %d: %s", server_round, err)
+            self.compliance.error("strategy", str(err), server_round)
+            return None, None
         if arrays is not None:
             digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
             self.compliance.round_aggregated(
-                server_round, sites, digest, dict(metrics or {}), weights=weights
+                server_round,
+                list(sites.values()),
+                digest,
+                dict(metrics or {}),
+                weights={sites[n]: w for n, w in weights.items()},
             )
             self._latest = arrays
-        return arrays, metrics
-
-    def _cap_weights(self, server_round: int, ok: list[Message]) -> dict[str, float]:
-        """Each update weighs its signed example count, clipped to strategy.max_weight_share."""
-        signed = {
-            m.metadata.src_node_id: int(_metrics(m)[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
-            for m in ok
-        }
-        capped = cap_weights(signed, max_share=self.limits.max_weight_share)
-        for msg in ok:
-            node = msg.metadata.src_node_id
-            _metrics(msg)[keys.NUM_EXAMPLES] = capped[node]
-            if capped[node] < signed[node]:
-                site = self.compliance.roster[node]
-                message = (
-                    f"site {site}: weight {signed[node]} clipped to {capped[node]:.6g} "
-                    f"(strategy.max_weight_share={self.limits.max_weight_share:g})"
-                )
-                log.warning("round %d: %s", server_round, message)
-                self.compliance.error("strategy", message, server_round)
-        return {self.compliance.roster[n]: w for n, w in capped.items()}
-
-    def _aggregate(
-        self, server_round: int, ok: list[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """The inner strategy's aggregate, adopted only if it is finite and within the norm bound.
-
-        Otherwise the previous global model is kept, the inner strategy's own state (FedAdam's
-        moments) is rolled back, and the refusal is recorded.
-        """
-        assert self._global is not None
-        state = copy.deepcopy(vars(self.inner))
-        try:
-            arrays, metrics = self.inner.aggregate_train(server_round, ok)
-            if arrays is None:
-                raise AggregateRejectedError(f"strategy '{self.limits.name}' produced no aggregate")
-            if list(arrays.keys()) != list(self._global.keys()):
-                raise AggregateRejectedError(
-                    "the aggregate's arrays differ from the global model's"
-                )
-            # Flower's FedAdam returns float64; the global model keeps its own dtypes.
-            arrays = ArrayRecord(
-                {k: Array(arrays[k].numpy().astype(ref.dtype)) for k, ref in self._global.items()}
-            )
-            moved = distance(arrays, self._global)
-            if not moved <= self.limits.max_update_norm:
-                raise AggregateRejectedError(
-                    f"the aggregate moves the model by {moved:.4g} (L2; inf if not finite), "
-                    f"more than strategy.max_update_norm={self.limits.max_update_norm:g}"
-                )
-        except Exception as err:  # noqa: BLE001 - a bad aggregate must never become the model
-            vars(self.inner).clear()
-            vars(self.inner).update(state)
-            message = f"aggregate refused, previous model kept: {type(err).__name__}: {err}"
-            log.error("round %d: %s", server_round, message)
-            self.compliance.error("strategy", message, server_round)
-            return None, None
         return arrays, metrics
 
     def _record_silence(self, server_round: int, replies: list[Message]) -> None:
@@ -400,29 +294,9 @@ class RecordingStrategy(Strategy):
         if self.stopped_at is not None and self.stopped_at < server_round:
             return None
         ok = self._accepted(server_round, replies, train=False)
-        metrics = self._evaluate_metrics(ok) if ok else None
+        metrics = evaluate_metrics(ok, max_share=self.limits.max_weight_share) if ok else None
         self.recorder.round_finished(server_round)
         self.compliance.sign_head()
         if self.on_round_end is not None and self._latest is not None:
             self.on_round_end(server_round, self._latest)
         return metrics
-
-    def _evaluate_metrics(self, ok: list[Message]) -> MetricRecord:
-        """Held-out metrics over the sites that sent them, counts clipped like training weights.
-
-        Not the inner strategy's: Flower's requires every reply to carry the same metric keys,
-        and a site's release policy may send any subset.
-        """
-        counts = {
-            m.metadata.src_node_id: float(_metrics(m)[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
-            for m in ok
-            if keys.NUM_EXAMPLES in _metrics(m)
-        }
-        capped = cap_weights(counts, max_share=self.limits.max_weight_share)
-        contents = []
-        for msg in ok:
-            metrics = dict(_metrics(msg))
-            if msg.metadata.src_node_id in capped:
-                metrics[keys.NUM_EXAMPLES] = capped[msg.metadata.src_node_id]
-            contents.append(RecordDict({keys.METRICS: MetricRecord(metrics)}))  # type: ignore[arg-type]
-        return finite_weighted_mean(contents, keys.NUM_EXAMPLES)
