@@ -147,3 +147,15 @@ def test_a_node_answering_twice_counts_once(federation: Callable[..., Federation
     model = fed.run()
     assert np.allclose(_w(model), (0.1 + 0.1 + 1.0) / 3)
     assert "site m: answered twice; only its first reply counts" in fed.errors()
+
+
+def test_fedadam_keeps_the_models_dtype_so_the_next_round_counts(
+    federation: Callable[..., Federation],
+) -> None:
+    # Flower's FedAdam returns float64 arrays; adopted as such, every float32 update of the
+    # next round would be dropped as the wrong dtype (measured on main: round 2 lost).
+    fed = federation(Site("a"), Site("b"), name="fedadam")
+    model = fed.run(rounds=2)
+    assert model["w"].numpy().dtype == np.float32
+    assert [r["round"] for r in fed.ledger("round_aggregated")] == [1, 2]
+    assert "reply dropped" not in fed.errors()
