@@ -66,6 +66,11 @@ class RecordingStrategy(Strategy):
     attestation verifies against the site's enrolled key and the arrays received. Refusals,
     drops and silence are recorded in the run folder and the ledger.
 
+    Against a hostile site: each update weighs its signed example count, clipped to
+    `max_weight_share`; an update or aggregate further than `max_update_norm` from the model,
+    or not finite, is refused (an aggregate refusal keeps the previous model); a second reply
+    from a node is dropped; any failure handling one reply is a recorded drop naming the site.
+
     Stopping is clean: once fewer than `min_sites` sites train, the global model is kept as
     it was, no further training is configured, and the admitted sites evaluate it once more.
     """
@@ -187,16 +192,15 @@ class RecordingStrategy(Strategy):
             log.error("round %d: %s", server_round, err)
             self.compliance.error("strategy", str(err), server_round)
             return None, None
-        if arrays is not None:
-            digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
-            self.compliance.round_aggregated(
-                server_round,
-                list(sites.values()),
-                digest,
-                dict(metrics or {}),
-                weights={sites[n]: w for n, w in weights.items()},
-            )
-            self._latest = arrays
+        digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
+        self.compliance.round_aggregated(
+            server_round,
+            list(sites.values()),
+            digest,
+            dict(metrics or {}),
+            weights={sites[n]: w for n, w in weights.items()},
+        )
+        self._latest = arrays
         return arrays, metrics
 
     def _record_silence(self, server_round: int, replies: list[Message]) -> None:
