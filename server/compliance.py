@@ -142,7 +142,7 @@ class Compliance:
         except RejectedUpdateError as err:
             # The identity holds; the consent gate decides each round from what is on record.
             log.warning("roll call: %s", err)
-            self.error("consent", f"site {claimed}: consent at roll call refused: {err}")
+            self.error("consent", f"site {claimed}: consent sent at roll call not stored: {err}")
         return claimed
 
     def absorb_consent(self, site: str, content: RecordDict, server_round: int = 0) -> None:

@@ -71,7 +71,7 @@ def test_a_site_whose_roll_call_consent_is_malformed_never_trains_without_consen
     fed = federation(Site("a"), Site("b"), hostile)
     fed.run(rounds=2)
     assert hostile.trained == []
-    assert "site m: consent at roll call refused" in fed.errors()
+    assert "site m: consent sent at roll call not stored" in fed.errors()
     refused = [d for d in fed.ledger("consent_decision") if d["site"] == "m"]
     assert [d["decision"] for d in refused] == ["refused", "refused"]
 
@@ -87,7 +87,7 @@ def test_a_re_sent_grant_that_clashes_keeps_the_consent_on_record(
     time.sleep(0.01)  # the re-signed grant carries other times
     fed.run()
     assert a.trained == [1]
-    assert "site a: consent at roll call refused" in fed.errors()
+    assert "site a: consent sent at roll call not stored" in fed.errors()
 
 
 def test_a_node_refused_at_the_roll_call_is_never_sampled(
