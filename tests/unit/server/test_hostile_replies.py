@@ -158,3 +158,16 @@ def test_a_reply_naming_another_site_is_dropped(federation: Callable[..., Federa
     fed = federation(Site("a"), Site("b"), Site("m", train_reply=as_a))
     fed.run()
     assert "site m: reply dropped: reply names site 'a'; this node is 'm'" in fed.errors()
+
+
+def test_a_huge_held_out_count_cannot_take_over_the_reported_metrics(
+    federation: Callable[..., Federation],
+) -> None:
+    liar = {keys.NUM_EXAMPLES: 1e12, keys.ACCURACY: 0.0}
+    honest = {keys.NUM_EXAMPLES: 50.0, keys.ACCURACY: 1.0}
+    fed = federation(
+        Site("m", eval_metrics=liar), Site("a", eval_metrics=honest), Site("b", eval_metrics=honest)
+    )
+    fed.run()
+    # Clipped to half of the total, as a training weight would be: not 0.0.
+    assert fed.strategy.recorder.global_metrics()[keys.ACCURACY] == pytest.approx(0.5)
