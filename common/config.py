@@ -48,7 +48,16 @@ DATASETS = (
     "site_files",
 )
 MODELS = ("logreg", "mlp", "cnn")
-STRATEGIES = ("fedavg", "fedprox", "fedadam")
+STRATEGIES = (
+    "fedavg",
+    "fedprox",
+    "fedadam",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+)
 ACCOUNTANTS = ("rdp", "prv")
 # Data sets whose rows already belong to real sites (hospitals, regional banks, site files).
 NATURAL_SITES = ("heart_disease", "lending_club", "site_files")
@@ -175,14 +184,27 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """Server aggregation: Flower's own strategies, chosen by name."""
+    """Server aggregation: Flower's own strategies, chosen by name, and what one site may weigh.
 
-    name: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    `max_weight_share`: no site's signed example count weighs more than this share of a
+    round's total (larger ones are clipped). `max_update_norm`: an update further than this
+    (L2) from the global model is dropped, and so is an aggregate. `num_malicious_sites`,
+    `trim_fraction`, `num_selected_sites`: the robust strategies' f, beta and MultiKrum's m.
+    """
+
+    name: Literal[
+        "fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan"
+    ] = "fedavg"
     fraction_train: float = 1.0
     min_sites: int = 2
     proximal_mu: float = 0.01
     server_learning_rate: float = 0.05
     round_timeout_s: float = 600.0
+    max_weight_share: float = 0.5
+    max_update_norm: float = 100.0
+    num_malicious_sites: int = 1
+    trim_fraction: float = 0.25
+    num_selected_sites: int = 2
 
     def __post_init__(self) -> None:
         _check(
@@ -200,6 +222,36 @@ class StrategyConfig:
             "a float > 0",
         )
         _check(self.round_timeout_s > 0, "strategy.round_timeout_s", self.round_timeout_s, "> 0 s")
+        _check(
+            0 < self.max_weight_share <= 1,
+            "strategy.max_weight_share",
+            self.max_weight_share,
+            "a float in (0, 1]",
+        )
+        _check(
+            0 < self.max_update_norm < math.inf,
+            "strategy.max_update_norm",
+            self.max_update_norm,
+            "a finite float > 0",
+        )
+        _check(
+            self.num_malicious_sites >= 0,
+            "strategy.num_malicious_sites",
+            self.num_malicious_sites,
+            "an integer >= 0",
+        )
+        _check(
+            0 <= self.trim_fraction < 0.5,
+            "strategy.trim_fraction",
+            self.trim_fraction,
+            "a float in [0, 0.5)",
+        )
+        _check(
+            self.num_selected_sites >= 1,
+            "strategy.num_selected_sites",
+            self.num_selected_sites,
+            "an integer >= 1",
+        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from flwr.app import Array, ArrayRecord, RecordDict
 
 from common import crypto, keys
 from common.attestation import ATTESTATION, IDENTITY, arrays_digest, open_statement
-from common.consent import SignedConsent, withdrawal_from_dict
+from common.config import PrivacyConfig
+from common.consent import SignedConsent, withdrawal_from_dict, withdrawal_to_dict
 from common.crypto.pki import (
     init_server_sealing_key,
     init_server_signing_key,
@@ -27,18 +28,17 @@ from common.crypto.pki import (
     load_signing_private_key,
     load_signing_public_key,
 )
-from common.errors import FedsafeError, IntegrityError
+from common.errors import ConfigError, FedsafeError, IntegrityError
 from common.ledger import Ledger, records
+from common.names import check_name
 from common.wire import sealing_context, unpack_arrays
+from server.attested import check_attested
 from server.consent import ConsentRegistry
+from server.validation import RejectedUpdateError, reply_site_name
 
 __all__ = ["Compliance", "CoordinatorKeys", "RejectedUpdateError"]
 
 log = logging.getLogger("fedsafe.server")
-
-
-class RejectedUpdateError(FedsafeError):
-    """An update whose attestation is missing, forged or does not match what was sent."""
 
 
 @dataclass(frozen=True)
@@ -81,16 +81,27 @@ class Compliance:
     coordinator: CoordinatorKeys
     consent: ConsentRegistry
     simulated_key_dirs: dict[str, Path] = field(default_factory=dict)
+    # The run's DP terms the attestations are checked against (enabled, delta, accountant).
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     roster: dict[int, str] = field(default_factory=dict)
     refused_nodes: set[int] = field(default_factory=set)
     _pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     attestations: list[dict[str, Any]] = field(default_factory=list)
+    _withdrawn: set[tuple[str, str]] | None = None  # (site, record_id) withdrawn per the ledger
 
     # --- keys ------------------------------------------------------------------------------
 
     def site_key(self, site: str) -> bytes | None:
-        """The site's enrolled Ed25519 key; a simulated site is enrolled from its own folder."""
+        """The site's enrolled Ed25519 key; a simulated site is enrolled from its own folder.
+
+        Only `<site_keys_dir>/<name>.pub` for a valid name is ever read: a claimed name such
+        as `../planted` is refused before any path is built from it.
+        """
+        try:
+            check_name("site name", site)
+        except ConfigError as err:
+            raise RejectedUpdateError(f"claimed site name refused: {err}") from None
         enrolled = self.coordinator.site_keys_dir / f"{site}.pub"
         if not enrolled.exists() and site in self.simulated_key_dirs:
             source = self.simulated_key_dirs[site] / "signing.pub"
@@ -108,7 +119,7 @@ class Compliance:
 
     def admit_identity(self, node_id: int, content: RecordDict) -> str:
         """Check a roll-call reply: a known site, signing this run's identity with its key."""
-        claimed = str(content[keys.SITE][keys.SITE_NAME])
+        claimed = reply_site_name(content)
         public = self.site_key(claimed)
         if public is None:
             raise RejectedUpdateError(
@@ -125,28 +136,93 @@ class Compliance:
         if statement.get("site") != claimed or statement.get("run_id") != self.run_id:
             raise RejectedUpdateError(f"site '{claimed}': identity names another site or run")
         self.roster[node_id] = claimed
-        self.absorb_consent(claimed, content)
+        self.refused_nodes.discard(node_id)
+        try:
+            self.absorb_consent(claimed, content)
+        except RejectedUpdateError as err:
+            # The identity holds; the consent gate decides each round from what is on record.
+            log.warning("roll call: %s", err)
+            self.error("consent", f"site {claimed}: consent sent at roll call not stored: {err}")
         return claimed
 
-    def absorb_consent(self, site: str, content: RecordDict) -> None:
-        """Store site-signed grants and withdrawals carried by a reply, verified first."""
+    def absorb_consent(self, site: str, content: RecordDict, server_round: int = 0) -> None:
+        """Store site-signed grants and withdrawals carried by a reply, verified first.
+
+        Anything malformed, forged, or clashing with what is on record raises
+        RejectedUpdateError naming the site; a withdrawal is also written to the ledger, so
+        deleting its row from the consent store cannot silently re-admit the site.
+        """
         if keys.CONSENT not in content:
             return
         public = self.site_key(site)
-        body = json.loads(str(content[keys.CONSENT]["json"]))
-        for grant in body.get("grants", []):
-            signed = SignedConsent.from_dict(grant)
+        if public is None:
+            raise RejectedUpdateError(f"site '{site}' is not enrolled (no signing key on record)")
+        try:
+            body = json.loads(str(content[keys.CONSENT]["json"]))
+            grants, withdrawals = body.get("grants", []), body.get("withdrawals", [])
+            if not isinstance(grants, list) or not isinstance(withdrawals, list):
+                raise TypeError("'grants' and 'withdrawals' must be lists")
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise RejectedUpdateError(
+                f"site '{site}': consent payload is not a JSON object of grant and withdrawal "
+                f"lists ({type(err).__name__}: {err})"
+            ) from None
+        for index, grant in enumerate(grants):
+            try:
+                signed = SignedConsent.from_dict(grant)
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise RejectedUpdateError(
+                    f"site '{site}': consent grant [{index}] is malformed ({err})"
+                ) from None
             if signed.record.site != site:
                 raise RejectedUpdateError(f"site '{site}' sent consent for '{signed.record.site}'")
-            self.consent.grant(signed, public)  # type: ignore[arg-type]
-        for item in body.get("withdrawals", []):
-            withdrawal = withdrawal_from_dict(item)
+            try:
+                self.consent.grant(signed, public)
+            except FedsafeError as err:
+                raise RejectedUpdateError(f"site '{site}': consent grant refused: {err}") from None
+        for index, item in enumerate(withdrawals):
+            try:
+                withdrawal = withdrawal_from_dict(item)
+            except (TypeError, ValueError, AttributeError) as err:
+                raise RejectedUpdateError(
+                    f"site '{site}': withdrawal [{index}] is malformed ({err})"
+                ) from None
             if withdrawal.site != site:
                 raise RejectedUpdateError(
                     f"site '{site}' sent a withdrawal for '{withdrawal.site}'"
                 )
-            self.consent.withdraw(withdrawal, public)  # type: ignore[arg-type]
+            try:
+                self.consent.withdraw(withdrawal, public)
+            except FedsafeError as err:
+                raise RejectedUpdateError(f"site '{site}': withdrawal refused: {err}") from None
+            self._record_withdrawal(site, withdrawal, server_round)
             log.warning("site %s withdrew consent %s", site, withdrawal.record_id)
+
+    def _record_withdrawal(self, site: str, withdrawal: Any, server_round: int) -> None:
+        """The ledger keeps the signed withdrawal: the tamper-evident copy the gate consults."""
+        payload = {
+            "site": site,
+            "round": server_round,
+            "decision": "withdrawn",
+            "reason": f"site signed a withdrawal of consent {withdrawal.record_id}",
+            "record_id": withdrawal.record_id,
+            "withdrawal": withdrawal_to_dict(withdrawal),
+        }
+        self._pending.append((records.CONSENT_DECISION, payload))
+        self.flush()
+        self.withdrawn_on_ledger().add((site, withdrawal.record_id))
+
+    def withdrawn_on_ledger(self) -> set[tuple[str, str]]:
+        """(site, record_id) of every consent this run's ledger records as withdrawn."""
+        if self._withdrawn is None:
+            self._withdrawn = {
+                (str(e.payload.get("site")), str(e.payload.get("record_id")))
+                for e in self.ledger.entries()
+                if e.kind == records.CONSENT_DECISION
+                and e.payload.get("decision") == "withdrawn"
+                and e.payload.get("record_id") is not None
+            }
+        return self._withdrawn
 
     # --- per round -------------------------------------------------------------------------
 
@@ -154,11 +230,12 @@ class Compliance:
         """Nodes whose site holds valid, signed consent for the run's purpose now; all logged."""
         allowed: set[int] = set()
         now = datetime.now(UTC)
+        withdrawn = self.withdrawn_on_ledger()
         for node in node_ids:
             site = self.roster.get(node)
-            if site is None:
+            if site is None or node in self.refused_nodes:
                 payload = {
-                    "site": f"node-{node}",
+                    "site": site or f"node-{node}",
                     "round": server_round,
                     "decision": "refused",
                     "reason": "did not answer the roll call with a verified identity",
@@ -175,7 +252,13 @@ class Compliance:
                 payload = decision.ledger_payload(server_round)
                 payload["record_id"] = decision.record_id
                 payload["legal_basis"] = self._legal_basis(site, decision.record_id)
-                if decision.allowed:
+                if decision.allowed and (site, str(decision.record_id)) in withdrawn:
+                    payload["decision"] = "refused"
+                    payload["reason"] = (
+                        f"consent {decision.record_id} was withdrawn per this run's ledger, but "
+                        "the consent store no longer holds the withdrawal: the store was edited"
+                    )
+                elif decision.allowed:
                     allowed.add(node)
             self.decisions.append(payload)
             self._pending.append((records.CONSENT_DECISION, payload))
@@ -224,7 +307,8 @@ class Compliance:
             )
         except (IntegrityError, KeyError, TypeError):
             raise RejectedUpdateError(
-                f"site '{site}': sealed update does not open (wrong key, altered, or sealed for another run/round/site)"
+                f"site '{site}': sealed update does not open (wrong key, altered, or sealed "
+                "for another run/round/site)"
             ) from None
         del content[keys.SEALED]
         content[keys.ARRAYS] = ArrayRecord({k: Array(v) for k, v in unpack_arrays(plain).items()})
@@ -243,6 +327,12 @@ class Compliance:
             raise RejectedUpdateError(
                 f"site '{site}': attestation signature does not verify"
             ) from None
+        except (ValueError, TypeError) as err:  # a valid signature over text that is not JSON
+            raise RejectedUpdateError(
+                f"site '{site}': attestation is not canonical JSON ({err})"
+            ) from None
+        if not isinstance(signed, dict):
+            raise RejectedUpdateError(f"site '{site}': attestation is not a JSON object")
         received = arrays_digest({k: v.numpy() for k, v in content[keys.ARRAYS].items()})
         expected = {
             "site": site,
@@ -255,13 +345,9 @@ class Compliance:
                 raise RejectedUpdateError(
                     f"site '{site}': attested {name} {signed.get(name)!r} != {value!r}"
                 )
-        reported = float(content[keys.METRICS][keys.EPSILON])
-        if signed["epsilon"] is not None and abs(signed["epsilon"] - reported) > 1e-9 * max(
-            1.0, reported
-        ):
-            raise RejectedUpdateError(
-                f"site '{site}': attested epsilon differs from the reported one"
-            )
+        if signed.get("refused") is not False:
+            raise RejectedUpdateError(f"site '{site}': attestation is not of a completed round")
+        check_attested(site, signed, content.metric_records[keys.METRICS], self.privacy)
         return site
 
     def record_attestation(self, site: str, content: RecordDict) -> None:
@@ -272,7 +358,8 @@ class Compliance:
         self._pending.append((records.ATTESTATION, payload))
 
     def dropped(self, server_round: int, site: str, reason: str) -> None:
-        self._pending.append((records.DROPOUT, {"site": site, "round": server_round, "reason": reason}))
+        payload = {"site": site, "round": server_round, "reason": reason}
+        self._pending.append((records.DROPOUT, payload))
 
     def error(self, component: str, message: str, server_round: int | None = None) -> None:
         payload: dict[str, Any] = {"component": component, "message": message}
@@ -282,20 +369,25 @@ class Compliance:
         self.flush()
 
     def round_aggregated(
-        self, server_round: int, sites: list[str], aggregate_digest: str, metrics: dict[str, float]
+        self,
+        server_round: int,
+        sites: list[str],
+        aggregate_digest: str,
+        metrics: dict[str, float],
+        *,
+        weights: dict[str, float] | None = None,
     ) -> None:
+        """The adopted aggregate, the sites in it and (after clipping) the weight each one had."""
         finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
-        self._pending.append(
-            (
-                records.ROUND_AGGREGATED,
-                {
-                    "round": server_round,
-                    "sites": sorted(sites),
-                    "aggregate_digest": aggregate_digest,
-                    "metrics": finite,
-                },
-            )
-        )
+        payload: dict[str, Any] = {
+            "round": server_round,
+            "sites": sorted(sites),
+            "aggregate_digest": aggregate_digest,
+            "metrics": finite,
+        }
+        if weights is not None:
+            payload["weights"] = {site: float(w) for site, w in sorted(weights.items())}
+        self._pending.append((records.ROUND_AGGREGATED, payload))
         self.flush()
 
     def sign_head(self) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
 )
 from sqlalchemy import exc as sa_exc
@@ -62,11 +63,20 @@ _CONFIG_KEYS = (
 )
 
 consent_tables = MetaData()
+# v2 tables: keyed by (site, record_id). Rows of the v1 tables (keyed by record_id alone) are
+# copied in once when a v2 registry is first opened on an old file; signatures are re-checked
+# at every decision as always.
+_LEGACY = {
+    "site_consent_records": "consent_records",
+    "site_consent_withdrawals": "consent_withdrawals",
+}
 _records = Table(
-    "consent_records",
+    "site_consent_records",
     consent_tables,
+    # A record id is the site's own name for its grant: (site, record_id) is the key, so one
+    # site can never take, shadow or block another site's id by registering it first.
+    Column("site", String(128), primary_key=True),
     Column("record_id", String(128), primary_key=True),
-    Column("site", String(128), nullable=False, index=True),
     Column("dataset", String(256), nullable=False),
     Column("purposes", Text, nullable=False),  # JSON list, in the order the site signed
     Column("legal_basis", Text, nullable=False),
@@ -79,10 +89,10 @@ _records = Table(
     Column("signer", String(64), nullable=False),  # public_key_fingerprint of the site key
 )
 _withdrawals = Table(
-    "consent_withdrawals",
+    "site_consent_withdrawals",
     consent_tables,
+    Column("site", String(128), primary_key=True),
     Column("record_id", String(128), primary_key=True),
-    Column("site", String(128), nullable=False),
     Column("withdrawn_at", String(32), nullable=False),
     Column("signature", String(256), nullable=False),
 )
@@ -135,6 +145,21 @@ def registry_url(url_or_path: str | os.PathLike[str]) -> str:
     if path.is_dir():
         path = path / DEFAULT_FILENAME
     return f"sqlite:///{path.resolve()}"
+
+
+def _copy_legacy_rows(engine: Engine) -> None:
+    """Bring the rows of a v1 registry (same columns, other key) into the v2 tables."""
+    names = set(inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        for table in (_records, _withdrawals):
+            legacy = _LEGACY[table.name]
+            if legacy not in names:
+                continue
+            columns = [c.name for c in table.columns]
+            old = Table(legacy, MetaData(), autoload_with=conn)
+            rows = conn.execute(select(*(old.c[name] for name in columns))).all()
+            if rows:
+                conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 
 
 def _is_memory(url: str) -> bool:
@@ -191,15 +216,20 @@ class ConsentRegistry:
 
     The server can store and read records but never create one: every grant and withdrawal is
     verified against the site's public key before it is stored, and grants are re-verified at
-    every decision, so a row edited in the database is refused rather than trusted. Deleting a
-    withdrawal row cannot be detected here; the ledger's consent_decision entries are the audit.
+    every decision, so a row edited in the database is refused rather than trusted. Records
+    are keyed by (site, record_id): ids are namespaced by the site that signed them. Deleting a
+    withdrawal row cannot be detected here; the run's ledger keeps every withdrawal it received
+    and the coordinator's gate (server.compliance) refuses a site whose withdrawal went missing.
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._planned: dict[tuple[int, str], list[str]] = {}
         try:
+            fresh = not inspect(engine).has_table(_records.name)
             consent_tables.create_all(engine, checkfirst=True)
+            if fresh:
+                _copy_legacy_rows(engine)
         except sa_exc.SQLAlchemyError as err:
             raise ConsentError(f"cannot open consent registry at {engine.url!r}: {err}") from err
 
@@ -272,7 +302,9 @@ class ConsentRegistry:
         row = _record_row(signed)
         with self._engine.begin() as conn:
             existing = conn.execute(
-                select(_records).where(_records.c.record_id == record.record_id)
+                select(_records).where(
+                    _records.c.site == record.site, _records.c.record_id == record.record_id
+                )
             ).first()
             if existing is not None:
                 if dict(existing._mapping) == row:
@@ -296,18 +328,20 @@ class ConsentRegistry:
             ) from None
         with self._engine.begin() as conn:
             owner = conn.execute(
-                select(_records.c.site).where(_records.c.record_id == withdrawal.record_id)
+                select(_records.c.site).where(
+                    _records.c.site == withdrawal.site,
+                    _records.c.record_id == withdrawal.record_id,
+                )
             ).scalar_one_or_none()
             if owner is None:
-                raise ConsentError(f"no consent {withdrawal.record_id} on record to withdraw")
-            if owner != withdrawal.site:
                 raise ConsentError(
-                    f"consent {withdrawal.record_id} belongs to site '{owner}', "
-                    f"not '{withdrawal.site}'; a site can only withdraw its own consent"
+                    f"no consent {withdrawal.record_id} of site '{withdrawal.site}' on record "
+                    "to withdraw (a site can only withdraw its own consent)"
                 )
             earlier = conn.execute(
                 select(_withdrawals.c.withdrawn_at).where(
-                    _withdrawals.c.record_id == withdrawal.record_id
+                    _withdrawals.c.site == withdrawal.site,
+                    _withdrawals.c.record_id == withdrawal.record_id,
                 )
             ).scalar_one_or_none()
             if earlier is not None:
@@ -331,7 +365,11 @@ class ConsentRegistry:
             _withdrawals.c.site.label("w_site"),
             _withdrawals.c.signature.label("w_sig"),
         )
-        query = query.outerjoin(_withdrawals, _withdrawals.c.record_id == _records.c.record_id)
+        query = query.outerjoin(
+            _withdrawals,
+            (_withdrawals.c.record_id == _records.c.record_id)
+            & (_withdrawals.c.site == _records.c.site),
+        )
         if site is not None:
             query = query.where(_records.c.site == site)
         query = query.order_by(_records.c.site, _records.c.granted_at, _records.c.record_id)
@@ -390,7 +428,8 @@ class ConsentRegistry:
                 row.record_id: row
                 for row in conn.execute(
                     select(_withdrawals).where(
-                        _withdrawals.c.record_id.in_([r.record_id for r in rows])
+                        _withdrawals.c.site == site,
+                        _withdrawals.c.record_id.in_([r.record_id for r in rows]),
                     )
                 )
             }

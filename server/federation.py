@@ -74,6 +74,7 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
         coordinator=coordinator,
         consent=registry,
         simulated_key_dirs=simulated,
+        privacy=cfg.privacy,
     )
 
 
@@ -168,6 +169,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             sealed=cfg.security.sealed_updates,
             rounds_done=done,
             on_round_end=save,
+            limits=cfg.strategy,
         )
         log.info(
             "run %s: %s, %d rounds, strategy %s, purpose %s, run folder %s",

@@ -14,6 +14,7 @@ from flwr.app import RecordDict
 
 from common import keys
 from common.config import ExperimentConfig, to_dict
+from server.bounds import cap_weights
 
 __all__ = ["RunRecorder", "clean_json"]
 
@@ -32,13 +33,19 @@ def clean_json(value: Any) -> Any:
 
 
 def _weighted(rows: list[dict[str, float]], key: str) -> float:
+    """Example-weighted mean of `key` over the sites that sent it; unweighted if a site that
+    sent it withheld its example count (a site release policy may)."""
     pairs = [
-        (r[keys.NUM_EXAMPLES], r[key])
+        (r.get(keys.NUM_EXAMPLES, math.nan), r[key])
         for r in rows
-        if keys.NUM_EXAMPLES in r and math.isfinite(r.get(key, math.nan))
+        if math.isfinite(r.get(key, math.nan))
     ]
+    if not pairs:
+        return math.nan
+    if not all(math.isfinite(w) and w > 0 for w, _ in pairs):
+        return sum(v for _, v in pairs) / len(pairs)
     total = sum(w for w, _ in pairs)
-    return sum(w * v for w, v in pairs) / total if total else math.nan
+    return sum(w * v for w, v in pairs) / total
 
 
 @dataclass
@@ -52,7 +59,7 @@ class _Site:
 
 
 class RunRecorder:
-    """Writes metrics.jsonl line by line (a crash keeps what was seen) and summary.json at the end."""
+    """Writes metrics.jsonl line by line (a crash keeps what was seen), summary.json at the end."""
 
     def __init__(self, run_dir: Path, cfg: ExperimentConfig) -> None:
         self.run_dir = run_dir
@@ -90,7 +97,12 @@ class RunRecorder:
         self._round_t0 = time.perf_counter()
         self._round = {"round": server_round, "trained": [], "refused": []}
 
-    def site_trained(self, server_round: int, node_id: int, content: RecordDict) -> None:
+    def site_trained(
+        self, server_round: int, node_id: int, content: RecordDict, update_norm: float | None = None
+    ) -> None:
+        """One accepted update; `update_norm` (its L2 distance from the global model) goes to
+        metrics.jsonl only, so an operator can see how far honest updates move and tune
+        strategy.max_update_norm."""
         name = self._name(node_id, content)
         metrics = {k: float(v) for k, v in content[keys.METRICS].items()}
         site = self._site(name)
@@ -98,7 +110,10 @@ class RunRecorder:
         site.train = metrics
         site.steps += int(metrics[keys.STEPS])
         self._round.setdefault("trained", []).append(name)
-        self._write({"round": server_round, "site": name, "phase": "train", **metrics})
+        line = {"round": server_round, "site": name, "phase": "train", **metrics}
+        if update_norm is not None:
+            line["update_norm"] = update_norm
+        self._write(line)
 
     def site_failed(self, server_round: int, node_id: int, code: int, reason: str) -> None:
         name = self._name(node_id)
@@ -134,7 +149,16 @@ class RunRecorder:
         log.warning("round %d: stopping training: %s", server_round, reason)
 
     def global_metrics(self) -> dict[str, float]:
-        rows = [s.evaluation for s in self.sites.values() if s.evaluation]
+        """Held-out figures over the sites, each site's count clipped as in aggregation."""
+        rows = [dict(s.evaluation) for s in self.sites.values() if s.evaluation]
+        counts = {
+            i: r[keys.NUM_EXAMPLES]
+            for i, r in enumerate(rows)
+            if math.isfinite(r.get(keys.NUM_EXAMPLES, math.nan))
+        }
+        share = self.cfg.strategy.max_weight_share
+        for i, weight in cap_weights(counts, max_share=share).items():
+            rows[i][keys.NUM_EXAMPLES] = weight
         return {
             k: _weighted(rows, k)
             for k in (keys.LOSS, keys.ACCURACY, keys.BALANCED_ACCURACY, keys.AUROC)
@@ -149,7 +173,8 @@ class RunRecorder:
         self._write({"round": server_round, "phase": "global", "seconds": seconds, **figures})
         finite_eps = [e for e in eps if math.isfinite(e)]
         log.info(
-            "round %d/%d  trained %d, refused %d, excluded %d  held-out acc %.3f  auroc %.3f  loss %.3f  max eps %s  %.1f s",
+            "round %d/%d  trained %d, refused %d, excluded %d  held-out acc %.3f  auroc %.3f  "
+            "loss %.3f  max eps %s  %.1f s",
             server_round,
             self.cfg.training.rounds,
             len(row.get("trained", [])),

@@ -32,7 +32,10 @@ def wait_for_sites(grid: Grid, *, minimum: int, timeout_s: float) -> list[int]:
 def roll_call(
     grid: Grid, compliance: Compliance, node_ids: list[int], *, timeout_s: float
 ) -> dict[int, str]:
-    """Send a query to each node; record who verified. Failures are logged and kept in the ledger."""
+    """Send a query to each node; record who verified. Failures are logged and kept in the ledger.
+
+    Any failure handling one answer (whatever its type) refuses that node only, never the run.
+    """
     if not node_ids:
         return {}
     config = ConfigRecord({keys.RUN_ID: compliance.run_id, keys.PURPOSE: compliance.purpose})
@@ -41,8 +44,13 @@ def roll_call(
         for node in node_ids
     ]
     answered: dict[int, str] = {}
+    heard: set[int] = set()
     for reply in grid.send_and_receive(messages, timeout=timeout_s):
         node = reply.metadata.src_node_id
+        if node in heard or (node not in node_ids and not reply.has_error()):
+            log.warning("roll call: ignored a second or unsolicited answer from node %d", node)
+            continue
+        heard.add(node)
         if reply.has_error():
             reason = f"node {node} did not answer the roll call: {reply.error.reason}"
         else:
@@ -51,6 +59,9 @@ def roll_call(
                 continue
             except (RejectedUpdateError, FedsafeError, KeyError, ValueError) as err:
                 reason = f"node {node} refused at roll call: {err}"
+            except Exception as err:  # noqa: BLE001 - one node's answer never ends the run
+                log.exception("roll call: the answer of node %d could not be handled", node)
+                reason = f"node {node} refused at roll call: {type(err).__name__}: {err}"
         log.warning("%s", reason)
         compliance.refused_nodes.add(node)
         compliance.error("roll_call", reason)

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from common import keys
 from common.attestation import arrays_digest
 from common.config import StrategyConfig
-from common.errors import ConfigError, IntegrityError
-from server.compliance import Compliance, RejectedUpdateError
+from common.errors import IntegrityError
+from server.aggregate import (
+    AggregateRejectedError,
+    capped_weights,
+    checked_aggregate,
+    evaluate_metrics,
+)
+from server.bounds import check_update_norm
+from server.compliance import Compliance
 from server.recorder import RunRecorder
 from server.roster import roll_call
-from server.validation import MalformedReplyError, check_evaluate_reply, check_train_reply
+from server.strategies import STRATEGIES, build_strategy, finite_weighted_mean
+from server.validation import (
+    MalformedReplyError,
+    RejectedUpdateError,
+    check_evaluate_reply,
+    check_train_reply,
+    reply_site_name,
+)
 
 __all__ = ["STRATEGIES", "build_strategy", "RecordingStrategy", "finite_weighted_mean"]
 
@@ -30,59 +44,18 @@ SILENT_CODE = 4300  # a site was sent work and did not answer in time
 _LOST = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
 
 
-def finite_weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
-    """Example-weighted mean per metric over the sites where it is finite (AUROC may be NaN)."""
-    sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    for record in records:
-        metrics = next(iter(record.metric_records.values()))
-        weight = float(metrics[weight_key])
-        for key, value in metrics.items():
-            if key == weight_key or not isinstance(value, (int, float)) or not math.isfinite(value):
-                continue
-            sums[key] = sums.get(key, 0.0) + weight * float(value)
-            weights[key] = weights.get(key, 0.0) + weight
-    return MetricRecord({k: sums[k] / weights[k] for k in sums if weights[k] > 0})
+class _EligibleGrid:
+    """The grid as the inner strategy samples it: nodes refused at the roll call are left out,
+    so a refused node never takes a training slot (nor trains) for the rest of the run."""
 
+    def __init__(self, grid: Grid, refused: set[int]) -> None:
+        self._grid, self._refused = grid, refused
 
-def _fedavg(cfg: StrategyConfig, **common: object) -> Strategy:
-    return FedAvg(**common)  # type: ignore[arg-type]
+    def get_node_ids(self) -> list[int]:
+        return [n for n in self._grid.get_node_ids() if n not in self._refused]
 
-
-def _fedprox(cfg: StrategyConfig, **common: object) -> Strategy:
-    return FedProx(**common, proximal_mu=cfg.proximal_mu)  # type: ignore[arg-type]
-
-
-def _fedadam(cfg: StrategyConfig, **common: object) -> Strategy:
-    return FedAdam(**common, eta=cfg.server_learning_rate)  # type: ignore[arg-type]
-
-
-STRATEGIES: dict[str, Callable[..., Strategy]] = {
-    "fedavg": _fedavg,
-    "fedprox": _fedprox,
-    "fedadam": _fedadam,
-}
-
-
-def build_strategy(cfg: StrategyConfig) -> Strategy:
-    """One of Flower's own strategies, configured from the run's strategy section."""
-    try:
-        factory = STRATEGIES[cfg.name]
-    except KeyError:
-        raise ConfigError("strategy.name", cfg.name, f"one of {sorted(STRATEGIES)}") from None
-    return factory(
-        cfg,
-        fraction_train=cfg.fraction_train,
-        fraction_evaluate=1.0,
-        min_train_nodes=cfg.min_sites,
-        min_evaluate_nodes=cfg.min_sites,
-        min_available_nodes=cfg.min_sites,
-        weighted_by_key=keys.NUM_EXAMPLES,
-        arrayrecord_key=keys.ARRAYS,
-        configrecord_key=keys.CONFIG,
-        evaluate_metrics_aggr_fn=finite_weighted_mean,
-        train_metrics_aggr_fn=finite_weighted_mean,
-    )
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
 
 
 class RecordingStrategy(Strategy):
@@ -92,6 +65,11 @@ class RecordingStrategy(Strategy):
     consent are sent work; every reply is validated, and an update counts only if its
     attestation verifies against the site's enrolled key and the arrays received. Refusals,
     drops and silence are recorded in the run folder and the ledger.
+
+    Against a hostile site: each update weighs its signed example count, clipped to
+    `max_weight_share`; an update or aggregate further than `max_update_norm` from the model,
+    or not finite, is refused (an aggregate refusal keeps the previous model); a second reply
+    from a node is dropped; any failure handling one reply is a recorded drop naming the site.
 
     Stopping is clean: once fewer than `min_sites` sites train, the global model is kept as
     it was, no further training is configured, and the admitted sites evaluate it once more.
@@ -108,8 +86,10 @@ class RecordingStrategy(Strategy):
         sealed: bool,
         rounds_done: int = 0,
         on_round_end: Callable[[int, ArrayRecord], None] | None = None,
+        limits: StrategyConfig | None = None,
     ) -> None:
         self.inner = inner
+        self.limits = limits if limits is not None else StrategyConfig(min_sites=min_sites)
         self.recorder = recorder
         self.compliance = compliance
         self.min_sites = min_sites
@@ -155,7 +135,19 @@ class RecordingStrategy(Strategy):
             return []
         self.recorder.round_started(server_round)
         self._global = arrays
-        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        eligible = _EligibleGrid(grid, self.compliance.refused_nodes)
+        if len(eligible.get_node_ids()) < self.min_sites:  # Flower's sampler would wait forever
+            reason = (
+                f"{len(eligible.get_node_ids())} connected site(s) not refused at the roll call, "
+                f"fewer than min_sites={self.min_sites}"
+            )
+            self.stopped_at = server_round
+            self.recorder.stopped(server_round, reason)
+            self.compliance.error("strategy", f"training stopped: {reason}", server_round)
+            return []
+        messages = list(
+            self.inner.configure_train(server_round, arrays, config, cast(Grid, eligible))
+        )
         self._call_newcomers(grid, [m.metadata.dst_node_id for m in messages])
         seen = len(self.compliance.decisions)
         admitted = self.compliance.admitted(
@@ -182,12 +174,33 @@ class RecordingStrategy(Strategy):
             self.recorder.stopped(server_round, reason)
             self.compliance.error("strategy", f"training stopped: {reason}", server_round)
             return None, None
-        arrays, metrics = self.inner.aggregate_train(server_round, ok)
-        if arrays is not None:
-            digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
-            sites = [self.compliance.roster[m.metadata.src_node_id] for m in ok]
-            self.compliance.round_aggregated(server_round, sites, digest, dict(metrics or {}))
-            self._latest = arrays
+        sites = {m.metadata.src_node_id: self.compliance.roster[m.metadata.src_node_id] for m in ok}
+        weights, clipped = capped_weights(ok, max_share=self.limits.max_weight_share)
+        for node, signed in clipped.items():
+            message = (
+                f"site {sites[node]}: weight {signed} clipped to {weights[node]:.6g} "
+                f"(strategy.max_weight_share={self.limits.max_weight_share:g})"
+            )
+            log.warning("round %d: %s", server_round, message)
+            self.compliance.error("strategy", message, server_round)
+        assert self._global is not None
+        try:
+            arrays, metrics = checked_aggregate(
+                self.inner, server_round, ok, self._global, self.limits
+            )
+        except AggregateRejectedError as err:
+            log.error("round %d: %s", server_round, err)
+            self.compliance.error("strategy", str(err), server_round)
+            return None, None
+        digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
+        self.compliance.round_aggregated(
+            server_round,
+            list(sites.values()),
+            digest,
+            dict(metrics or {}),
+            weights={sites[n]: w for n, w in weights.items()},
+        )
+        self._latest = arrays
         return arrays, metrics
 
     def _record_silence(self, server_round: int, replies: list[Message]) -> None:
@@ -199,39 +212,73 @@ class RecordingStrategy(Strategy):
             self.recorder.site_failed(server_round, node, SILENT_CODE, f"site {site}: {reason}")
             self.compliance.dropped(server_round, site, reason)
 
+    def _drop(self, server_round: int, node: int, site: str, reason: str) -> None:
+        self.recorder.site_failed(server_round, node, MALFORMED_CODE, f"site {site}: {reason}")
+        self.compliance.error("validation", f"site {site}: {reason}", server_round)
+
     def _accepted(self, server_round: int, replies: list[Message], *, train: bool) -> list[Message]:
-        """Replies that are well-formed and attested; the rest are recorded and dropped."""
-        accepted = []
+        """Replies that are well-formed and attested; the rest are recorded and dropped.
+
+        This is the per-reply boundary: whatever one site sends, and whatever goes wrong while
+        handling it, ends as a recorded drop naming the site, never as a crashed round.
+        """
+        accepted: list[Message] = []
+        seen: set[int] = set()
         for msg in replies:
             node = self._node_of(msg)
             site = self.compliance.roster.get(node, f"node-{node}")
+            if node in seen:
+                self._drop(server_round, node, site, "answered twice; only its first reply counts")
+                continue
+            seen.add(node)
             if msg.has_error():
                 why = "disconnected" if msg.error.code in _LOST else "refused"
-                self.recorder.site_failed(server_round, node, msg.error.code, msg.error.reason)
+                self.recorder.site_failed(
+                    server_round, node, msg.error.code, msg.error.reason or ""
+                )
                 self.compliance.dropped(server_round, site, f"{why}: {msg.error.reason}")
                 continue
             try:
-                if train:
-                    assert self._global is not None
-                    self.compliance.unseal(server_round, node, msg.content, required=self.sealed)
-                    check_train_reply(msg.content, self._global)
-                    self.compliance.verify_update(server_round, node, msg.content)
-                else:
-                    check_evaluate_reply(msg.content)
-                    self.compliance.absorb_consent(site, msg.content)
+                self._check(server_round, node, msg.content, train=train)
             except (MalformedReplyError, RejectedUpdateError, IntegrityError) as err:
-                reason = f"reply dropped: {err}"
-                self.recorder.site_failed(server_round, node, MALFORMED_CODE, reason)
-                self.compliance.error("validation", f"site {site}: {reason}", server_round)
+                self._drop(server_round, node, site, f"reply dropped: {err}")
                 continue
-            if train:
-                self.compliance.record_attestation(site, msg.content)
-                self.recorder.site_trained(server_round, node, msg.content)
-            else:
-                self.recorder.site_evaluated(server_round, node, msg.content)
+            except Exception as err:  # noqa: BLE001 - one site must never crash the round
+                log.exception("round %d: reply of site %s could not be handled", server_round, site)
+                reason = f"reply dropped: could not be handled ({type(err).__name__}: {err})"
+                self._drop(server_round, node, site, reason)
+                continue
             accepted.append(msg)
         self.compliance.flush()
         return accepted
+
+    def _check(self, server_round: int, node: int, content: RecordDict, *, train: bool) -> None:
+        """Validate one reply, then record it; raises on anything the coordinator cannot count."""
+        site = self.compliance.roster.get(node)
+        if site is None:
+            raise RejectedUpdateError(f"node {node} is not on this run's roster")
+        if train:
+            assert self._global is not None
+            self.compliance.unseal(server_round, node, content, required=self.sealed)
+            check_train_reply(content, self._global)
+        else:
+            check_evaluate_reply(content)
+        claimed = reply_site_name(content)
+        if claimed != site:
+            raise RejectedUpdateError(f"reply names site '{claimed}'; this node is '{site}'")
+        if train:
+            assert self._global is not None
+            norm = check_update_norm(
+                content.array_records[keys.ARRAYS],
+                self._global,
+                max_norm=self.limits.max_update_norm,
+            )
+            self.compliance.verify_update(server_round, node, content)
+            self.compliance.record_attestation(site, content)
+            self.recorder.site_trained(server_round, node, content, update_norm=norm)
+        else:
+            self.compliance.absorb_consent(site, content, server_round)
+            self.recorder.site_evaluated(server_round, node, content)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -251,9 +298,7 @@ class RecordingStrategy(Strategy):
         if self.stopped_at is not None and self.stopped_at < server_round:
             return None
         ok = self._accepted(server_round, replies, train=False)
-        # Only replies whose release policy let a count leave can be weighted.
-        weighted = [m for m in ok if keys.NUM_EXAMPLES in m.content[keys.METRICS]]
-        metrics = self.inner.aggregate_evaluate(server_round, weighted) if weighted else None
+        metrics = evaluate_metrics(ok, max_share=self.limits.max_weight_share) if ok else None
         self.recorder.round_finished(server_round)
         self.compliance.sign_head()
         if self.on_round_end is not None and self._latest is not None:

@@ -1,4 +1,4 @@
-"""Check every site reply before it is counted: only model-shaped arrays and known scalar metrics."""
+"""Check every site reply before it is counted: only model-shaped arrays, known scalar metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from flwr.app import ArrayRecord, RecordDict
 from common import keys
 from common.errors import FedsafeError
 
-__all__ = ["MalformedReplyError", "check_train_reply", "check_evaluate_reply"]
+__all__ = [
+    "MalformedReplyError",
+    "RejectedUpdateError",
+    "check_train_reply",
+    "check_evaluate_reply",
+    "reply_site_name",
+]
 
 _TRAIN = {keys.ARRAYS, keys.METRICS, keys.SITE, keys.ATTESTATION}
 _EVALUATE = {keys.METRICS, keys.SITE, keys.CONSENT}
@@ -20,33 +26,12 @@ class MalformedReplyError(FedsafeError):
     """A site's reply does not have the shape of an update; it is dropped, not aggregated."""
 
 
-def _check_records(
-    content: RecordDict,
-    metric_names: tuple[str, ...],
-    allowed: set[str],
-    *,
-    required: tuple[str, ...] | None = None,
-) -> None:
-    extra = set(content.keys()) - allowed
-    if extra:
-        raise MalformedReplyError(f"unexpected records {sorted(extra)}; allowed {sorted(allowed)}")
-    if keys.METRICS not in content.metric_records:
-        raise MalformedReplyError(f"missing metric record '{keys.METRICS}'")
-    metrics = content.metric_records[keys.METRICS]
-    # A site's release policy may withhold metrics: only known names, and the required ones.
-    need = set(metric_names if required is None else required)
-    if not need <= set(metrics.keys()) <= set(metric_names):
-        raise MalformedReplyError(
-            f"metrics {sorted(metrics.keys())} are not the expected {sorted(metric_names)} "
-            f"(required: {sorted(need)})"
-        )
-    for name, value in metrics.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise MalformedReplyError(f"metric '{name}' is not a scalar number")
-        if math.isnan(value) and name != keys.AUROC:
-            raise MalformedReplyError(f"metric '{name}' is NaN")
-    if keys.NUM_EXAMPLES in metrics and not float(metrics[keys.NUM_EXAMPLES]) > 0:
-        raise MalformedReplyError(f"'{keys.NUM_EXAMPLES}' must be > 0")
+class RejectedUpdateError(FedsafeError):
+    """An update whose attestation is missing, forged or does not match what was sent."""
+
+
+def reply_site_name(content: RecordDict) -> str:
+    """The site name a reply claims: exactly one string in the `site` record."""
     site = content.config_records.get(keys.SITE)
     if (
         site is None
@@ -56,12 +41,41 @@ def _check_records(
         raise MalformedReplyError(
             f"record '{keys.SITE}' must hold exactly the string '{keys.SITE_NAME}'"
         )
+    return str(site[keys.SITE_NAME])
+
+
+def _check_records(
+    content: RecordDict, metric_names: tuple[str, ...], allowed: set[str], *, required: set[str]
+) -> None:
+    extra = set(content.keys()) - allowed
+    if extra:
+        raise MalformedReplyError(f"unexpected records {sorted(extra)}; allowed {sorted(allowed)}")
+    if keys.METRICS not in content.metric_records:
+        raise MalformedReplyError(f"missing metric record '{keys.METRICS}'")
+    metrics = content.metric_records[keys.METRICS]
+    names = set(metrics.keys())
+    # A site's release policy may withhold some metrics: only known names, and the required.
+    if not required <= names <= set(metric_names):
+        raise MalformedReplyError(
+            f"metrics {sorted(names)} differ from the expected {sorted(metric_names)} "
+            f"(required: {sorted(required)})"
+        )
+    for name, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise MalformedReplyError(f"metric '{name}' is not a scalar number")
+        if math.isnan(value) and name != keys.AUROC:
+            raise MalformedReplyError(f"metric '{name}' is NaN")
+    if keys.NUM_EXAMPLES in metrics:
+        count = float(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
+        if not (math.isfinite(count) and count > 0):
+            raise MalformedReplyError(f"'{keys.NUM_EXAMPLES}' must be finite and > 0")
+    reply_site_name(content)
 
 
 def check_train_reply(content: RecordDict, reference: ArrayRecord) -> None:
     """A training reply: the global model's exact keys, shapes and dtypes, finite values."""
-    optional = (keys.LOSS,)  # training loss leaves only under an `exact` release policy
-    required = tuple(k for k in keys.TRAIN_METRICS if k not in optional)
+    # Training loss leaves only under an `exact` release policy; the DP figures always do.
+    required = set(keys.TRAIN_METRICS) - {keys.LOSS}
     _check_records(content, keys.TRAIN_METRICS, _TRAIN, required=required)
     if keys.ARRAYS not in content.array_records:
         raise MalformedReplyError(f"missing array record '{keys.ARRAYS}'")
@@ -72,7 +86,8 @@ def check_train_reply(content: RecordDict, reference: ArrayRecord) -> None:
         got = arrays[name]
         if tuple(got.shape) != tuple(ref.shape) or got.dtype != ref.dtype:
             raise MalformedReplyError(
-                f"array '{name}' is {got.dtype}{tuple(got.shape)}, expected {ref.dtype}{tuple(ref.shape)}"
+                f"array '{name}' is {got.dtype}{tuple(got.shape)}, "
+                f"expected {ref.dtype}{tuple(ref.shape)}"
             )
         if not np.isfinite(got.numpy()).all():
             raise MalformedReplyError(f"array '{name}' holds NaN or infinite values")
@@ -82,7 +97,11 @@ def check_train_reply(content: RecordDict, reference: ArrayRecord) -> None:
 
 
 def check_evaluate_reply(content: RecordDict) -> None:
-    """An evaluation reply carries metrics and the site name, no arrays."""
+    """An evaluation reply carries the site name and any subset of the known evaluate metrics.
+
+    A site's release policy may withhold, round or noise its held-out figures, so a metric
+    (the example count included) may be absent; what is present must be a number.
+    """
     if content.array_records:
         raise MalformedReplyError("an evaluation reply must not carry arrays")
-    _check_records(content, keys.EVAL_METRICS, _EVALUATE, required=())
+    _check_records(content, keys.EVAL_METRICS, _EVALUATE, required=set())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from common import crypto, keys
 from common.attestation import arrays_digest, attestation_payload, identity_payload, sign_statement
+from common.config import PrivacyConfig
 from common.ledger import Ledger
+from common.privacy.accountants import epsilon_for
 from common.wire import pack_arrays, sealing_context
 from server.compliance import Compliance, CoordinatorKeys, RejectedUpdateError
 from server.consent import ConsentRegistry
@@ -104,22 +108,37 @@ def test_plaintext_is_refused_when_sealing_is_required(compliance: Compliance) -
     compliance.unseal(1, 7, content, required=False)  # allowed when the run does not seal
 
 
-def _attested(signing_private: bytes, **override: object) -> RecordDict:
+def _attested(
+    signing_private: bytes, metrics_override: dict[str, float] | None = None, **override: object
+) -> RecordDict:
     digest = arrays_digest(ARRAYS)
+    epsilon = epsilon_for([(1.0, 0.1, 8)], delta=1e-5)
     payload = attestation_payload(
         site="cleveland",
         run_id=RUN,
         server_round=1,
-        epsilon=1.0,
+        epsilon=epsilon,
         delta=1e-5,
         steps=8,
         update_digest=digest,
+        noise_multiplier=1.0,
+        sample_rate=0.1,
+        num_examples=80,
     )
     payload.update(override)
+    metrics = {
+        keys.NUM_EXAMPLES: 80.0,
+        keys.LOSS: 0.5,
+        keys.EPSILON: epsilon,
+        keys.DELTA: 1e-5,
+        keys.STEPS: 8.0,
+        keys.NOISE_MULTIPLIER: 1.0,
+        keys.SAMPLE_RATE: 0.1,
+    } | (metrics_override or {})
     return RecordDict(
         {
             keys.ARRAYS: ArrayRecord({"w": Array(ARRAYS["w"])}),
-            keys.METRICS: MetricRecord({keys.EPSILON: 1.0}),
+            keys.METRICS: MetricRecord(metrics),
             keys.ATTESTATION: ConfigRecord(sign_statement(payload, signing_private)),
         }
     )
@@ -186,3 +205,102 @@ def test_an_unenrolled_site_is_refused_at_roll_call(
     )
     with pytest.raises(RejectedUpdateError, match="'mallory' is not enrolled"):
         compliance.admit_identity(4, content)
+
+
+ONE_ROUND = epsilon_for([(1.0, 0.1, 8)], delta=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("override", "metrics", "reason"),
+    [
+        ({"epsilon": None}, {}, "attested epsilon is null in a run with privacy enabled"),
+        ({"epsilon": -1.0}, {keys.EPSILON: -1.0}, "attested epsilon -1.0 is negative"),
+        ({"epsilon": "1.0"}, {}, "attested epsilon '1.0' is not a number"),
+        ({"epsilon": ONE_ROUND / 2}, {keys.EPSILON: ONE_ROUND / 2}, "is below"),
+        ({"epsilon": ONE_ROUND * 2}, {}, "attested epsilon"),
+        ({"steps": 9}, {}, "attested steps 9.0 != reported steps 8.0"),
+        ({"steps": 8.5}, {keys.STEPS: 8.5}, "attested steps 8.5 is not an integer"),
+        ({"noise_multiplier": 2.0}, {}, "attested noise_multiplier 2.0 != reported"),
+        ({"noise_multiplier": None}, {}, "attested noise_multiplier None is not a number"),
+        ({"noise_multiplier": 0.0}, {keys.NOISE_MULTIPLIER: 0.0}, "is below inf"),
+        ({"sample_rate": 0.2}, {}, "attested sample_rate 0.2 != reported"),
+        ({"sample_rate": 2.0}, {keys.SAMPLE_RATE: 2.0}, "sample_rate 2.0 is above 1"),
+        ({"delta": 1e-3}, {keys.DELTA: 1e-3}, "!= the run's privacy.delta"),
+        ({"num_examples": 81}, {}, "attested num_examples 81.0 != reported num-examples 80.0"),
+        ({"refused": True}, {}, "not of a completed round"),
+    ],
+    ids=[
+        "eps-null",
+        "eps-negative",
+        "eps-string",
+        "eps-below-one-round",
+        "eps-differs-from-metric",
+        "steps-differ",
+        "steps-float",
+        "noise-differs",
+        "noise-missing",
+        "noise-zero",
+        "rate-differs",
+        "rate-above-one",
+        "delta-other",
+        "count-differs",
+        "refused",
+    ],
+)
+def test_an_attestation_inconsistent_with_itself_the_metrics_or_the_run_is_refused(
+    compliance: Compliance,
+    site_keys: tuple[bytes, bytes],
+    override: dict[str, object],
+    metrics: dict[str, float],
+    reason: str,
+) -> None:
+    with pytest.raises(RejectedUpdateError, match="site 'cleveland'") as err:
+        compliance.verify_update(1, 7, _attested(site_keys[0], metrics, **override))
+    assert reason in str(err.value)
+
+
+def test_a_cumulative_epsilon_above_one_round_is_accepted(
+    compliance: Compliance, site_keys: tuple[bytes, bytes]
+) -> None:
+    more = {keys.EPSILON: ONE_ROUND * 3}
+    assert compliance.verify_update(1, 7, _attested(site_keys[0], more, epsilon=ONE_ROUND * 3))
+
+
+def test_an_attestation_without_epsilon_is_refused_not_a_key_error(
+    compliance: Compliance, site_keys: tuple[bytes, bytes]
+) -> None:
+    content = _attested(site_keys[0])
+    payload = json.loads(str(content[keys.ATTESTATION]["payload"]))
+    del payload["epsilon"]
+    content[keys.ATTESTATION] = ConfigRecord(sign_statement(payload, site_keys[0]))
+    with pytest.raises(RejectedUpdateError, match="attested epsilon is null"):
+        compliance.verify_update(1, 7, content)
+
+
+def test_without_privacy_a_null_epsilon_is_accepted(
+    compliance: Compliance, site_keys: tuple[bytes, bytes]
+) -> None:
+    compliance.privacy = PrivacyConfig(enabled=False)
+    content = _attested(
+        site_keys[0],
+        {keys.EPSILON: math.inf, keys.DELTA: 0.0, keys.NOISE_MULTIPLIER: 0.0},
+        epsilon=None,
+        delta=None,
+        noise_multiplier=None,
+        sample_rate=None,
+    )
+    assert compliance.verify_update(1, 7, content) == "cleveland"
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_signed_non_finite_epsilon_is_refused(
+    compliance: Compliance, site_keys: tuple[bytes, bytes], value: str
+) -> None:
+    content = _attested(site_keys[0])
+    payload = json.loads(str(content[keys.ATTESTATION]["payload"]))
+    payload["epsilon"] = float(value)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))  # Python writes NaN
+    signature = crypto.sign(site_keys[0], text.encode())
+    content[keys.ATTESTATION] = ConfigRecord({"payload": text, "signature": signature})
+    with pytest.raises(RejectedUpdateError, match="attestation is not canonical JSON"):
+        compliance.verify_update(1, 7, content)

@@ -240,7 +240,7 @@ def test_record_tampered_in_database_is_refused_at_decision_time(
     registry.grant(_signed(keys), keys[1])
     with registry.engine.begin() as conn:
         conn.execute(
-            text("UPDATE consent_records SET valid_until = :later WHERE record_id = 'r-123'"),
+            text("UPDATE site_consent_records SET valid_until = :later WHERE record_id = 'r-123'"),
             {"later": "2099-01-01T00:00:00.000000Z"},
         )
 
@@ -255,7 +255,7 @@ def test_record_edited_out_of_shape_is_refused_at_decision_time(
 ) -> None:
     registry.grant(_signed(keys), keys[1])
     with registry.engine.begin() as conn:
-        conn.execute(text("UPDATE consent_records SET purposes = 'not json'"))
+        conn.execute(text("UPDATE site_consent_records SET purposes = 'not json'"))
 
     decision = _decide(registry, keys)
 
@@ -268,7 +268,7 @@ def test_listing_a_row_edited_out_of_shape_names_the_record(
 ) -> None:
     registry.grant(_signed(keys), keys[1])
     with registry.engine.begin() as conn:
-        conn.execute(text("UPDATE consent_records SET granted_at = 'yesterday'"))
+        conn.execute(text("UPDATE site_consent_records SET granted_at = 'yesterday'"))
 
     with pytest.raises(ConsentError, match="consent r-123: stored row is malformed"):
         registry.records()
@@ -284,7 +284,7 @@ def test_withdrawal_moved_in_database_is_refused_at_decision_time(
     registry.withdraw(withdrawal, keys[1])
     with registry.engine.begin() as conn:
         conn.execute(
-            text("UPDATE consent_withdrawals SET withdrawn_at = '2099-01-01T00:00:00.000000Z'")
+            text("UPDATE site_consent_withdrawals SET withdrawn_at = '2099-01-01T00:00:00.000000Z'")
         )
 
     decision = _decide(registry, keys, at_time=T0 + 3 * DAY)
@@ -337,7 +337,7 @@ def test_withdrawal_of_another_sites_record_is_refused(
         record_id="r-123", site="h2", withdrawn_at=T0, site_private_pem=attacker_keys[0]
     )
 
-    with pytest.raises(ConsentError, match="belongs to site 'h1'"):
+    with pytest.raises(ConsentError, match="no consent r-123 of site 'h2'"):
         registry.withdraw(withdrawal, attacker_keys[1])
 
 
@@ -483,3 +483,41 @@ def test_from_config_refuses_unknown_keys() -> None:
 
     with pytest.raises(ConfigError, match=r"consent\[0\]\.purpose"):
         ConsentRegistry.from_config(entries, keys, now=T0)
+
+
+def test_a_record_id_is_the_sites_own_another_site_may_use_the_same_one(
+    registry: ConsentRegistry, keys: tuple[bytes, bytes], attacker_keys: tuple[bytes, bytes]
+) -> None:
+    # A peer registers the victim's (predictable) id first, under its own name and key.
+    registry.grant(_signed(attacker_keys, site="h2"), attacker_keys[1])
+    registry.grant(_signed(keys), keys[1])
+    assert _decide(registry, keys).allowed
+    assert {(e.signed.record.site, e.signed.record.record_id) for e in registry.records()} == {
+        ("h1", "r-123"),
+        ("h2", "r-123"),
+    }
+
+
+def test_a_v1_registry_file_is_carried_over(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    import sqlite3
+
+    from server.consent import _record_row
+
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE consent_records (record_id VARCHAR(128) PRIMARY KEY, site VARCHAR(128), "
+        "dataset VARCHAR(256), purposes TEXT, legal_basis TEXT, data_categories TEXT, "
+        "jurisdiction VARCHAR(64), valid_from VARCHAR(32), valid_until VARCHAR(32), "
+        "granted_at VARCHAR(32), signature VARCHAR(256), signer VARCHAR(64))"
+    )
+    row = _record_row(_signed(keys))
+    con.execute(
+        f"INSERT INTO consent_records ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        list(row.values()),
+    )
+    con.commit()
+    con.close()
+    with ConsentRegistry.open(path) as registry:
+        assert [e.signed.record.record_id for e in registry.records()] == ["r-123"]
+        assert _decide(registry, keys).allowed

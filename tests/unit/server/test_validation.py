@@ -73,12 +73,12 @@ def test_non_finite_values_are_refused() -> None:
 
 
 def test_unknown_or_missing_metrics_are_refused() -> None:
-    with pytest.raises(MalformedReplyError, match="metrics .* are not the expected"):
+    with pytest.raises(MalformedReplyError, match="metrics .* differ from the expected"):
         check_train_reply(_reply(metrics=_metrics(extra=1.0)), _reference())
 
 
 def test_zero_examples_or_negative_steps_are_refused() -> None:
-    with pytest.raises(MalformedReplyError, match="'num-examples' must be > 0"):
+    with pytest.raises(MalformedReplyError, match="'num-examples' must be finite and > 0"):
         check_train_reply(_reply(metrics=_metrics(**{keys.NUM_EXAMPLES: 0.0})), _reference())
     with pytest.raises(MalformedReplyError, match="metric 'steps' is negative"):
         check_train_reply(_reply(metrics=_metrics(**{keys.STEPS: -1.0})), _reference())
