@@ -182,6 +182,7 @@ def _outcome(
         sample_rate=result.sample_rate if private else None,
         num_examples=weight,
         randomness=randomness,
+        release=site.release.evaluation,
     )
     metrics = {
         keys.NUM_EXAMPLES: float(weight),

@@ -57,6 +57,7 @@ def attestation_payload(
     sample_rate: float | None = None,
     num_examples: int | None = None,
     randomness: str | None = None,
+    release: str | None = None,
     refused: bool = False,
 ) -> dict[str, Any]:
     """The ledger's attestation contract (common/ledger/records.py), plus the run id.
@@ -64,7 +65,8 @@ def attestation_payload(
     `noise_multiplier` and `sample_rate` are what the site really trained with, so an auditor
     can recompute the round's charge; `num_examples` is the aggregation weight the site claims,
     signed so that the coordinator can bound it against what it enrolled. `randomness` names
-    where the noise came from ("os-csprng"; "seeded-test-only" marks a release as not private).
+    where the noise came from ("os-csprng"; "seeded-test-only" marks a release as not private);
+    `release` the site's evaluation release policy (exact, rounded, dp or off).
     """
     return {
         "statement": ATTESTATION,
@@ -79,6 +81,7 @@ def attestation_payload(
         "sample_rate": sample_rate,
         "num_examples": num_examples,
         "randomness": randomness,
+        "release": release,
         "refused": refused,
     }
 

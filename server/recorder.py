@@ -48,12 +48,28 @@ def _weighted(rows: list[dict[str, float]], key: str) -> float:
     return sum(w * v for w, v in pairs) / total
 
 
+def _signed(content: RecordDict) -> dict[str, Any]:
+    """The attestation's signed payload (already verified by the compliance layer)."""
+    try:
+        payload = json.loads(str(content[keys.ATTESTATION]["payload"]))
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and len(value) <= 40 else None
+
+
 @dataclass
 class _Site:
     trained_rounds: list[int] = field(default_factory=list)
     train: dict[str, float] = field(default_factory=dict)
     evaluation: dict[str, float] = field(default_factory=dict)
     steps: int = 0
+    # From the site's signed attestation: its release policy and where its noise came from.
+    release: str | None = None
+    randomness: str | None = None
     refusals: list[dict[str, Any]] = field(default_factory=list)
     exclusions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -109,6 +125,9 @@ class RunRecorder:
         site.trained_rounds.append(server_round)
         site.train = metrics
         site.steps += int(metrics[keys.STEPS])
+        signed = _signed(content)
+        site.release = _text(signed.get("release")) or site.release
+        site.randomness = _text(signed.get("randomness")) or site.randomness
         self._round.setdefault("trained", []).append(name)
         line = {"round": server_round, "site": name, "phase": "train", **metrics}
         if update_norm is not None:
@@ -210,6 +229,9 @@ class RunRecorder:
                 "noise_multiplier": s.train.get(keys.NOISE_MULTIPLIER) if dp else None,
                 "sample_rate": s.train.get(keys.SAMPLE_RATE),
                 "rounds_trained": s.trained_rounds,
+                "release_policy": s.release,
+                "randomness": s.randomness,
+                "private": dp and s.randomness == "os-csprng",
                 "refusals": s.refusals,
                 "exclusions": s.exclusions,
                 "cap": self.cfg.federation.cap_for(name) if dp else None,

@@ -20,7 +20,8 @@ Payload keys the server (and, for attestations, the sites) must write; readers s
   site's cumulative epsilon after this round), ``delta`` (float), ``steps`` (int, local DP steps
   this round), ``update_digest`` (SHA-256 hex of the update sent, or null), ``noise_multiplier``
   and ``sample_rate`` (floats the site trained with, null without DP), ``num_examples`` (int, the
-  aggregation weight the site claims), ``refused`` (bool).
+  aggregation weight the site claims), ``randomness`` ("os-csprng", or "seeded-test-only": not
+  private), ``release`` (the site's evaluation release policy), ``refused`` (bool).
 - ``round_aggregated``: ``round`` (int), ``sites`` (list of str), ``aggregate_digest``
   (SHA-256 hex).
 - ``dropout``: ``site``, ``round``, ``reason``.

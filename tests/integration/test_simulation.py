@@ -42,6 +42,9 @@ def test_every_site_trains_every_round(run: tuple[ExperimentConfig, Path, dict[s
     assert set(summary["sites"]) == {"cleveland", "hungary", "va_long_beach", "switzerland"}
     for site in summary["sites"].values():
         assert site["rounds_trained"] == [1, 2, 3] and site["refusals"] == []
+        # What each site signed: its OS randomness and its release policy (simulation: exact).
+        assert site["private"] and site["randomness"] == "os-csprng"
+        assert site["release_policy"] == "exact"
 
 
 def test_epsilon_is_cumulative_and_equals_the_accountant_on_real_steps(
@@ -111,5 +114,8 @@ def test_sealed_updates_reach_the_same_model_as_plain_fedavg(
         )
         summary = simulate(cfg, runs / "it-run")
         models[sealed] = torch.load(runs / "it-run" / summary["model"]["path"])
+        # The sites said, in their signed attestations, that this noise was not private.
+        assert {s["randomness"] for s in summary["sites"].values()} == {"seeded-test-only"}
+        assert not any(s["private"] for s in summary["sites"].values())
     for name, value in models[True].items():
         assert torch.allclose(value, models[False][name], atol=1e-6), name
