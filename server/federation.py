@@ -205,6 +205,10 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         return recorder.finish(model_path=path, model_sha256=sha, compliance=compliance)
     except Exception as err:
         compliance.error("server", f"run failed: {type(err).__name__}: {err}")
+        try:  # sign the error too: an unsigned tail would fail every audit of this run
+            compliance.sign_head()
+        except Exception:  # noqa: BLE001 - the original failure is what must surface
+            log.exception("could not sign the ledger head after the failure")
         raise
     finally:
         compliance.consent.close()

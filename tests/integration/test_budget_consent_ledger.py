@@ -117,7 +117,10 @@ def test_the_ledger_of_a_real_run_verifies_and_carries_the_story(
     runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = runs["base"] / "capped"
-    assert fedsafe(["audit", "verify", str(run_dir), "--json"]) == 0
+    assert fedsafe(["audit", "verify", str(run_dir), "--json"]) == 3  # no independent key
+    assert json.loads(capsys.readouterr().out)["status"] == "unverifiable"
+    coordinator_key = runs["base"] / "coordinator" / "keys" / "server_signing.pub"
+    assert fedsafe(["audit", "verify", str(run_dir), "--key", str(coordinator_key), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ok"] and result["attestations_checked"] == 4 + 2 and result["signed_heads"] >= 3
     with Ledger.open(run_dir / "ledger.sqlite") as ledger:
