@@ -85,6 +85,7 @@ def _run_started(cfg: ExperimentConfig, compliance: Compliance) -> None:
     compliance.ledger.append(
         records.RUN_STARTED,
         {
+            "ledger_format": records.LEDGER_FORMAT,
             "run_id": compliance.run_id,
             "purpose": compliance.purpose,
             "jurisdictions": list(cfg.compliance.jurisdictions),

@@ -153,9 +153,11 @@ def audit_ledger(ledger_path: Path, run_dir: Path, anchors: Anchors) -> AuditOut
                 detail = f"witness holds seq {held}, last signed head is seq {result.last_head_seq}"
                 raise LedgerTamperedError(held, STALE_WITNESS, detail)
     except LedgerTamperedError as err:
+        checked = {k: v for k, v in checked.items() if v is not None}
         return AuditOutcome(
             TAMPERED, str(err), None, err.seq, err.reason, err.detail, checked_with=checked
         )
+    checked = {k: v for k, v in checked.items() if v is not None}  # what was used, only
     if not anchors.independent_of(run_dir):
         message = (
             f"chain of {result.entries_checked} entries consistent, but checked only against "

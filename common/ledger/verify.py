@@ -15,11 +15,14 @@ from common.ledger.records import (
     ATTESTATION,
     GENESIS_PREV_HASH,
     HEAD_SIGNED,
+    LEDGER_FORMAT,
+    LEDGER_FORMAT_V1,
     RUN_STARTED,
     Entry,
     canonical_bytes,
     entry_hash,
     head_message,
+    legacy_entry_hash,
 )
 from common.ledger.store import WITNESS_FORMAT, Ledger
 
@@ -40,6 +43,7 @@ __all__ = [
     "BAD_HEAD",
     "UNSIGNED_TAIL",
     "WRONG_SIGNER",
+    "OLD_FORMAT",
 ]
 
 EDITED = "payload edited (hash mismatch)"
@@ -53,6 +57,7 @@ UNKNOWN_SITE = "attestation from an unknown signer (no public key for site)"
 BAD_HEAD = "bad head signature"
 UNSIGNED_TAIL = "entries after the last signed head (unsigned tail)"
 WRONG_SIGNER = "signed by a key other than the run's server key"
+OLD_FORMAT = f"written in an older ledger format; this fedsafe verifies only {LEDGER_FORMAT}"
 _MALFORMED = "malformed entry"
 
 
@@ -271,6 +276,10 @@ def _verify(
         if error is not None:
             raise error
         if entry_hash(cur.seq, cur.time, cur.kind, cur.payload, cur.prev_hash) != cur.hash:
+            if legacy_entry_hash(cur.seq, cur.time, cur.kind, cur.payload, cur.prev_hash) == (
+                cur.hash
+            ):
+                raise LedgerTamperedError(cur.seq, OLD_FORMAT, LEDGER_FORMAT_V1)
             raise LedgerTamperedError(cur.seq, EDITED)
         if cur.kind == RUN_STARTED:
             run_key = _check_run_started(cur, pinned)

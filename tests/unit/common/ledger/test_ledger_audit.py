@@ -214,4 +214,3 @@ def test_a_replaced_site_key_with_reforged_attestation_fails(
 
     assert (code, out["status"]) == (1, "tampered")
     assert "run_started enrolled" in out["detail"]
-

@@ -30,7 +30,6 @@ from common.ledger.verify import (
     REORDERED,
     TRUNCATED,
     UNKNOWN_SITE,
-    UNSIGNED_TAIL,
     WRONG_SIGNER,
 )
 
