@@ -96,7 +96,7 @@ def test_too_few_sites_stops_the_run_cleanly(runs: dict[str, Any]) -> None:
     first = runs["first"]
     assert first["stopped_early"]["round"] == 2
     assert "fewer than min_sites=3" in first["stopped_early"]["reason"]
-    assert (runs["base"] / "capped" / "model.pt").exists()
+    assert (runs["base"] / "capped" / "model.safetensors").exists()
 
 
 def test_budgets_persist_across_runs_and_match_the_store(runs: dict[str, Any]) -> None:

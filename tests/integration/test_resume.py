@@ -14,12 +14,17 @@ import pytest
 from client.budget import BudgetStore
 from common.config import ExperimentConfig, from_dict
 from common.ledger import Ledger, verify_ledger
-from server.checkpoint import load_checkpoint
+from server.checkpoint import CHECKPOINT, load_checkpoint
 from simulations.engine import simulate
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROUNDS = 4
+
+
+def _server_public(runs: Path) -> bytes:
+    """The simulated coordinator's own key, which signs every checkpoint."""
+    return (runs / "coordinator" / "keys" / "server_signing.pub").read_bytes()
 
 
 def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 240) -> None:
@@ -41,8 +46,8 @@ def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 2
     try:
         while time.monotonic() < deadline:
             checkpoint = (
-                load_checkpoint(runs / run_id)
-                if (runs / run_id / "checkpoint.pkl").exists()
+                load_checkpoint(runs / run_id, _server_public(runs))
+                if (runs / run_id / CHECKPOINT).exists()
                 else None
             )
             if checkpoint is not None and checkpoint.round >= round_:
@@ -60,7 +65,7 @@ def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 2
 def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path) -> None:
     runs, run_id = tmp_path / "runs", "crash"
     _kill_after_round(runs, run_id, 2)
-    killed_at = load_checkpoint(runs / run_id).round  # type: ignore[union-attr]
+    killed_at = load_checkpoint(runs / run_id, _server_public(runs)).round  # type: ignore[union-attr]
     assert 2 <= killed_at < ROUNDS
 
     cfg = from_dict(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from safetensors.torch import load_file
 
 from common.config import ExperimentConfig, from_dict
 from common.privacy import epsilon_for
@@ -99,7 +100,7 @@ def test_sealed_updates_reach_the_same_model_as_plain_fedavg(
     data = to_dict(cfg) | {"runs_dir": str(tmp_path), "security": {"sealed_updates": False}}
     plain_cfg = from_dict(ExperimentConfig, data)
     plain = simulate(plain_cfg, tmp_path / "plain")
-    sealed_model = torch.load(run_dir / "model.pt")
-    plain_model = torch.load(tmp_path / "plain" / plain["model"]["path"])
+    sealed_model = load_file(run_dir / "model.safetensors")  # no code runs on load
+    plain_model = load_file(tmp_path / "plain" / plain["model"]["path"])
     for name, value in sealed_model.items():
         assert torch.allclose(value, plain_model[name], atol=1e-6), name
