@@ -146,7 +146,7 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     return metadata, tensors
 
 
-def load_checkpoint(run_dir: Path, public_pem: bytes) -> Checkpoint | None:
+def load_checkpoint(run_dir: Path, public_pem: bytes | None) -> Checkpoint | None:
     """The run folder's last checkpoint, verified against the coordinator's own public key.
 
     None if the run never completed a round. A file not signed by that key (planted, edited,
@@ -155,6 +155,10 @@ def load_checkpoint(run_dir: Path, public_pem: bytes) -> Checkpoint | None:
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None
+    if public_pem is None:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be checked: the coordinator's signing key is missing"
+        )
     metadata, tensors = _read(path)
     missing = [k for k in ("state", "signer", "signature") if k not in metadata]
     if missing:
@@ -193,7 +197,7 @@ def _decode(path: Path, state: Any, tensors: dict[str, np.ndarray]) -> Checkpoin
 
 
 def checkpoint_to_resume(
-    cfg: ExperimentConfig, run_dir: Path, public_pem: bytes
+    cfg: ExperimentConfig, run_dir: Path, public_pem: bytes | None
 ) -> Checkpoint | None:
     """The checkpoint to continue from; refuses to silently restart, overwrite or alter a run."""
     checkpoint = load_checkpoint(run_dir, public_pem)

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from common import crypto, keys
 from common.config import ExperimentConfig
-from common.data import dataset_info, site_names
-from common.layout import coordinator_dir, simulated_site_dir
+from common.data import dataset_info
+from common.layout import coordinator_keys_dir, federation_sites, simulated_site_dir
 from common.ledger import Ledger, records
 from common.models import model_for
 from server.checkpoint import (
@@ -55,7 +55,7 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
     """The run's ledger, consent registry and keys, from config or the simulation layout."""
     c = cfg.compliance
     run_id = run_dir.name
-    server_keys = Path(c.server_keys_dir) if c.server_keys_dir else coordinator_dir(cfg) / "keys"
+    server_keys = coordinator_keys_dir(cfg)
     site_keys = Path(c.site_keys_dir) if c.site_keys_dir else run_dir / "keys" / "sites"
     coordinator = CoordinatorKeys.load_or_create(server_keys, site_keys)
     published = run_dir / "keys" / "server_signing.pub"
@@ -68,7 +68,7 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
     simulated = {}
     if c.site_keys_dir is None:  # a simulation: each simulated site's key sits in its own folder
         simulated = {
-            s: simulated_site_dir(cfg, s, run_id) / "keys" for s in site_names(cfg.dataset)
+            s: simulated_site_dir(cfg, s, run_id) / "keys" for s in federation_sites(cfg)
         }
     registry = ConsentRegistry.open(c.consent_registry or run_dir / "consent.sqlite")
     return Compliance(

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ExperimentConfig, to_dict
-from common.data import site_names
 from common.errors import FedsafeError
+from common.layout import coordinator_keys_dir, federation_sites
 from common.privacy.plan_table import format_plan, plan_to_json
 from server.checkpoint import checkpoint_to_resume
 from simulations.planning import plan_simulation
@@ -53,7 +53,7 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
         from client.app import build_client_app
         from server.app import build_server_app
 
-    sites = site_names(cfg.dataset)
+    sites = federation_sites(cfg)
     if cfg.strategy.min_sites > len(sites):
         raise FedsafeError(
             f"strategy.min_sites={cfg.strategy.min_sites} but the federation has only "
@@ -65,7 +65,9 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
             f"compliance.consent names sites {sorted(declared)} but the federation's sites are "
             f"{list(sites)}: no site could take part. Declare their consent, or use federation=open"
         )
-    checkpoint_to_resume(cfg, run_dir)  # fail before Ray starts, not after
+    # Fail before Ray starts, not after; the coordinator's own key verifies the checkpoint.
+    public = coordinator_keys_dir(cfg) / "server_signing.pub"
+    checkpoint_to_resume(cfg, run_dir, public.read_bytes() if public.is_file() else None)
     write_config(cfg, run_dir)
     if cfg.privacy.enabled:
         plan = plan_simulation(cfg, run_dir.name)
