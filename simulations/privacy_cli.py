@@ -169,7 +169,9 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
         p.add_argument("--json", action="store_true", help="print JSON")
 
     eps = psub.add_parser("epsilon", help="epsilon spent by a noise multiplier over steps")
-    eps.add_argument("--noise-multiplier", type=_NOISE, required=True)
+    eps.add_argument(  # 0 is allowed here: the answer is then an infinite epsilon
+        "--noise-multiplier", type=_number(0, MAX_NOISE, low_open=False), required=True
+    )
     common(eps)
     eps.set_defaults(func=_epsilon)
 

@@ -72,22 +72,23 @@ def test_zero_noise_prints_infinite_epsilon(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_bad_delta_is_an_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(
-        [
-            "privacy",
-            "epsilon",
-            "--noise-multiplier",
-            "1",
-            "--sample-rate",
-            "0.1",
-            "--steps",
-            "5",
-            "--delta",
-            "2",
-        ]
-    )
-    assert code == 2
-    assert "delta must be in (0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "privacy",
+                "epsilon",
+                "--noise-multiplier",
+                "1",
+                "--sample-rate",
+                "0.1",
+                "--steps",
+                "5",
+                "--delta",
+                "2",
+            ]
+        )
+    assert info.value.code == 2
+    assert "--delta: got '2'; allowed: a finite number in (0, 0.1]" in capsys.readouterr().err
 
 
 def test_plan_json_names_the_round_a_cap_stops_a_site(capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,7 +129,7 @@ def test_plan_rejects_a_malformed_site(capsys: pytest.CaptureFixture[str]) -> No
     [
         (["epsilon", "--noise-multiplier", "inf"], "--noise-multiplier"),
         (["epsilon", "--noise-multiplier", "nan"], "--noise-multiplier"),
-        (["epsilon", "--noise-multiplier", "-Infinity"], "--noise-multiplier"),
+        (["epsilon", "--noise-multiplier=-Infinity"], "--noise-multiplier"),
         (["noise", "--target-epsilon", "inf"], "--target-epsilon"),
     ],
 )
