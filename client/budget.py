@@ -33,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 
 from client.policy import SitePolicy
 from common.errors import AccountantError, BudgetExceededError, FedsafeError, PrivacyError
+from common.files import private_file
 from common.privacy.accountants import Charge, epsilon_for
 
 __all__ = [
@@ -289,7 +290,7 @@ class BudgetStore:
                 "check the site config's budget store path"
             )
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # 0600: the charge history is the site's alone
         engine = create_engine(f"sqlite:///{path.resolve()}", connect_args={"timeout": 30})
         _configure_sqlite(engine)
         try:
