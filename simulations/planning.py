@@ -7,7 +7,7 @@ from pathlib import Path
 from client.budget import BudgetStore
 from common.config import ExperimentConfig
 from common.data import load_sites
-from common.layout import dataset_id_for, simulated_site_dir
+from common.layout import dataset_id_for, federation_sites, simulated_site_dir
 from common.privacy import Charge
 from common.privacy.plan_table import FederationPlan, plan_federation
 
@@ -24,7 +24,8 @@ def _prior(cfg: ExperimentConfig, site: str, run_id: str) -> list[Charge]:
 
 def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
     """Each simulated site's noise, epsilon per round (on top of what it spent before) and cap round."""
-    sites = {s.site: s.n_train for s in load_sites(cfg.dataset)}
+    chosen = set(federation_sites(cfg))  # federation.sites may take part of the data set
+    sites = {s.site: s.n_train for s in load_sites(cfg.dataset) if s.site in chosen}
     return plan_federation(
         sites=sites,
         rounds=cfg.training.rounds,
