@@ -1,4 +1,4 @@
-"""The privacy plan of a simulated federation, printed before it starts: who a cap will stop, when."""
+"""The privacy plan of a simulated federation, printed before it starts: whom a cap stops, when."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _prior(cfg: ExperimentConfig, site: str, run_id: str) -> list[Charge]:
 
 
 def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
-    """Each simulated site's noise, epsilon per round (on top of what it spent before) and cap round."""
+    """Each simulated site's noise, epsilon per round (on top of its past spend) and cap round."""
     chosen = set(federation_sites(cfg))  # federation.sites may take part of the data set
     sites = {s.site: s.n_train for s in load_sites(cfg.dataset) if s.site in chosen}
     return plan_federation(
