@@ -13,7 +13,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.config import ExperimentConfig, from_dict
 from common.errors import FedsafeError
-from common.layout import federation_sites
+from common.layout import coordinator_keys_dir, federation_sites
+from common.ledger.audit import Anchors
 from common.names import check_name
 from simulations.engine import format_table, simulate
 from simulations.report_cli import write_report
@@ -69,7 +70,9 @@ def main(cfg: DictConfig) -> float | None:
         print(f"fedsafe: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(format_table(summary))
-    report = write_report(run_dir)
+    # The coordinator checks its own run against its own key, which lives outside the folder.
+    own_key = coordinator_keys_dir(experiment) / "server_signing.pub"
+    report = write_report(run_dir, anchors=Anchors(server_key=own_key))
     print(f"run folder: {run_dir}")
     print(f"report:     {report}")
     return summary["global"].get("accuracy")
