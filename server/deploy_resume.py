@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from common.errors import FedsafeError
+from common.errors import ConfigError, FedsafeError
+from common.names import check_name
 from server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint
 from server.deploy_config import ServerDeployConfig
 from server.deploy_process import DeployError
@@ -35,6 +36,14 @@ def _unfinished(runs_dir: Path) -> list[Path]:
     return sorted(folders, key=lambda p: (p / CHECKPOINT).stat().st_mtime)
 
 
+def _check_run_id(value: object, key: str) -> None:
+    """A run id names a folder under runs_dir: `../x` must never reach the file system."""
+    try:
+        check_name(key, value)
+    except ConfigError as err:
+        raise DeployError(str(err)) from None
+
+
 def _load(cfg: ServerDeployConfig, run_dir: Path) -> Checkpoint | None:
     """The run folder's checkpoint, verified with the coordinator's own key (not the folder's)."""
     if not (run_dir / CHECKPOINT).exists():
@@ -55,6 +64,7 @@ def resume_target(cfg: ServerDeployConfig, run_id: str | None = None) -> ResumeT
     unfinished run folder under runs_dir; a DeployError says why there is none."""
     named = run_id or cfg.run_overrides.get("run_id")
     if named:
+        _check_run_id(named, "--run-id" if run_id else "run.config.run_id")
         run_dir = cfg.runs_dir / str(named)
         if not (run_dir / CHECKPOINT).is_file():
             raise DeployError(
@@ -106,6 +116,8 @@ def refuse_restart(cfg: ServerDeployConfig) -> None:
     The ServerApp would refuse it too, but only inside Flower, after the SuperLink started.
     """
     named = cfg.run_overrides.get("run_id")
+    if named:
+        _check_run_id(named, "run.config.run_id")
     if named and not cfg.run_overrides.get("resume"):
         checkpoint = _load(cfg, cfg.runs_dir / str(named))
         if checkpoint is not None:

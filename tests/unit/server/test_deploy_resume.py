@@ -97,3 +97,12 @@ def test_a_planted_checkpoint_is_refused(tmp_path: Path) -> None:
     for call in (lambda: resume_target(cfg, "trial-1"), lambda: refuse_restart(named)):
         with pytest.raises(DeployError, match="cannot be read"):
             call()
+
+
+@pytest.mark.parametrize("run_id", ["../outside", "a/b", ".."])
+def test_a_run_id_that_leaves_runs_dir_is_refused(tmp_path: Path, run_id: str) -> None:
+    cfg = _server_yaml(tmp_path)
+    _checkpoint(cfg, "../outside")  # a genuine checkpoint, outside runs_dir
+
+    with pytest.raises(DeployError, match="config key '--run-id'.*no path separators"):
+        resume_target(cfg, run_id)
