@@ -48,6 +48,11 @@ def bound_config_hash(bound: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(bound)).hexdigest()
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def changed_keys(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ (``privacy.target_epsilon: 3.0 -> 20.0``), sorted."""
     old: dict[str, Any] = {}
@@ -58,5 +63,7 @@ def changed_keys(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
     for key in sorted(set(old) | set(new)):
         if key in RESOURCE_KEYS or old.get(key, "<absent>") == new.get(key, "<absent>"):
             continue
-        out.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
+        out.append(
+            f"{key}: {_short(old.get(key, '<absent>'))} -> {_short(new.get(key, '<absent>'))}"
+        )
     return out
