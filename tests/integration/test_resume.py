@@ -1,4 +1,4 @@
-"""Kill the coordinator mid-run for real, resume it: each round once, chain intact, no double pay."""
+"""Kill the coordinator mid-run, resume it: each round once, chain intact, no double pay."""
 
 from __future__ import annotations
 
