@@ -430,7 +430,7 @@ def test_a_crashed_coordinator_resumes_and_no_round_is_charged_twice(
         if run_dir is None or not (run_dir / CHECKPOINT).exists():
             return 0
         checkpoint = load_checkpoint(
-            run_dir, (workdir / "keys" / "server_signing.pub").read_bytes()
+            run_dir, (kits.server_keys / "server_signing.pub").read_bytes()
         )
         return checkpoint.round if checkpoint else 0
 
