@@ -14,6 +14,7 @@ from common.ledger import (
     ATTESTATION,
     ERROR,
     HEAD_SIGNED,
+    RUN_STARTED,
     Ledger,
     LedgerTamperedError,
     head_message,
@@ -30,6 +31,7 @@ from common.ledger.verify import (
     REORDERED,
     TRUNCATED,
     UNKNOWN_SITE,
+    UNSIGNED_TAIL,
     WRONG_SIGNER,
 )
 
@@ -303,3 +305,34 @@ def test_load_site_keys_rejects_a_bad_pem(tmp_path: Path) -> None:
     (tmp_path / "bad.pub").write_text("not a key")
     with pytest.raises(LedgerError, match="bad.pub"):
         load_site_keys(tmp_path)
+
+
+def test_head_signer_must_be_the_key_run_started_names(ledger: Ledger, server_keys: Keys) -> None:
+    # Arrange: run_started names the server key; a head is signed with another key. No key is
+    # given to the verifier: the ledger's own declaration is enough to catch it.
+    ledger.append(RUN_STARTED, {"server_key": crypto.public_key_fingerprint(server_keys[1])})
+    ledger.sign_head(server_keys[0], public_pem=server_keys[1])
+    other_private, other_public = crypto.generate_signing_key()
+    ledger.append(ERROR, {"m": "forged"}, at_time=T0)
+    ledger.sign_head(other_private, public_pem=other_public)
+
+    # Act
+    error = _raises(ledger)
+
+    # Assert
+    assert (error.seq, error.reason) == (4, WRONG_SIGNER)
+    assert "run_started.server_key" in error.detail
+
+
+def test_rows_after_the_last_signed_head_fail_even_with_the_witness(
+    ledger: Ledger, server_keys: Keys, tmp_path: Path
+) -> None:
+    witness = tmp_path / "w.json"
+    fill(ledger, 2)
+    ledger.sign_head(server_keys[0], public_pem=server_keys[1], witness_path=witness)
+    ledger.append(ERROR, {"m": "appended"}, at_time=T0)
+
+    error = _raises(ledger, server_public_pem=server_keys[1], witness=witness)
+
+    assert (error.seq, error.reason) == (4, UNSIGNED_TAIL)
+    assert verify_ledger(ledger, require_signed_tail=False).last_seq == 4
