@@ -118,6 +118,7 @@ def save_checkpoint(
         "config": checkpoint.config,
         "finished": checkpoint.finished,
         "strategy": layout,
+        "model": list(checkpoint.arrays),  # the model's own order (safetensors sorts names)
     }
     text = json.dumps(state, sort_keys=True)
     signature = crypto.sign(private_pem, checkpoint_digest(text, tensors))
@@ -182,7 +183,7 @@ def _decode(path: Path, state: Any, tensors: dict[str, np.ndarray]) -> Checkpoin
     for name, keys in state["strategy"].items():
         prefix = f"{_STRATEGY}{name}/"
         strategy[name] = None if keys is None else {k: tensors[prefix + k] for k in keys}
-    arrays = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
+    arrays = {k: tensors[_MODEL + k] for k in state["model"]}
     seq, head = state["ledger_head"]
     return Checkpoint(
         round=int(state["round"]),

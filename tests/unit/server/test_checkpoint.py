@@ -43,7 +43,10 @@ def _cfg(tmp_path: Path, **sections: object) -> ExperimentConfig:
 def _checkpoint(cfg: ExperimentConfig, *, finished: bool = False) -> Checkpoint:
     return Checkpoint(
         round=2,
-        arrays={"fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3)},
+        arrays={  # not in sorted order: the model's order must survive
+            "fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
+            "fc.bias": np.zeros(2, dtype=np.float32),
+        },
         strategy={"m_t": {"fc.weight": np.ones((2, 3))}, "v_t": None},
         ledger_head=(7, "ab" * 32),
         recorder={"sites": {"cleveland": {"steps": 3}}, "rounds": [{"loss": float("nan")}]},
@@ -66,6 +69,7 @@ def test_round_trip_keeps_arrays_strategy_and_state(tmp_path: Path, keys: Keys) 
 
     assert loaded is not None and loaded.round == 2 and loaded.ledger_head == (7, "ab" * 32)
     assert np.array_equal(loaded.arrays["fc.weight"], np.arange(6).reshape(2, 3))
+    assert list(loaded.arrays) == ["fc.weight", "fc.bias"]
     assert loaded.strategy["v_t"] is None
     assert np.array_equal(loaded.strategy["m_t"]["fc.weight"], np.ones((2, 3)))  # type: ignore[index]
     assert loaded.compliance["decisions"] == [{"site": "cleveland"}]
