@@ -109,23 +109,29 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 def format_table(summary: dict[str, Any]) -> str:
     """Per site: held-out accuracy, AUROC and the cumulative epsilon it spent (at its delta)."""
-    head = f"{'site':<16}{'n test':>7}{'accuracy':>10}{'bal.acc':>9}{'AUROC':>8}{'epsilon':>9}{'delta':>9}{'steps':>7}{'refused':>8}"
+    head = (
+        f"{'site':<16}{'n test':>7}{'accuracy':>10}{'bal.acc':>9}{'AUROC':>8}"
+        f"{'epsilon':>9}{'delta':>9}{'steps':>7}{'refused':>8}"
+    )
     lines = [head, "-" * len(head)]
     for name, s in summary["sites"].items():
         lines.append(
-            f"{name:<16}{_fmt(s['num_test'], '.0f'):>7}{_fmt(s['accuracy']):>10}{_fmt(s['balanced_accuracy']):>9}"
+            f"{name:<16}{_fmt(s['num_test'], '.0f'):>7}{_fmt(s['accuracy']):>10}"
+            f"{_fmt(s['balanced_accuracy']):>9}"
             f"{_fmt(s['auroc']):>8}{_fmt(s['epsilon'], '.3f'):>9}{_fmt(s['delta'], '.0e'):>9}"
             f"{s['steps']:>7}{len(s['refusals']):>8}"
         )
     g = summary["global"]
     lines.append("-" * len(head))
     lines.append(
-        f"{'pooled':<16}{'':>7}{_fmt(g['accuracy']):>10}{_fmt(g['balanced-accuracy']):>9}{_fmt(g['auroc']):>8}"
+        f"{'pooled':<16}{'':>7}{_fmt(g['accuracy']):>10}{_fmt(g['balanced-accuracy']):>9}"
+        f"{_fmt(g['auroc']):>8}"
     )
     if summary.get("fairness"):
         f = summary["fairness"]
         lines.append(
-            f"fairness: accuracy gap {f['gap']:.3f} (best {f['best_site']}, worst {f['worst_site']})"
+            f"fairness: accuracy gap {f['gap']:.3f} "
+            f"(best {f['best_site']}, worst {f['worst_site']})"
         )
     if not summary["privacy"]["enabled"]:
         lines.append("privacy: OFF (no differential privacy guarantee)")
@@ -133,6 +139,7 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"stopped early: {summary['stopped_early']}")
     lines.append(
         f"rounds {summary['rounds_completed']}/{summary['rounds_planned']}, "
-        f"{_fmt(summary['seconds_per_round'], '.1f')} s per round, wall {summary['wall_time_s']:.1f} s"
+        f"{_fmt(summary['seconds_per_round'], '.1f')} s per round, "
+        f"wall {summary['wall_time_s']:.1f} s"
     )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""A rejected config, or a name that would leave runs/, never creates a folder (Hydra's included)."""
+"""A rejected config, or a name that would leave runs/, never creates a folder (nor does Hydra)."""
 
 from __future__ import annotations
 
