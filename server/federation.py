@@ -67,9 +67,7 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
             shutil.copyfile(pub, run_dir / "keys" / "sites" / pub.name)
     simulated = {}
     if c.site_keys_dir is None:  # a simulation: each simulated site's key sits in its own folder
-        simulated = {
-            s: simulated_site_dir(cfg, s, run_id) / "keys" for s in federation_sites(cfg)
-        }
+        simulated = {s: simulated_site_dir(cfg, s, run_id) / "keys" for s in federation_sites(cfg)}
     registry = ConsentRegistry.open(c.consent_registry or run_dir / "consent.sqlite")
     return Compliance(
         run_id=run_id,

@@ -14,9 +14,7 @@ from simulations.audit_cli import UNVERIFIABLE_EXIT, add_anchor_arguments, ancho
 __all__ = ["add_report_parser", "run_report", "write_report"]
 
 
-def write_report(
-    run_dir: Path, out: Path | None = None, *, anchors: Anchors | None = None
-) -> Path:
+def write_report(run_dir: Path, out: Path | None = None, *, anchors: Anchors | None = None) -> Path:
     """Write RUN_DIR's report (default RUN_DIR/report.html, plus report.json); return the HTML.
 
     Never raises for a ledger that fails verification: the report says so at its top.
