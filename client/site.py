@@ -14,8 +14,8 @@ from common.crypto.pki import (
     load_signing_private_key,
     load_signing_public_key,
 )
-from common.data import SiteData, load_site, site_names
-from common.layout import coordinator_dir, dataset_id_for, simulated_site_dir
+from common.data import SiteData, load_site
+from common.layout import coordinator_dir, dataset_id_for, simulated_site_dir, site_index
 from common.release_policy import ReleasePolicy
 
 __all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys"]
@@ -64,7 +64,7 @@ def ensure_site_keys(directory: Path, site: str) -> tuple[bytes, bytes]:
 
 def simulated_site(cfg: ExperimentConfig, partition: int, run_id: str) -> SiteRuntime:
     """A simulated site: the partition's data, a store and keys in its own folder."""
-    name = site_names(cfg.dataset)[partition]
+    name, index = site_index(cfg, partition)  # federation.sites may choose some of the sites
     folder = simulated_site_dir(cfg, name, run_id)
     private, public = ensure_site_keys(folder / "keys", name)
     policy = SitePolicy(
@@ -77,7 +77,7 @@ def simulated_site(cfg: ExperimentConfig, partition: int, run_id: str) -> SiteRu
     return SiteRuntime(
         name=name,
         dataset_id=dataset_id_for(cfg, name),
-        data=load_site(cfg.dataset, partition),
+        data=load_site(cfg.dataset, index),
         budget_store=folder / "budget.sqlite",
         policy=policy,
         signing_key=private,

@@ -1,4 +1,4 @@
-"""Typed, frozen configuration schemas and the one strict converter every config source goes through."""
+"""Typed, frozen configuration schemas and the one strict converter every config source uses."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.errors import ConfigError
+from common.names import check_name
 from common.release_policy import ReleasePolicy
 
 __all__ = [
@@ -68,6 +69,21 @@ def _check(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
+def _within(key: str, value: float, low: float, high: float, *, low_open: bool = True) -> None:
+    """A finite number in (low, high] (or [low, high]): infinities and NaN never pass."""
+    above = value > low if low_open else value >= low
+    ok = math.isfinite(value) and above and value <= high
+    _check(ok, key, value, f"a finite number in {'(' if low_open else '['}{low:g}, {high:g}]")
+
+
+# Upper bounds: far beyond any sensible run, low enough that nothing hangs or overflows later.
+MAX_ROUNDS = 1_000
+MAX_EPSILON = 1_000.0
+MAX_NOISE = 100.0
+MAX_DELTA = 0.1
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """Which data each site holds and how a pooled set is split into sites."""
@@ -90,8 +106,8 @@ class DatasetConfig:
     schema: str | None = None  # site_files: the schema file all sites share
 
     def __post_init__(self) -> None:
-        _check(self.num_sites >= 1, "dataset.num_sites", self.num_sites, "an integer >= 1")
-        _check(self.alpha > 0, "dataset.alpha", self.alpha, "a float > 0")
+        _within("dataset.num_sites", self.num_sites, 1, 1000, low_open=False)
+        _within("dataset.alpha", self.alpha, 0, 1e6)
         _check(
             0 < self.test_fraction < 1,
             "dataset.test_fraction",
@@ -111,7 +127,7 @@ class ModelConfig:
     hidden: int = 32
 
     def __post_init__(self) -> None:
-        _check(self.hidden >= 1, "model.hidden", self.hidden, "an integer >= 1")
+        _within("model.hidden", self.hidden, 1, 65536, low_open=False)
 
 
 @dataclass(frozen=True)
@@ -130,22 +146,39 @@ class PrivacyConfig:
     accountant: Literal["rdp", "prv"] = "rdp"
 
     def __post_init__(self) -> None:
-        _check(0 < self.delta < 1, "privacy.delta", self.delta, "a float in (0, 1)")
-        _check(self.max_grad_norm > 0, "privacy.max_grad_norm", self.max_grad_norm, "a float > 0")
+        _check(
+            math.isfinite(self.delta) and 0 < self.delta <= MAX_DELTA,
+            "privacy.delta",
+            self.delta,
+            f"a float in (0, {MAX_DELTA:g}] (a failure probability: keep it far below 1/n)",
+        )
+        _within("privacy.max_grad_norm", self.max_grad_norm, 0, 1e4)
         if self.target_epsilon is not None:
             _check(
-                self.target_epsilon > 0 and math.isfinite(self.target_epsilon),
+                math.isfinite(self.target_epsilon) and 0 < self.target_epsilon <= MAX_EPSILON,
                 "privacy.target_epsilon",
                 self.target_epsilon,
-                "a finite float > 0, or null to use privacy.noise_multiplier",
+                f"a finite float in (0, {MAX_EPSILON:g}], or null to use privacy.noise_multiplier",
             )
         if self.noise_multiplier is not None:
             _check(
-                self.noise_multiplier >= 0,
+                math.isfinite(self.noise_multiplier) and 0 < self.noise_multiplier <= MAX_NOISE,
                 "privacy.noise_multiplier",
                 self.noise_multiplier,
-                "a float >= 0 (0 gives no privacy: epsilon is infinite)",
+                f"a finite float in (0, {MAX_NOISE:g}] (0 gives no privacy: use privacy=off)",
             )
+        if not self.enabled:
+            for key, value in (
+                ("target_epsilon", self.target_epsilon),
+                ("noise_multiplier", self.noise_multiplier),
+            ):
+                _check(
+                    value is None,
+                    f"privacy.{key}",
+                    value,
+                    "null when privacy.enabled is false (no privacy means no target and no "
+                    "noise: use privacy=off, or enable privacy)",
+                )
         if self.enabled:
             _check(
                 (self.target_epsilon is None) != (self.noise_multiplier is None),
@@ -173,12 +206,10 @@ class TrainingConfig:
     class_weighting: Literal["none", "balanced"] = "none"
 
     def __post_init__(self) -> None:
-        _check(self.rounds >= 1, "training.rounds", self.rounds, "an integer >= 1")
-        _check(
-            self.local_epochs >= 1, "training.local_epochs", self.local_epochs, "an integer >= 1"
-        )
-        _check(self.batch_size >= 1, "training.batch_size", self.batch_size, "an integer >= 1")
-        _check(self.learning_rate > 0, "training.learning_rate", self.learning_rate, "a float > 0")
+        _within("training.rounds", self.rounds, 1, MAX_ROUNDS, low_open=False)
+        _within("training.local_epochs", self.local_epochs, 1, 1000, low_open=False)
+        _within("training.batch_size", self.batch_size, 1, 1_000_000, low_open=False)
+        _within("training.learning_rate", self.learning_rate, 0, 10.0)
         _check(0 <= self.momentum < 1, "training.momentum", self.momentum, "a float in [0, 1)")
 
 
@@ -214,14 +245,9 @@ class StrategyConfig:
             "a float in (0, 1]",
         )
         _check(self.min_sites >= 1, "strategy.min_sites", self.min_sites, "an integer >= 1")
-        _check(self.proximal_mu >= 0, "strategy.proximal_mu", self.proximal_mu, "a float >= 0")
-        _check(
-            self.server_learning_rate > 0,
-            "strategy.server_learning_rate",
-            self.server_learning_rate,
-            "a float > 0",
-        )
-        _check(self.round_timeout_s > 0, "strategy.round_timeout_s", self.round_timeout_s, "> 0 s")
+        _within("strategy.proximal_mu", self.proximal_mu, 0, 1000.0, low_open=False)
+        _within("strategy.server_learning_rate", self.server_learning_rate, 0, 10.0)
+        _within("strategy.round_timeout_s", self.round_timeout_s, 0, MAX_TIMEOUT_S)
         _check(
             0 < self.max_weight_share <= 1,
             "strategy.max_weight_share",
@@ -286,9 +312,7 @@ class FederationConfig:
                 list(self.class_prevalence),
                 "one probability in (0, 1) per class, summing to 1 (or empty)",
             )
-        _check(
-            self.cpus_per_site > 0, "federation.cpus_per_site", self.cpus_per_site, "a float > 0"
-        )
+        _within("federation.cpus_per_site", self.cpus_per_site, 0, 1024.0)
         _check(
             self.max_parallel_sites >= 1,
             "federation.max_parallel_sites",
@@ -301,14 +325,15 @@ class FederationConfig:
             list(self.sites),
             "distinct site names",
         )
-        _check(self.max_epsilon > 0, "federation.max_epsilon", self.max_epsilon, "a float > 0")
+        _within("federation.max_epsilon", self.max_epsilon, 0, MAX_EPSILON)
         for site, cap in self.caps.items():
-            _check(cap > 0, f"federation.caps.{site}", cap, "a float > 0")
-        _check(
-            self.min_noise_multiplier >= 0,
+            _within(f"federation.caps.{site}", cap, 0, MAX_EPSILON)
+        _within(
             "federation.min_noise_multiplier",
             self.min_noise_multiplier,
-            "a float >= 0",
+            0,
+            MAX_NOISE,
+            low_open=False,
         )
 
     def cap_for(self, site: str) -> float:
@@ -361,6 +386,7 @@ class ComplianceConfig:
         _check(
             bool(self.purpose.strip()), "compliance.purpose", self.purpose, "a non-empty purpose"
         )
+        _within("compliance.roll_call_timeout_s", self.roll_call_timeout_s, 0, MAX_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -413,7 +439,17 @@ class ExperimentConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name.strip()), "name", self.name, "a non-empty run name")
+        check_name("name", self.name)  # part of the run folder's name
+        if self.run_id is not None:
+            check_name("run_id", self.run_id)  # the run folder's name
+        if not self.privacy.enabled:
+            _check(
+                not self.federation.caps,
+                "federation.caps",
+                dict(self.federation.caps),
+                "no caps when privacy.enabled is false (a non-private run spends no budget a "
+                "cap could limit: enable privacy, or drop the caps)",
+            )
         _check(
             not self.resume or bool(self.run_id),
             "resume",

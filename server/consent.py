@@ -37,6 +37,7 @@ from common.consent import (
     verify_withdrawal,
 )
 from common.errors import ConfigError, ConsentError, IntegrityError
+from common.files import private_file
 from common.ledger.records import format_time
 
 __all__ = [
@@ -253,6 +254,8 @@ class ConsentRegistry:
                 "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
             )
         elif url.startswith("sqlite"):
+            if create and url.startswith("sqlite:///"):
+                private_file(Path(url.removeprefix("sqlite:///")))  # 0600: consent records
             engine = create_engine(url, connect_args={"timeout": 30})
 
             @event.listens_for(engine, "connect")

@@ -1,4 +1,4 @@
-"""One federated run on the coordinator: roll call, strategy rounds, final model, ledger and summary."""
+"""One federated run on the coordinator: roll call, rounds, final model, ledger, summary."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from typing import Any
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
+from safetensors.torch import save_file
 
 from common import crypto, keys
 from common.config import ExperimentConfig
-from common.data import dataset_info, site_names
-from common.layout import coordinator_dir, simulated_site_dir
+from common.data import dataset_info
+from common.layout import coordinator_keys_dir, federation_sites, simulated_site_dir
 from common.ledger import Ledger, records
 from common.models import model_for
 from server.checkpoint import (
@@ -30,17 +31,23 @@ from server.compliance import Compliance, CoordinatorKeys
 from server.consent import ConsentRegistry
 from server.provenance import code_version, config_hash
 from server.recorder import RunRecorder
+from server.resume_config import bound_config, bound_config_hash
 from server.roster import roll_call, wait_for_sites
 from server.strategy import RecordingStrategy, build_strategy
 
-__all__ = ["run_federation", "save_model", "open_compliance"]
+__all__ = ["MODEL_FILE", "run_federation", "save_model", "open_compliance"]
 
 log = logging.getLogger("fedsafe.server")
 
 
+MODEL_FILE = "model.safetensors"
+
+
 def save_model(state: dict[str, torch.Tensor], path: Path) -> str:
-    """Save the model and return the SHA-256 of the file's bytes, the hash the ledger quotes."""
-    torch.save(state, path)
+    """Save the model as safetensors (an auditor loads it without running code: names, dtypes
+    and shapes are in its JSON header) and return the SHA-256 of the file the ledger quotes."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    save_file(tensors, str(path), metadata={"format": "fedsafe-model-v1"})
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -48,7 +55,7 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
     """The run's ledger, consent registry and keys, from config or the simulation layout."""
     c = cfg.compliance
     run_id = run_dir.name
-    server_keys = Path(c.server_keys_dir) if c.server_keys_dir else coordinator_dir(cfg) / "keys"
+    server_keys = coordinator_keys_dir(cfg)
     site_keys = Path(c.site_keys_dir) if c.site_keys_dir else run_dir / "keys" / "sites"
     coordinator = CoordinatorKeys.load_or_create(server_keys, site_keys)
     published = run_dir / "keys" / "server_signing.pub"
@@ -60,9 +67,7 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
             shutil.copyfile(pub, run_dir / "keys" / "sites" / pub.name)
     simulated = {}
     if c.site_keys_dir is None:  # a simulation: each simulated site's key sits in its own folder
-        simulated = {
-            s: simulated_site_dir(cfg, s, run_id) / "keys" for s in site_names(cfg.dataset)
-        }
+        simulated = {s: simulated_site_dir(cfg, s, run_id) / "keys" for s in federation_sites(cfg)}
     registry = ConsentRegistry.open(c.consent_registry or run_dir / "consent.sqlite")
     return Compliance(
         run_id=run_id,
@@ -86,11 +91,13 @@ def _run_started(cfg: ExperimentConfig, compliance: Compliance) -> None:
     compliance.ledger.append(
         records.RUN_STARTED,
         {
+            "ledger_format": records.LEDGER_FORMAT,
             "run_id": compliance.run_id,
             "purpose": compliance.purpose,
             "jurisdictions": list(cfg.compliance.jurisdictions),
             "code_version": code_version(),
             "config_hash": config_hash(cfg),
+            "bound_config_hash": bound_config_hash(bound_config(cfg)),
             "dataset": cfg.dataset.name,
             "model": cfg.model.name,
             "strategy": cfg.strategy.name,
@@ -109,12 +116,19 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
     run_dir.mkdir(parents=True, exist_ok=True)
     info = dataset_info(cfg.dataset.name, cfg.dataset)
     model = model_for(cfg.model, info, seed=cfg.seed)
-    checkpoint = checkpoint_to_resume(cfg, run_dir)
-    recorder = RunRecorder(run_dir, cfg)
     compliance = open_compliance(cfg, run_dir)
+    try:  # verified with the coordinator's own key before anything in it is used
+        checkpoint = checkpoint_to_resume(cfg, run_dir, compliance.coordinator.public)
+    except Exception:
+        compliance.consent.close()
+        compliance.ledger.close()
+        raise
+    recorder = RunRecorder(run_dir, cfg)
     inner = build_strategy(cfg.strategy)
     initial = ArrayRecord(model.state_dict())
+    bound = bound_config(cfg)
     done = 0
+    last_round = [0]
     if checkpoint is not None:
         done = checkpoint.round
         initial = ArrayRecord({k: Array(v) for k, v in checkpoint.arrays.items()})
@@ -123,9 +137,10 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         compliance.decisions = checkpoint.compliance.get("decisions", [])
         compliance.attestations = checkpoint.compliance.get("attestations", [])
 
-    def save(server_round: int, arrays: ArrayRecord) -> None:
+    def save(server_round: int, arrays: ArrayRecord, *, finished: bool = False) -> None:
         head = compliance.ledger.head()
         assert head is not None
+        last_round[0] = server_round
         save_checkpoint(
             run_dir,
             Checkpoint(
@@ -138,7 +153,11 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
                     "decisions": compliance.decisions,
                     "attestations": compliance.attestations,
                 },
+                config=bound,
+                finished=finished,
             ),
+            private_pem=compliance.coordinator.private,
+            public_pem=compliance.coordinator.public,
         )
 
     try:
@@ -157,6 +176,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
                     "run_id": compliance.run_id,
                     "from_round": done + 1,
                     "checkpoint_head": list(checkpoint.ledger_head),
+                    "config_hash": bound_config_hash(bound),
                 },
             )
             log.warning("resuming run %s after round %d", compliance.run_id, done)
@@ -192,7 +212,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             evaluate_config=ConfigRecord(dict(instructions)),
         )
         final = result.arrays if len(result.arrays) else initial
-        path = run_dir / "model.pt"
+        path = run_dir / MODEL_FILE
         sha = save_model(final.to_torch_state_dict(), path)
         compliance.ledger.append(
             records.RUN_FINISHED,
@@ -203,10 +223,15 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             },
         )
         compliance.sign_head()
+        save(max(last_round[0], done), final, finished=True)  # a finished run cannot be resumed
         log.info("final model %s sha256 %s", path, sha)
         return recorder.finish(model_path=path, model_sha256=sha, compliance=compliance)
     except Exception as err:
         compliance.error("server", f"run failed: {type(err).__name__}: {err}")
+        try:  # sign the error too: an unsigned tail would fail every audit of this run
+            compliance.sign_head()
+        except Exception:  # noqa: BLE001 - the original failure is what must surface
+            log.exception("could not sign the ledger head after the failure")
         raise
     finally:
         compliance.consent.close()

@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +91,13 @@ class RunRecorder:
         self._round: dict[str, Any] = {}
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps so a resumed run's summary covers every round."""
-        return {"sites": self.sites, "rounds": self.rounds, "stop": self.stop}
+        """What a checkpoint keeps so a resumed run's summary covers every round (plain JSON)."""
+        sites = {name: asdict(site) for name, site in self.sites.items()}
+        return {"sites": sites, "rounds": self.rounds, "stop": self.stop}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.sites, self.rounds, self.stop = state["sites"], state["rounds"], state["stop"]
+        self.sites = {name: _Site(**site) for name, site in state["sites"].items()}
+        self.rounds, self.stop = state["rounds"], state["stop"]
 
     def _site(self, name: str) -> _Site:
         return self.sites.setdefault(name, _Site())

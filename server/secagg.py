@@ -39,7 +39,7 @@ from common.flower_env import apply_offline_flower_env
 from common.models import model_for
 from common.secagg import PRG_KEY, PRG_NAME, SecAggSizing, hardened_prg, secagg_sizing
 from server.app import new_run_dir
-from server.federation import save_model
+from server.federation import MODEL_FILE, save_model
 from server.recorder import RunRecorder
 from server.roster import wait_for_sites
 
@@ -258,7 +258,7 @@ def run_secure_federation(
         k: torch.from_numpy(np.asarray(a, dtype=v.numpy().dtype).copy())
         for (k, v), a in zip(template.items(), arrays, strict=True)
     }
-    path = run_dir / "model.pt"
+    path = run_dir / MODEL_FILE
     sha = save_model(final, path)
     summary = recorder.finish(model_path=path, model_sha256=sha)
     summary.update(

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from common.errors import LedgerError
-from common.ledger import Ledger, export_csv, export_json, verify_ledger
-from common.ledger.verify import LedgerTamperedError, load_site_keys
+from common.ledger import Ledger, export_csv, export_json
+from common.ledger.audit import INTACT, TAMPERED, UNVERIFIABLE, Anchors, audit_ledger
 
-__all__ = ["add_audit_parser", "resolve_ledger"]
+__all__ = ["add_audit_parser", "add_anchor_arguments", "anchors_from", "resolve_ledger"]
 
 
 def resolve_ledger(path: Path) -> Path:
@@ -22,52 +22,70 @@ def resolve_ledger(path: Path) -> Path:
     return ledger
 
 
+UNVERIFIABLE_EXIT = 3
+
+
+def anchors_from(args: argparse.Namespace) -> Anchors:
+    """The anchors named on the command line: --key, --keys, --witness, --fingerprint."""
+    return Anchors(
+        server_key=Path(args.key) if getattr(args, "key", None) else None,
+        keys_dir=Path(args.keys) if getattr(args, "keys", None) else None,
+        witness=Path(args.witness) if getattr(args, "witness", None) else None,
+        fingerprint=getattr(args, "fingerprint", None) or None,
+    )
+
+
+def add_anchor_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options by which an auditor names keys it holds apart from the run folder."""
+    parser.add_argument(
+        "--key", help="the coordinator's server_signing.pub, from an independent copy"
+    )
+    parser.add_argument(
+        "--keys", help="an independent folder with server_signing.pub and sites/<site>.pub"
+    )
+    parser.add_argument(
+        "--witness", help="a signed-head witness file kept apart from the run folder"
+    )
+    parser.add_argument(
+        "--fingerprint", help="the server key's fingerprint (hex), pinned from elsewhere"
+    )
+
+
 def _verify(args: argparse.Namespace) -> int:
     ledger = resolve_ledger(Path(args.ledger))
-    keys = Path(args.keys) if args.keys else ledger.parent / "keys"
-    server_pub = keys / "server_signing.pub"
-    site_dir = keys / "sites"
-    witness = Path(args.witness) if args.witness else ledger.parent / "ledger.witness.json"
-    try:
-        result = verify_ledger(
-            ledger,
-            server_public_pem=server_pub.read_bytes() if server_pub.exists() else None,
-            site_keys=load_site_keys(site_dir) if site_dir.is_dir() else None,
-            witness=witness if witness.exists() else None,
-        )
-    except LedgerTamperedError as err:
-        out = {
-            "ok": False,
-            "ledger": str(ledger),
-            "first_bad_entry": err.seq,
-            "reason": err.reason,
-            "detail": err.detail,
-        }
-        print(json.dumps(out) if args.json else f"LEDGER DOES NOT VERIFY: {err}", file=sys.stdout)
-        return 1
-    checked = {
-        "server key": server_pub.exists(),
-        "site keys": site_dir.is_dir(),
-        "witness": witness.exists(),
+    outcome = audit_ledger(ledger, ledger.parent, anchors_from(args))
+    result = outcome.result
+    out: dict[str, object] = {
+        "ok": outcome.status == INTACT,
+        "status": outcome.status,
+        "ledger": str(ledger),
+        "message": outcome.message,
+        "checked_with": outcome.checked_with,
     }
-    out = {"ok": True, "ledger": str(ledger), **vars(result), "checked_with": checked}
+    if outcome.status == TAMPERED:
+        out |= {"first_bad_entry": outcome.seq, "reason": outcome.reason, "detail": outcome.detail}
+    if result is not None:
+        out |= {k: v for k, v in vars(result).items() if k != "server_keys"}
     if args.json:
         print(json.dumps(out))
+    elif outcome.status == TAMPERED:
+        print(f"LEDGER DOES NOT VERIFY: {outcome.message}")
+    elif outcome.status == UNVERIFIABLE:
+        print(f"ledger UNVERIFIABLE: {outcome.message}")
     else:
-        missing = [k for k, v in checked.items() if not v]
+        assert result is not None
         print(
-            f"ledger OK: {result.entries_checked} entries, head {result.last_seq} {result.last_hash[:16]}..., "
-            f"{result.signed_heads} signed heads, {result.attestations_checked} site attestations verified"
+            f"ledger OK: {result.entries_checked} entries, head {result.last_seq} "
+            f"{result.last_hash[:16]}..., {result.signed_heads} signed heads, "
+            f"{result.attestations_checked} site attestations verified"
         )
-        if missing:
-            print(f"warning: not checked without {', '.join(missing)}")
-    return 0
+    return {INTACT: 0, TAMPERED: 1}.get(outcome.status, UNVERIFIABLE_EXIT)
 
 
 def _export(args: argparse.Namespace) -> int:
     ledger = Ledger.open(resolve_ledger(Path(args.ledger)))
     try:
-        out = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+        out = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout  # noqa: SIM115
         try:
             (export_json if args.format == "json" else export_csv)(ledger, out)
         finally:
@@ -82,16 +100,18 @@ def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     audit = sub.add_parser("audit", help="verify or export a run's tamper-evident ledger")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     verify = asub.add_parser(
-        "verify", help="recompute the chain and every signature; exit 1 on any change"
+        "verify",
+        help="recompute the chain and every signature against keys you hold",
+        description=(
+            "Exit 0: intact, checked against an anchor you gave (--key, --keys, --witness or "
+            "--fingerprint). Exit 1: tampered (first bad entry named), including entries after "
+            "the last signed head, a head signed by another key, and a key or witness the run "
+            f"had that is gone. Exit {UNVERIFIABLE_EXIT}: unverifiable, consistent only with keys "
+            "found in the run folder, which a forger can replace."
+        ),
     )
     verify.add_argument("ledger", help="ledger.sqlite or the run folder holding it")
-    verify.add_argument(
-        "--keys",
-        help="folder with server_signing.pub and sites/<site>.pub (default: beside the ledger)",
-    )
-    verify.add_argument(
-        "--witness", help="the signed-head witness file (default: beside the ledger)"
-    )
+    add_anchor_arguments(verify)
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=_verify)
     export = asub.add_parser("export", help="export every entry as JSON or CSV")

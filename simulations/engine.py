@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ExperimentConfig, to_dict
-from common.data import site_names
 from common.errors import FedsafeError
+from common.layout import coordinator_keys_dir, federation_sites
 from common.privacy.plan_table import format_plan, plan_to_json
 from server.checkpoint import checkpoint_to_resume
 from simulations.planning import plan_simulation
@@ -53,7 +53,7 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
         from client.app import build_client_app
         from server.app import build_server_app
 
-    sites = site_names(cfg.dataset)
+    sites = federation_sites(cfg)
     if cfg.strategy.min_sites > len(sites):
         raise FedsafeError(
             f"strategy.min_sites={cfg.strategy.min_sites} but the federation has only "
@@ -65,7 +65,9 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
             f"compliance.consent names sites {sorted(declared)} but the federation's sites are "
             f"{list(sites)}: no site could take part. Declare their consent, or use federation=open"
         )
-    checkpoint_to_resume(cfg, run_dir)  # fail before Ray starts, not after
+    # Fail before Ray starts, not after; the coordinator's own key verifies the checkpoint.
+    public = coordinator_keys_dir(cfg) / "server_signing.pub"
+    checkpoint_to_resume(cfg, run_dir, public.read_bytes() if public.is_file() else None)
     write_config(cfg, run_dir)
     if cfg.privacy.enabled:
         plan = plan_simulation(cfg, run_dir.name)
@@ -107,23 +109,29 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 def format_table(summary: dict[str, Any]) -> str:
     """Per site: held-out accuracy, AUROC and the cumulative epsilon it spent (at its delta)."""
-    head = f"{'site':<16}{'n test':>7}{'accuracy':>10}{'bal.acc':>9}{'AUROC':>8}{'epsilon':>9}{'delta':>9}{'steps':>7}{'refused':>8}"
+    head = (
+        f"{'site':<16}{'n test':>7}{'accuracy':>10}{'bal.acc':>9}{'AUROC':>8}"
+        f"{'epsilon':>9}{'delta':>9}{'steps':>7}{'refused':>8}"
+    )
     lines = [head, "-" * len(head)]
     for name, s in summary["sites"].items():
         lines.append(
-            f"{name:<16}{_fmt(s['num_test'], '.0f'):>7}{_fmt(s['accuracy']):>10}{_fmt(s['balanced_accuracy']):>9}"
+            f"{name:<16}{_fmt(s['num_test'], '.0f'):>7}{_fmt(s['accuracy']):>10}"
+            f"{_fmt(s['balanced_accuracy']):>9}"
             f"{_fmt(s['auroc']):>8}{_fmt(s['epsilon'], '.3f'):>9}{_fmt(s['delta'], '.0e'):>9}"
             f"{s['steps']:>7}{len(s['refusals']):>8}"
         )
     g = summary["global"]
     lines.append("-" * len(head))
     lines.append(
-        f"{'pooled':<16}{'':>7}{_fmt(g['accuracy']):>10}{_fmt(g['balanced-accuracy']):>9}{_fmt(g['auroc']):>8}"
+        f"{'pooled':<16}{'':>7}{_fmt(g['accuracy']):>10}{_fmt(g['balanced-accuracy']):>9}"
+        f"{_fmt(g['auroc']):>8}"
     )
     if summary.get("fairness"):
         f = summary["fairness"]
         lines.append(
-            f"fairness: accuracy gap {f['gap']:.3f} (best {f['best_site']}, worst {f['worst_site']})"
+            f"fairness: accuracy gap {f['gap']:.3f} "
+            f"(best {f['best_site']}, worst {f['worst_site']})"
         )
     if not summary["privacy"]["enabled"]:
         lines.append("privacy: OFF (no differential privacy guarantee)")
@@ -131,6 +139,7 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"stopped early: {summary['stopped_early']}")
     lines.append(
         f"rounds {summary['rounds_completed']}/{summary['rounds_planned']}, "
-        f"{_fmt(summary['seconds_per_round'], '.1f')} s per round, wall {summary['wall_time_s']:.1f} s"
+        f"{_fmt(summary['seconds_per_round'], '.1f')} s per round, "
+        f"wall {summary['wall_time_s']:.1f} s"
     )
     return "\n".join(lines)

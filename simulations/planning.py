@@ -8,7 +8,7 @@ from client.budget import BudgetStore
 from common.config import ExperimentConfig
 from common.data import load_sites
 from common.errors import ConfigError
-from common.layout import dataset_id_for, simulated_site_dir
+from common.layout import dataset_id_for, federation_sites, simulated_site_dir
 from common.privacy import Charge
 from common.privacy.plan_table import FederationPlan, plan_federation
 
@@ -25,7 +25,8 @@ def _prior(cfg: ExperimentConfig, site: str, run_id: str) -> list[Charge]:
 
 def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
     """Each simulated site's noise, epsilon per round (on top of its prior spend) and cap round."""
-    loaded = load_sites(cfg.dataset)
+    chosen = set(federation_sites(cfg))  # federation.sites may take part of the data set
+    loaded = [s for s in load_sites(cfg.dataset) if s.site in chosen]
     sites = {s.site: s.n_train for s in loaded}
     smallest = min(loaded, key=lambda s: s.n_rows)
     if cfg.privacy.delta >= 1.0 / smallest.n_rows:

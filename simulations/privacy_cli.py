@@ -5,13 +5,42 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
+from common.config import MAX_DELTA, MAX_EPSILON, MAX_NOISE, MAX_ROUNDS
 from common.errors import PrivacyError
+from common.names import check_name
 from common.privacy import ACCOUNTANTS, Charge, epsilon_for, noise_for_target
 from common.privacy.plan_table import format_plan, plan_federation, plan_to_json
 
 __all__ = ["add_privacy_parser"]
+
+
+def _number(
+    low: float, high: float, *, integer: bool = False, low_open: bool = True
+) -> Callable[[str], float]:
+    """An argparse type: a finite number in (low, high] (or [low, high]); inf and NaN refused
+    here, because the accountant and the planner would otherwise search forever."""
+    bracket = "(" if low_open else "["
+    allowed = f"a finite {'integer' if integer else 'number'} in {bracket}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: {allowed}") from None
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: {allowed}")
+        return value
+
+    return parse
+
+
+_NOISE = _number(0, MAX_NOISE)
+_EPSILON = _number(0, MAX_EPSILON)
+_DELTA = _number(0, MAX_DELTA)
 
 
 def _json_number(value: float) -> float | str:
@@ -50,7 +79,8 @@ def _noise(args: argparse.Namespace) -> int:
     print(
         json.dumps(out)
         if args.json
-        else f"noise multiplier {sigma:.4f} reaches epsilon = {eps:.4f} <= {args.target_epsilon:g} at delta = {args.delta:g}"
+        else f"noise multiplier {sigma:.4f} reaches epsilon = {eps:.4f} "
+        f"<= {args.target_epsilon:g} at delta = {args.delta:g}"
     )
     return 0
 
@@ -61,12 +91,20 @@ def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, object]
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise PrivacyError(f"{flag} expects NAME=VALUE, got {item!r}")
+        check_name(flag, name)
         try:
             out[name] = cast(value)
         except ValueError:
             raise PrivacyError(
                 f"{flag} {item!r}: {value!r} is not a valid {cast.__name__}"
             ) from None
+        number = out[name]
+        if cast in (int, float) and not (
+            isinstance(number, int | float) and math.isfinite(number) and number > 0
+        ):
+            raise PrivacyError(f"{flag} {item!r}: {value!r} must be a finite number > 0")
+        if cast is float and isinstance(number, float) and number > MAX_EPSILON:
+            raise PrivacyError(f"{flag} {item!r}: at most {MAX_EPSILON:g}")
     return out
 
 
@@ -120,26 +158,33 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     psub = privacy.add_subparsers(dest="privacy_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--sample-rate", type=float, required=True, help="Poisson sampling rate q")
-        p.add_argument("--steps", type=int, required=True, help="DP-SGD steps")
-        p.add_argument("--delta", type=float, required=True)
+        p.add_argument(
+            "--sample-rate", type=_number(0, 1), required=True, help="Poisson sampling rate q"
+        )
+        p.add_argument(
+            "--steps", type=_number(1, 10**7, integer=True, low_open=False), required=True
+        )
+        p.add_argument("--delta", type=_DELTA, required=True)
         p.add_argument("--accountant", choices=sorted(ACCOUNTANTS), default="rdp")
         p.add_argument("--json", action="store_true", help="print JSON")
 
     eps = psub.add_parser("epsilon", help="epsilon spent by a noise multiplier over steps")
-    eps.add_argument("--noise-multiplier", type=float, required=True)
+    eps.add_argument(  # 0 is allowed here: the answer is then an infinite epsilon
+        "--noise-multiplier", type=_number(0, MAX_NOISE, low_open=False), required=True
+    )
     common(eps)
     eps.set_defaults(func=_epsilon)
 
     noise = psub.add_parser("noise", help="noise multiplier that stays within a target epsilon")
-    noise.add_argument("--target-epsilon", type=float, required=True)
+    noise.add_argument("--target-epsilon", type=_EPSILON, required=True)
     common(noise)
     noise.set_defaults(func=_noise)
 
     plan = psub.add_parser(
         "plan",
         help="per site: noise for the target, epsilon after each round, the round a cap stops it",
-        description="Without --site, plans the four UCI Heart Disease hospitals (their training sizes).",
+        description="Without --site, plans the four UCI Heart Disease hospitals "
+        "(their training sizes).",
     )
     plan.add_argument(
         "--site",
@@ -147,21 +192,32 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
         metavar="NAME=N_TRAIN",
         help="a site and its training rows (repeat)",
     )
-    plan.add_argument("--rounds", type=int, default=10)
-    plan.add_argument("--local-epochs", type=int, default=1)
-    plan.add_argument("--batch-size", type=int, default=32)
     plan.add_argument(
-        "--participation", type=float, default=1.0, help="expected fraction of rounds a site joins"
+        "--rounds", type=_number(1, MAX_ROUNDS, integer=True, low_open=False), default=10
+    )
+    plan.add_argument(
+        "--local-epochs", type=_number(1, 1000, integer=True, low_open=False), default=1
+    )
+    plan.add_argument(
+        "--batch-size", type=_number(1, 10**6, integer=True, low_open=False), default=32
+    )
+    plan.add_argument(
+        "--participation",
+        type=_number(0, 1),
+        default=1.0,
+        help="expected fraction of rounds a site joins",
     )
     goal = plan.add_mutually_exclusive_group()
-    goal.add_argument("--target-epsilon", type=float, help="this run's spend per site (default 3)")
-    goal.add_argument("--noise-multiplier", type=float)
-    plan.add_argument("--delta", type=float, default=1e-5)
+    goal.add_argument(
+        "--target-epsilon", type=_EPSILON, help="this run's spend per site (default 3)"
+    )
+    goal.add_argument("--noise-multiplier", type=_NOISE)
+    plan.add_argument("--delta", type=_DELTA, default=1e-5)
     plan.add_argument("--accountant", choices=sorted(ACCOUNTANTS), default="rdp")
     plan.add_argument(
         "--cap", action="append", metavar="NAME=EPS", help="a site's lifetime cap (repeat)"
     )
-    plan.add_argument("--max-epsilon", type=float, help="the cap of every site without --cap")
+    plan.add_argument("--max-epsilon", type=_EPSILON, help="the cap of every site without --cap")
     plan.add_argument(
         "--store",
         action="append",

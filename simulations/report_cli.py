@@ -7,30 +7,40 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from common.ledger.audit import Anchors
 from common.report import ReportError, write_run_report
+from simulations.audit_cli import UNVERIFIABLE_EXIT, add_anchor_arguments, anchors_from
 
 __all__ = ["add_report_parser", "run_report", "write_report"]
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> Path:
+def write_report(run_dir: Path, out: Path | None = None, *, anchors: Anchors | None = None) -> Path:
     """Write RUN_DIR's report (default RUN_DIR/report.html, plus report.json); return the HTML.
 
     Never raises for a ledger that fails verification: the report says so at its top.
     """
-    return write_run_report(Path(run_dir), Path(out) if out is not None else None).html
+    return write_run_report(
+        Path(run_dir), Path(out) if out is not None else None, anchors=anchors
+    ).html
 
 
 def run_report(
     args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    """0 when written and the ledger verified (or is absent); 1 when it failed; 2 unreadable."""
+    """0: written, ledger intact against the auditor's anchors (or never kept); 1: tampered,
+    missing or unreadable; 2: no report; 3: consistent only with keys found in the folder."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        written = write_run_report(args.run_dir, args.out)
+        written = write_run_report(args.run_dir, args.out, anchors=anchors_from(args))
     except ReportError as error:
         print(f"fedsafe report: error: {error}", file=err)
         return 2
     print(f"report: {written.html}\nsame numbers: {written.json}", file=out)
+    if written.ledger_unanchored:
+        print(
+            f"fedsafe report: LEDGER UNVERIFIABLE: {written.report['ledger']['message']}", file=err
+        )
+        return UNVERIFIABLE_EXIT
     if not written.ledger_ok:
         ledger = written.report["ledger"]
         print(f"fedsafe report: LEDGER {ledger['status'].upper()}: {ledger['message']}", file=err)
@@ -46,13 +56,16 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Read a run folder (summary.json, metrics.jsonl, ledger.sqlite and keys when present), "
             "verify the ledger now, and write a self-contained HTML report and report.json with "
-            "the same numbers. Exits 1 when the ledger does not verify (the report is still "
-            "written)."
+            "the same numbers. Give --key/--keys/--fingerprint/--witness from an independent "
+            "copy to check it against them. Exits 1 when the ledger does not verify or is "
+            "missing, 3 when it was checked only against keys found in the run folder (the "
+            "report is still written)."
         ),
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder")
     parser.add_argument(
         "--out", type=Path, default=None, help="HTML file (default: RUN_DIR/report.html)"
     )
+    add_anchor_arguments(parser)
     parser.set_defaults(func=run_report)
     return parser

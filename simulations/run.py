@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.config import ExperimentConfig, from_dict
 from common.errors import FedsafeError
+from common.layout import coordinator_keys_dir, federation_sites
+from common.ledger.audit import Anchors
+from common.names import check_name
 from simulations.engine import format_table, simulate
 from simulations.report_cli import write_report
 
@@ -19,11 +23,31 @@ __all__ = ["main", "config_from_hydra"]
 
 log = logging.getLogger("fedsafe")
 
-# The run folder: `run_id` when the user names the run (so it can be resumed), else name-time.
+_SOURCE = "conf/ (Hydra composition + overrides)"
+
+
+def _run_folder(run_id: str | None, name: str, stamp: str, *, _root_: DictConfig) -> str:
+    """The run folder's name: `run_id` when the user names the run (so it can be resumed),
+    else name-time. Hydra resolves this before it creates the folder, so the whole config is
+    validated here: a rejected config, or a name like `../x`, never leaves a folder behind."""
+    try:
+        check_name("run_id" if run_id else "name", run_id or name, source=_SOURCE)
+        data = {k: _plain(_root_[k]) for k in _root_ if k != "hydra"}
+        federation_sites(from_dict(ExperimentConfig, data, source=_SOURCE))
+    except FedsafeError as err:  # SystemExit passes through Hydra's error wrapping
+        print(f"fedsafe: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return run_id or f"{name}-{stamp}"
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
 if not OmegaConf.has_resolver("run_folder"):
-    OmegaConf.register_new_resolver(
-        "run_folder", lambda run_id, name, stamp: run_id or f"{name}-{stamp}"
-    )
+    OmegaConf.register_new_resolver("run_folder", _run_folder)
 
 
 def config_from_hydra(cfg: DictConfig) -> ExperimentConfig:
@@ -31,7 +55,7 @@ def config_from_hydra(cfg: DictConfig) -> ExperimentConfig:
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
     data.pop("hydra", None)
-    return from_dict(ExperimentConfig, data, source="conf/ (Hydra composition + overrides)")
+    return from_dict(ExperimentConfig, data, source=_SOURCE)
 
 
 @hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")
@@ -46,7 +70,9 @@ def main(cfg: DictConfig) -> float | None:
         print(f"fedsafe: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(format_table(summary))
-    report = write_report(run_dir)
+    # The coordinator checks its own run against its own key, which lives outside the folder.
+    own_key = coordinator_keys_dir(experiment) / "server_signing.pub"
+    report = write_report(run_dir, anchors=Anchors(server_key=own_key))
     print(f"run folder: {run_dir}")
     print(f"report:     {report}")
     return summary["global"].get("accuracy")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 
 from client.budget.records import BudgetStoreError
+from common.files import private_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -194,11 +194,8 @@ def open_engine(path: Path, *, create: bool) -> Engine:
             f"no budget store at {path}: the site creates it on its first private round; "
             "check the site config's budget store path"
         )
-    existed = path.is_file()
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not existed:
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        private_file(path)  # 0600: the charge history is the site's alone
     engine = create_engine(f"sqlite:///{path.resolve()}", connect_args={"timeout": 30})
     _configure_sqlite(engine)
     try:

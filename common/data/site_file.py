@@ -17,11 +17,14 @@ from common.data.preprocess import encode_tabular
 from common.data.registry import register_dataset
 from common.data.site_schema import SiteFileSchema, load_site_schema
 from common.errors import DataError
+from common.names import is_valid_name
 
 __all__ = ["LoadedSiteFile", "load_site_file", "site_data_from_file", "site_file_names"]
 
 logger = logging.getLogger("fedsafe.data")
 
+# Beyond this a value is a sentinel or a typo, and scaling it would overflow to inf.
+MAX_MAGNITUDE = 1e15
 _BINARY = {
     "1": 1.0,
     "0": 0.0,
@@ -61,8 +64,19 @@ def _error(path: Path, row: int | str, column: str, what: str) -> DataError:
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        records = list(csv.reader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            records = list(csv.reader(handle))
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1 if isinstance(err.object, bytes) else "?"
+        raise DataError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+            f"{err.start}); save the file as UTF-8"
+        ) from None
+    except csv.Error as err:  # e.g. a field over the CSV field size limit
+        raise DataError(f"{path}: not a readable CSV file: {err}") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the data file: {err}") from None
     if not records or not any(cell.strip() for cell in records[0]):
         raise _error(path, "header", "<none>", "empty file: no header row")
     return [h.strip() for h in records[0]], records[1:]
@@ -145,6 +159,14 @@ def _typed(
                 raw,
                 "is not a number (column type: numeric)",
             )
+            huge = ~absent & ~(parsed.abs() <= MAX_MAGNITUDE)  # inf, -inf, 1e308, overflow
+            _first(
+                path,
+                spec.name,
+                huge,
+                raw,
+                f"is not a finite number within +-{MAX_MAGNITUDE:g} (column type: numeric)",
+            )
             out[spec.name] = parsed.astype(np.float64)
         elif spec.type == "binary":
             parsed = present.map(lambda v: _BINARY.get(str(v).lower()), na_action="ignore")
@@ -167,16 +189,19 @@ def _typed(
             )
             out[spec.name] = text.astype(object).where(~absent, None)
     label = frame[schema.target].where(~missing[schema.target]).map(str, na_action="ignore")
-    if schema.negative:
-        unknown = ~missing[schema.target] & ~label.isin((*schema.positive, *schema.negative))
-        allowed = [*schema.positive, *schema.negative]
-        _first(
-            path,
-            schema.target,
-            unknown,
-            frame[schema.target],
-            f"is an unknown target label (declared: {allowed})",
-        )
+    # Every label must be declared: an undeclared one (a typo, `1.0` for `1`) must never
+    # silently become class 0.
+    unknown = ~missing[schema.target] & ~label.isin((*schema.positive, *schema.negative))
+    allowed = [*schema.positive, *schema.negative]
+    _first(
+        path,
+        schema.target,
+        unknown,
+        frame[schema.target],
+        f"is an undeclared target label (declared: {allowed}; a label is compared as "
+        f"written, so '1.0' is not '1': declare it in target.positive or target.negative "
+        f"of {schema.path})",
+    )
     out[schema.target] = label.isin(schema.positive).astype(np.int64)
     return out
 
@@ -283,23 +308,50 @@ def site_data_from_file(
     """
     loaded = load_site_file(data_path, schema_path)
     y = loaded.y
+    _check_classes(loaded)
     train, test = split_indices(y, test_fraction=test_fraction, seed=seed + salt)
     frame = loaded.frame.reset_index(drop=True)
     x_train, x_test = encode_tabular(frame, loaded.schema.tabular, train, test)
-    name = site or loaded.site_id or Path(data_path).stem
+    name = site or loaded.site_id or _site_name(Path(data_path))
+    if not is_valid_name(name):
+        raise DataError(f"{data_path}: site id {name!r} is not a valid site name")
     return SiteData(name, x_train, y[train], x_test, y[test])
 
 
+def _check_classes(loaded: LoadedSiteFile) -> None:
+    """A site needs both classes, twice each, to train and hold some out; else say so."""
+    counts = np.bincount(loaded.y, minlength=2)
+    if counts.min() < 2:
+        raise DataError(
+            f"{loaded.path}: column '{loaded.schema.target}': {int(counts[1])} positive and "
+            f"{int(counts[0])} negative rows after the missing-value policy; a site needs at "
+            "least 2 rows of each class to train and to hold rows out"
+        )
+
+
 def site_file_names(cfg: DatasetConfig) -> tuple[str, ...]:
-    """One simulated site per configured file, named by the file's stem (no rows read)."""
+    """One simulated site per configured file, named by the file's stem (no rows read).
+
+    The stem must be a valid name (``common.names``): `...csv` must not become site `..`.
+    """
     if not cfg.files:
         raise DataError("dataset 'site_files' needs dataset.files (one data file per site)")
-    names = tuple(Path(f).stem for f in cfg.files)
+    names = tuple(_site_name(Path(f)) for f in cfg.files)
     if len(set(names)) != len(names):
         raise DataError(
             f"dataset.files: site names from file stems must be distinct, got {list(names)}"
         )
     return names
+
+
+def _site_name(path: Path) -> str:
+    if not is_valid_name(path.stem):
+        raise DataError(
+            f"dataset.files: {path}: the site name would be {path.stem!r}, which is not a valid "
+            "name (1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            "no '..'); rename the file"
+        )
+    return path.stem
 
 
 def _info(cfg: DatasetConfig | None) -> DatasetInfo:

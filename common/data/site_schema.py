@@ -134,9 +134,18 @@ def load_site_schema(schema_path: str | Path) -> SiteFileSchema:
     """Read and check a schema file; any problem names the schema file and the key."""
     path = Path(schema_path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - safe loader subclass
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - safe loader subclass
     except FileNotFoundError:
         raise DataError(f"schema file {path}: not found") from None
+    except IsADirectoryError:
+        raise DataError(f"schema file {path}: is a folder, not a schema file") from None
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"schema file {path}: not UTF-8 text (byte offset {err.start}); save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise DataError(f"schema file {path}: cannot be read: {err}") from None
     except yaml.YAMLError as err:
         raise DataError(f"schema file {path}: key '<document>': not valid YAML ({err})") from None
     data = _mapping(data, path, "<root>")
@@ -156,7 +165,14 @@ def load_site_schema(schema_path: str | Path) -> SiteFileSchema:
     if target_col in raw_columns:
         raise _fail(path, "target.column", f"{target_col!r} is also listed under columns")
     positive = _labels(target.get("positive"), path, "target.positive", required=True)
-    negative = _labels(target.get("negative"), path, "target.negative", required=False)
+    if target.get("negative") is None:
+        raise _fail(
+            path,
+            "target.negative",
+            "required: list every label that means the negative class (an undeclared label "
+            "would otherwise silently become class 0)",
+        )
+    negative = _labels(target.get("negative"), path, "target.negative", required=True)
     if set(positive) & set(negative):
         raise _fail(
             path,

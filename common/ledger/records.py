@@ -3,15 +3,20 @@
 Every entry is ``Entry(seq, time, kind, payload, prev_hash, hash)``. ``seq`` starts at 1 and grows
 by one; ``time`` is UTC ISO-8601 with microseconds and a ``Z``; ``prev_hash`` of the first entry is
 64 zeros and of every other entry the ``hash`` of the one before; ``hash`` is the lower-case hex
-SHA-256 of the canonical JSON (sorted keys, no whitespace, UTF-8, finite floats only) of
-``{"seq", "time", "kind", "payload", "prev_hash"}``.
+SHA-256 of the canonical JSON of ``{"format", "seq", "time", "kind", "payload", "prev_hash"}``
+where ``format`` is ``LEDGER_FORMAT`` ("fedsafe-ledger-v2"). Canonical JSON is RFC 8785 (JCS:
+sorted keys, no whitespace, UTF-8, ECMAScript number spelling such as ``0.00001`` and ``1e+21``,
+finite floats, integers within +-2**53), so a verifier in any language computes the same hashes.
+Format v1 (Python's ``json.dumps`` spelling, no ``format`` key) is refused by name.
 
 Payload keys the server (and, for attestations, the sites) must write; readers such as
 ``provenance_card`` rely on them. Other keys may be added freely; they are hashed like the rest.
 
-- ``run_started``: ``run_id`` (str), ``purpose`` (str), ``code_version`` (str, e.g. a git commit),
-  ``config_hash`` (SHA-256 hex of the resolved config), ``strategy`` (str), ``privacy`` (dict:
-  accountant, target epsilon, delta, noise, clipping...), ``secure_aggregation`` (bool).
+- ``run_started``: ``ledger_format`` (``LEDGER_FORMAT``), ``run_id`` (str), ``purpose`` (str),
+  ``code_version`` (str, e.g. a git commit), ``config_hash`` (SHA-256 hex of the resolved
+  config), ``strategy`` (str), ``privacy`` (dict: accountant, target epsilon, delta, noise,
+  clipping...), ``secure_aggregation`` (bool), ``server_key`` (fingerprint of the key that
+  signs every head), ``participants`` (site -> key fingerprint).
 - ``consent_decision``: ``site``, ``round``, ``decision`` ("granted" | "refused" | "withdrawn"),
   ``reason`` (str).
 - ``attestation``: ``site`` (str), ``signature`` (hex of ``common.crypto.sign`` over
@@ -26,7 +31,8 @@ Payload keys the server (and, for attestations, the sites) must write; readers s
   (SHA-256 hex).
 - ``dropout``: ``site``, ``round``, ``reason``.
 - ``error``: ``component``, ``message``, and ``round`` when known.
-- ``run_resumed``: ``run_id``, ``from_round`` (int).
+- ``run_resumed``: ``run_id``, ``from_round`` (int), ``config_hash`` (of the resumed config,
+  which must equal the run's), ``checkpoint_head``.
 - ``run_finished``: ``run_id``, ``rounds_completed`` (int), ``final_model_sha256`` (SHA-256 hex).
 - ``head_signed`` (written only by ``Ledger.sign_head``): ``head_seq``, ``head_hash``, ``signer``
   (``public_key_fingerprint`` of the server key), ``signature`` (hex of ``sign`` over
@@ -44,6 +50,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import rfc8785
+
 __all__ = [
     "RUN_STARTED",
     "CONSENT_DECISION",
@@ -56,6 +64,9 @@ __all__ = [
     "HEAD_SIGNED",
     "KINDS",
     "GENESIS_PREV_HASH",
+    "LEDGER_FORMAT",
+    "LEDGER_FORMAT_V1",
+    "legacy_entry_hash",
     "HEAD_MESSAGE_PREFIX",
     "Entry",
     "canonical_json",
@@ -89,6 +100,8 @@ KINDS: tuple[str, ...] = (
     HEAD_SIGNED,
 )
 GENESIS_PREV_HASH = "0" * 64
+LEDGER_FORMAT = "fedsafe-ledger-v2"
+LEDGER_FORMAT_V1 = "fedsafe-ledger-v1"
 HEAD_MESSAGE_PREFIX = b"fedsafe-ledger-head-v1"
 
 
@@ -106,6 +119,7 @@ class Entry:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in export order; ``canonical_json`` of it is what exports write."""
         return {
+            "format": LEDGER_FORMAT,
             "seq": self.seq,
             "time": self.time,
             "kind": self.kind,
@@ -143,15 +157,18 @@ def _check_json(value: object, path: str) -> None:
     )
 
 
-def canonical_json(value: object) -> str:
-    """Sorted keys, no whitespace, non-ASCII kept, finite floats only: one text per value."""
-    _check_json(value, "$")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def canonical_bytes(value: object) -> bytes:
-    """UTF-8 of ``canonical_json``: the exact bytes that are hashed and signed."""
-    return canonical_json(value).encode("utf-8")
+    """RFC 8785 (JCS) bytes of ``value``: the exact bytes that are hashed and signed."""
+    _check_json(value, "$")
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as err:  # e.g. an integer beyond +-2**53
+        raise ValueError(f"canonical JSON (RFC 8785): {err}") from None
+
+
+def canonical_json(value: object) -> str:
+    """The RFC 8785 text of ``value``: sorted keys, no whitespace, one spelling per number."""
+    return canonical_bytes(value).decode("utf-8")
 
 
 def check_kind(kind: str) -> str:
@@ -172,8 +189,24 @@ def format_time(at_time: datetime) -> str:
 
 def entry_hash(seq: int, time: str, kind: str, payload: dict[str, Any], prev_hash: str) -> str:
     """SHA-256 hex over the canonical JSON of everything in an entry except its own hash."""
-    body = {"seq": seq, "time": time, "kind": kind, "payload": payload, "prev_hash": prev_hash}
+    body = {
+        "format": LEDGER_FORMAT,
+        "seq": seq,
+        "time": time,
+        "kind": kind,
+        "payload": payload,
+        "prev_hash": prev_hash,
+    }
     return hashlib.sha256(canonical_bytes(body)).hexdigest()
+
+
+def legacy_entry_hash(
+    seq: int, time: str, kind: str, payload: dict[str, Any], prev_hash: str
+) -> str:
+    """The v1 hash (Python's float spelling): only to name an old ledger's format."""
+    body = {"seq": seq, "time": time, "kind": kind, "payload": payload, "prev_hash": prev_hash}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def make_entry(seq: int, time: str, kind: str, payload: dict[str, Any], prev_hash: str) -> Entry:

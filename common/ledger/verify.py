@@ -15,10 +15,14 @@ from common.ledger.records import (
     ATTESTATION,
     GENESIS_PREV_HASH,
     HEAD_SIGNED,
+    LEDGER_FORMAT,
+    LEDGER_FORMAT_V1,
+    RUN_STARTED,
     Entry,
     canonical_bytes,
     entry_hash,
     head_message,
+    legacy_entry_hash,
 )
 from common.ledger.store import WITNESS_FORMAT, Ledger
 
@@ -37,6 +41,9 @@ __all__ = [
     "FORGED_SITE",
     "UNKNOWN_SITE",
     "BAD_HEAD",
+    "UNSIGNED_TAIL",
+    "WRONG_SIGNER",
+    "OLD_FORMAT",
 ]
 
 EDITED = "payload edited (hash mismatch)"
@@ -48,6 +55,9 @@ DIVERGED = "chain diverges from the witnessed signed head"
 FORGED_SITE = "forged or invalid site signature in attestation"
 UNKNOWN_SITE = "attestation from an unknown signer (no public key for site)"
 BAD_HEAD = "bad head signature"
+UNSIGNED_TAIL = "entries after the last signed head (unsigned tail)"
+WRONG_SIGNER = "signed by a key other than the run's server key"
+OLD_FORMAT = f"written in an older ledger format; this fedsafe verifies only {LEDGER_FORMAT}"
 _MALFORMED = "malformed entry"
 
 
@@ -69,6 +79,8 @@ class VerifyResult:
     last_hash: str
     signed_heads: int
     attestations_checked: int
+    last_head_seq: int = 0
+    server_keys: tuple[str, ...] = ()
 
 
 def read_witness(path: Path) -> dict[str, Any]:
@@ -109,10 +121,19 @@ def _hex(value: object, seq: int, field: str) -> bytes:
         raise LedgerTamperedError(seq, _MALFORMED, f"{field} is not hex") from None
 
 
-def _check_head_signed(entry: Entry, server_public_pem: bytes | None) -> None:
+def _check_head_signed(
+    entry: Entry, server_public_pem: bytes | None, run_key: str | None, pinned: str | None
+) -> None:
     payload = entry.payload
     if payload.get("head_seq") != entry.seq - 1 or payload.get("head_hash") != entry.prev_hash:
         raise LedgerTamperedError(entry.seq, BAD_HEAD, "signed head is not the preceding entry")
+    signer = payload.get("signer")
+    if run_key is not None and signer != run_key:
+        detail = f"signer {str(signer)[:16]}... but run_started.server_key {run_key[:16]}..."
+        raise LedgerTamperedError(entry.seq, WRONG_SIGNER, detail)
+    if pinned is not None and signer != pinned:
+        detail = f"signer {str(signer)[:16]}... but the auditor's key is {pinned[:16]}..."
+        raise LedgerTamperedError(entry.seq, WRONG_SIGNER, detail)
     if server_public_pem is None:
         return
     if payload.get("signer") != crypto.public_key_fingerprint(server_public_pem):
@@ -124,7 +145,9 @@ def _check_head_signed(entry: Entry, server_public_pem: bytes | None) -> None:
         raise LedgerTamperedError(entry.seq, BAD_HEAD) from None
 
 
-def _check_attestation(entry: Entry, site_keys: dict[str, bytes]) -> None:
+def _check_attestation(
+    entry: Entry, site_keys: dict[str, bytes], participants: dict[str, Any]
+) -> None:
     payload = entry.payload
     site, signed = payload.get("site"), payload.get("signed")
     if not isinstance(site, str) or not isinstance(signed, dict):
@@ -133,6 +156,10 @@ def _check_attestation(entry: Entry, site_keys: dict[str, bytes]) -> None:
         raise LedgerTamperedError(entry.seq, FORGED_SITE, f"signed site differs from {site!r}")
     if site not in site_keys:
         raise LedgerTamperedError(entry.seq, UNKNOWN_SITE, f"site {site!r}")
+    enrolled = participants.get(site)
+    if isinstance(enrolled, str) and crypto.public_key_fingerprint(site_keys[site]) != enrolled:
+        detail = f"key for {site!r} is not the one run_started enrolled ({enrolled[:16]}...)"
+        raise LedgerTamperedError(entry.seq, FORGED_SITE, detail)
     signature = _hex(payload.get("signature"), entry.seq, "signature")
     try:
         crypto.verify(site_keys[site], canonical_bytes(signed), signature)
@@ -175,19 +202,51 @@ def verify_ledger(
     server_public_pem: bytes | None = None,
     site_keys: dict[str, bytes] | None = None,
     witness: Path | None = None,
+    server_fingerprint: str | None = None,
+    require_signed_tail: bool = True,
 ) -> VerifyResult:
     """Recompute the whole chain; raise LedgerTamperedError naming the first bad entry.
 
+    Every head's signer must be the ``server_key`` its ``run_started`` names and, when the
+    auditor gives one, ``server_fingerprint`` (or the fingerprint of ``server_public_pem``).
     Head signatures are checked when ``server_public_pem`` is given, attestation signatures
-    when ``site_keys`` is given (then a site without a key fails). Only a ``witness`` written
-    by ``sign_head`` can reveal entries cut from the end, so auditors should keep one.
+    when ``site_keys`` is given (then a site without a key fails). Entries after the last signed
+    head are signed by nobody, so they fail unless ``require_signed_tail`` is False. Only a
+    ``witness`` written by ``sign_head`` can reveal entries cut from the end.
     """
+    pinned = _pinned(server_public_pem, server_fingerprint)
+    args = (server_public_pem, site_keys, witness, pinned, require_signed_tail)
     if isinstance(ledger_or_url, Ledger):
-        return _verify(ledger_or_url, server_public_pem, site_keys, witness)
+        return _verify(ledger_or_url, *args)
     if "://" not in os.fspath(ledger_or_url) and not Path(ledger_or_url).is_file():
         raise LedgerError(f"no ledger file at {ledger_or_url}")  # do not create an empty one
     with Ledger.open(ledger_or_url) as ledger:
-        return _verify(ledger, server_public_pem, site_keys, witness)
+        return _verify(ledger, *args)
+
+
+def _pinned(server_public_pem: bytes | None, fingerprint: str | None) -> str | None:
+    """The one server fingerprint the auditor trusts; a key and a fingerprint must agree."""
+    if fingerprint is not None:
+        fingerprint = fingerprint.strip().lower()
+    if server_public_pem is None:
+        return fingerprint
+    of_key = crypto.public_key_fingerprint(server_public_pem)
+    if fingerprint is not None and fingerprint != of_key:
+        raise LedgerError(
+            f"the server key given has fingerprint {of_key}, not the pinned {fingerprint}"
+        )
+    return of_key
+
+
+def _check_run_started(entry: Entry, pinned: str | None) -> str | None:
+    """The run's declared server key; it must be the auditor's when one is pinned."""
+    key = entry.payload.get("server_key")
+    if key is not None and not isinstance(key, str):
+        raise LedgerTamperedError(entry.seq, _MALFORMED, "run_started.server_key is not a string")
+    if pinned is not None and key is not None and key != pinned:
+        detail = f"run_started.server_key {key[:16]}... but the auditor's key is {pinned[:16]}..."
+        raise LedgerTamperedError(entry.seq, WRONG_SIGNER, detail)
+    return key
 
 
 def _verify(
@@ -195,24 +254,45 @@ def _verify(
     server_public_pem: bytes | None,
     site_keys: dict[str, bytes] | None,
     witness_path: Path | None,
+    pinned: str | None,
+    require_signed_tail: bool,
 ) -> VerifyResult:
     witness = read_witness(witness_path) if witness_path is not None else None
-    if witness is not None and server_public_pem is not None:
-        _check_witness_signature(witness, server_public_pem)
+    if witness is not None:
+        if pinned is not None and witness["signer"] != pinned:
+            raise LedgerTamperedError(
+                int(witness["entry_seq"]), WRONG_SIGNER, "witness signer is not the auditor's key"
+            )
+        if server_public_pem is not None:
+            _check_witness_signature(witness, server_public_pem)
     prev: Entry | None = None
     before_prev: Entry | None = None
-    count = heads = attestations = 0
+    count = heads = attestations = last_head = 0
+    run_key: str | None = None
+    participants: dict[str, Any] = {}
+    declared: list[str] = []
     for cur, nxt in _with_lookahead(ledger.entries()):
         error = _link_error(prev, before_prev, cur, nxt)
         if error is not None:
             raise error
         if entry_hash(cur.seq, cur.time, cur.kind, cur.payload, cur.prev_hash) != cur.hash:
+            if legacy_entry_hash(cur.seq, cur.time, cur.kind, cur.payload, cur.prev_hash) == (
+                cur.hash
+            ):
+                raise LedgerTamperedError(cur.seq, OLD_FORMAT, LEDGER_FORMAT_V1)
             raise LedgerTamperedError(cur.seq, EDITED)
-        if cur.kind == HEAD_SIGNED:
-            _check_head_signed(cur, server_public_pem)
+        if cur.kind == RUN_STARTED:
+            run_key = _check_run_started(cur, pinned)
+            raw = cur.payload.get("participants")
+            participants = raw if isinstance(raw, dict) else {}
+            if run_key is not None and run_key not in declared:
+                declared.append(run_key)
+        elif cur.kind == HEAD_SIGNED:
+            _check_head_signed(cur, server_public_pem, run_key, pinned)
             heads += 1
+            last_head = cur.seq
         elif cur.kind == ATTESTATION and site_keys is not None:
-            _check_attestation(cur, site_keys)
+            _check_attestation(cur, site_keys, participants)
             attestations += 1
         if witness is not None:
             _check_witnessed(cur, witness)
@@ -222,8 +302,17 @@ def _verify(
     if witness is not None and last_seq < witness["entry_seq"]:
         detail = f"ledger ends at seq {last_seq}, witness holds seq {witness['entry_seq']}"
         raise LedgerTamperedError(last_seq + 1, TRUNCATED, detail)
+    if require_signed_tail and last_seq != last_head:
+        detail = f"last signed head is seq {last_head}, the ledger runs to seq {last_seq}"
+        raise LedgerTamperedError(last_head + 1, UNSIGNED_TAIL, detail)
     return VerifyResult(
-        count, last_seq, prev.hash if prev else GENESIS_PREV_HASH, heads, attestations
+        count,
+        last_seq,
+        prev.hash if prev else GENESIS_PREV_HASH,
+        heads,
+        attestations,
+        last_head,
+        tuple(declared),
     )
 
 

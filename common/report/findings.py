@@ -37,27 +37,29 @@ def findings(report: dict[str, Any]) -> list[dict[str, str]]:
                 + ". Ledger-derived figures below cannot be trusted.",
             }
         )
+    elif ledger["status"] == "missing":
+        out.append(
+            {
+                "level": "bad",
+                "text": f"LEDGER MISSING: {ledger['message']}. Nothing in this report "
+                "can be checked against it.",
+            }
+        )
     elif ledger["status"] == "unverifiable":
-        out.append({"level": "bad", "text": f"Ledger could not be verified: {ledger['message']}"})
+        out.append({"level": "bad", "text": f"Ledger unverifiable: {ledger['message']}."})
     elif ledger["status"] == "intact":
-        keys = ledger["checked_with"]
+        used = ledger["checked_with"]
         scope = ", ".join(
             text
             for text, on in (
-                ("server head signatures", keys["server_key"]),
-                (f"{len(keys['site_keys'])} site keys", bool(keys["site_keys"])),
-                ("the witness", keys["witness"]),
+                ("the auditor's server key", used.get("server key")),
+                ("the pinned fingerprint", used.get("fingerprint")),
+                (f"{len(used.get('site keys') or [])} site keys", used.get("site keys")),
+                ("the auditor's witness", used.get("witness")),
             )
             if on
         )
-        out.append(
-            {
-                "level": "ok",
-                "text": f"Ledger intact: {ledger['message']}"
-                + (f", checked against {scope}" if scope else ", hash chain only")
-                + ".",
-            }
-        )
+        out.append({"level": "ok", "text": f"Ledger intact: {ledger['message']} ({scope})."})
     else:
         out.append(
             {

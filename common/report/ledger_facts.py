@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -19,17 +20,14 @@ from common.ledger import (
     RUN_RESUMED,
     RUN_STARTED,
     Ledger,
-    LedgerTamperedError,
-    load_site_keys,
-    verify_ledger,
 )
+from common.ledger.audit import TAMPERED, Anchors, audit_ledger
 
 __all__ = ["LEDGER_FILE", "NO_LEDGER", "check_ledger", "read_ledger"]
 
 LEDGER_FILE = "ledger.sqlite"
 WITNESS_FILE = "ledger.witness.json"
 SERVER_KEY = Path("keys") / "server_signing.pub"
-SITE_KEYS = Path("keys") / "sites"
 NO_LEDGER = "no ledger in this run folder"
 _READ_ERRORS = (FedsafeError, ValueError, TypeError, OSError, sa_exc.SQLAlchemyError)
 # The server's "granted" reason ends "for purpose '<p>' (<legal basis>; <jurisdiction>; <until>)";
@@ -37,50 +35,65 @@ _READ_ERRORS = (FedsafeError, ValueError, TypeError, OSError, sa_exc.SQLAlchemyE
 _GRANT_REASON = re.compile(r"for purpose '.*?' \((.+); ([^;]+); ([^;]+)\)\s*$")
 
 
-def check_ledger(run_dir: Path) -> dict[str, Any]:
-    """Verify RUN_DIR/ledger.sqlite now, with every key and witness the folder holds.
+def _ledger_expected(run_dir: Path) -> bool:
+    """Whether the folder shows the run kept a ledger (summary, key or witness say so)."""
+    if (run_dir / WITNESS_FILE).exists() or (run_dir / SERVER_KEY).exists():
+        return True
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and isinstance(summary.get("ledger"), dict)
+
+
+def check_ledger(run_dir: Path, anchors: Anchors | None = None) -> dict[str, Any]:
+    """Verify RUN_DIR/ledger.sqlite now, against the auditor's ``anchors`` where given.
 
     Never copied from a file: a result written at run time could itself have been edited.
-    ``status`` is "intact", "tampered" (first bad entry named), "unverifiable" or "absent".
+    ``status`` is "intact" (checked against an independent key, fingerprint or witness),
+    "tampered" (first bad entry named), "unverifiable" (consistent only with keys found in
+    the folder, or unreadable), "missing" (the run kept a ledger that is gone) or "absent".
     """
     run_dir = Path(run_dir)
     path = run_dir / LEDGER_FILE
-    server_key, site_dir, witness = (
-        run_dir / SERVER_KEY,
-        run_dir / SITE_KEYS,
-        run_dir / WITNESS_FILE,
-    )
     if not path.is_file():
+        if _ledger_expected(run_dir):
+            return {
+                "present": False,
+                "status": "missing",
+                "message": f"the run kept a ledger ({LEDGER_FILE}), but it is gone",
+            }
         return {"present": False, "status": "absent", "message": NO_LEDGER}
-    checked_with: dict[str, Any] = {
-        "server_key": server_key.is_file(),
-        "site_keys": sorted(p.stem for p in site_dir.glob("*.pub")) if site_dir.is_dir() else [],
-        "witness": witness.is_file(),
-    }
-    base = {"present": True, "path": LEDGER_FILE, "checked_with": checked_with}
+    base: dict[str, Any] = {"present": True, "path": LEDGER_FILE}
     try:
-        result = verify_ledger(
-            path,
-            server_public_pem=server_key.read_bytes() if server_key.is_file() else None,
-            site_keys=load_site_keys(site_dir) if site_dir.is_dir() else None,
-            witness=witness if witness.is_file() else None,
-        )
-    except LedgerTamperedError as err:
+        outcome = audit_ledger(path, run_dir, anchors or Anchors())
+    except _READ_ERRORS as err:
+        return {
+            **base,
+            "checked_with": {},
+            "status": "unverifiable",
+            "consistent": False,
+            "message": f"{type(err).__name__}: {err}",
+        }
+    base["checked_with"] = outcome.checked_with
+    if outcome.status == TAMPERED:
+        assert outcome.seq is not None
         return {
             **base,
             "status": "tampered",
-            "first_bad_seq": err.seq,
-            "reason": err.reason,
-            "detail": err.detail,
-            "message": str(err),
-            "first_bad_entry": _entry_brief(path, err.seq),
+            "first_bad_seq": outcome.seq,
+            "reason": outcome.reason,
+            "detail": outcome.detail,
+            "message": outcome.message,
+            "first_bad_entry": _entry_brief(path, outcome.seq),
         }
-    except _READ_ERRORS as err:
-        return {**base, "status": "unverifiable", "message": f"{type(err).__name__}: {err}"}
+    result = outcome.result
+    assert result is not None
     return {
         **base,
-        "status": "intact",
-        "message": f"all {result.entries_checked} entries verified",
+        "status": outcome.status,
+        "consistent": True,
+        "message": outcome.message,
         "entries_checked": result.entries_checked,
         "last_seq": result.last_seq,
         "last_hash": result.last_hash,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.ledger.audit import Anchors
 from common.report.findings import findings
 from common.report.inputs import clean_numbers, file_sha256, read_metrics, read_summary
 from common.report.ledger_facts import NO_LEDGER, check_ledger, read_ledger
@@ -241,7 +242,9 @@ def _manifest(
     }
 
 
-def build_run_report(run_dir: Path, *, now: datetime | None = None) -> dict[str, Any]:
+def build_run_report(
+    run_dir: Path, *, now: datetime | None = None, anchors: Anchors | None = None
+) -> dict[str, Any]:
     """Gather a run folder into one dict: summary, per-site privacy, utility, grid, ledger.
 
     The ledger is verified here, at report time; every figure says where it came from.
@@ -249,7 +252,7 @@ def build_run_report(run_dir: Path, *, now: datetime | None = None) -> dict[str,
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     metrics, notes = read_metrics(run_dir)
-    ledger_check = check_ledger(run_dir)
+    ledger_check = check_ledger(run_dir, anchors)
     facts = read_ledger(run_dir)
     if facts is not None and facts.get("read_error"):
         notes.append(f"the ledger could not be read completely: {facts['read_error']}")

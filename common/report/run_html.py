@@ -30,10 +30,11 @@ def _banner(ledger: dict[str, Any]) -> str:
             role="alert",
             id="ledger-alert",
         )
-    if ledger["status"] == "unverifiable":
+    if ledger["status"] in ("unverifiable", "missing"):
+        title = "LEDGER MISSING." if ledger["status"] == "missing" else "LEDGER UNVERIFIABLE."
         return tag(
             "div",
-            esc("LEDGER COULD NOT BE VERIFIED.") + tag("small", esc(ledger["message"])),
+            esc(title) + tag("small", esc(ledger["message"])),
             class_="banner",
             role="alert",
             id="ledger-alert",

@@ -78,12 +78,15 @@ def ledger_section(report: dict[str, Any]) -> str:
     ]
     if led.get("present"):
         used = led["checked_with"]
+        folder = [n for n in ("run folder key", "run folder witness") if used.get(n)]
         items += [
-            ("server key", esc("keys/server_signing.pub" if used["server_key"] else "none")),
-            ("site keys", esc(", ".join(used["site_keys"]) or "none")),
-            ("witness", esc("ledger.witness.json" if used["witness"] else "none")),
+            ("auditor's server key", esc(used.get("server key") or "none")),
+            ("pinned fingerprint", esc(used.get("fingerprint") or "none")),
+            ("auditor's witness", esc(used.get("witness") or "none")),
+            ("site keys", esc(", ".join(used.get("site keys") or []) or "none")),
+            ("also found in the run folder", esc(", ".join(folder) or "nothing")),
         ]
-    if status == "intact":
+    if status in ("intact", "unverifiable") and led.get("consistent"):
         items += [
             ("entries checked", esc(num(led["entries_checked"]))),
             ("signed heads", esc(num(led["signed_heads"]))),

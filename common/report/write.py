@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from common.ledger.audit import Anchors
 from common.report.run_data import build_run_report
 from common.report.run_html import render_run_html
 
@@ -27,6 +28,12 @@ class WrittenReport:
     @property
     def ledger_ok(self) -> bool:
         return self.report.get("ledger", {}).get("status") in ("intact", "absent", None)
+
+    @property
+    def ledger_unanchored(self) -> bool:
+        """Consistent, but checked only against keys found in the run folder."""
+        ledger = self.report.get("ledger", {})
+        return ledger.get("status") == "unverifiable" and bool(ledger.get("consistent"))
 
 
 def json_path_for(html_path: Path) -> Path:
@@ -58,7 +65,11 @@ def write_html_and_json(report: dict[str, Any], html: str, out: Path) -> Written
 
 
 def write_run_report(
-    run_dir: Path, out: Path | None = None, *, now: datetime | None = None
+    run_dir: Path,
+    out: Path | None = None,
+    *,
+    now: datetime | None = None,
+    anchors: Anchors | None = None,
 ) -> WrittenReport:
     """Build, render and write a run report (default RUN_DIR/report.html + report.json).
 
@@ -66,7 +77,7 @@ def write_run_report(
     """
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report.html"
-    report = build_run_report(run_dir, now=now)
+    report = build_run_report(run_dir, now=now, anchors=anchors)
     return write_html_and_json(
         report, render_run_html(report, json_name=json_path_for(out).name), out
     )

@@ -96,7 +96,7 @@ def test_too_few_sites_stops_the_run_cleanly(runs: dict[str, Any]) -> None:
     first = runs["first"]
     assert first["stopped_early"]["round"] == 2
     assert "fewer than min_sites=3" in first["stopped_early"]["reason"]
-    assert (runs["base"] / "capped" / "model.pt").exists()
+    assert (runs["base"] / "capped" / "model.safetensors").exists()
 
 
 def test_budgets_persist_across_runs_and_match_the_store(runs: dict[str, Any]) -> None:
@@ -117,7 +117,10 @@ def test_the_ledger_of_a_real_run_verifies_and_carries_the_story(
     runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = runs["base"] / "capped"
-    assert fedsafe(["audit", "verify", str(run_dir), "--json"]) == 0
+    assert fedsafe(["audit", "verify", str(run_dir), "--json"]) == 3  # no independent key
+    assert json.loads(capsys.readouterr().out)["status"] == "unverifiable"
+    coordinator_key = runs["base"] / "coordinator" / "keys" / "server_signing.pub"
+    assert fedsafe(["audit", "verify", str(run_dir), "--key", str(coordinator_key), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ok"] and result["attestations_checked"] == 4 + 2 and result["signed_heads"] >= 3
     with Ledger.open(run_dir / "ledger.sqlite") as ledger:

@@ -29,7 +29,7 @@ from common.crypto.pki import (
 )
 from common.ledger import Ledger
 from server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
-from server.deploy_config import load_server_config
+from server.deploy_config import ServerDeployConfig, load_server_config
 from server.deploy_flower import project_root
 from server.deploy_process import (
     DeployError,
@@ -39,6 +39,7 @@ from server.deploy_process import (
     free_port,
 )
 from server.deploy_resume import resume_target, with_resume
+from server.resume_config import bound_config
 from simulations.cli import main
 
 FEDSAFE = [sys.executable, "-m", "simulations.cli"]
@@ -428,7 +429,9 @@ def test_a_crashed_coordinator_resumes_and_no_round_is_charged_twice(
         run_dir = _run_folder(workdir)
         if run_dir is None or not (run_dir / CHECKPOINT).exists():
             return 0
-        checkpoint = load_checkpoint(run_dir)
+        checkpoint = load_checkpoint(
+            run_dir, (kits.server_keys / "server_signing.pub").read_bytes()
+        )
         return checkpoint.round if checkpoint else 0
 
     _wait(
@@ -497,17 +500,29 @@ def _bare_server_yaml(root: Path, **run_config: object) -> Path:
     return path
 
 
-def _checkpoint(run_dir: Path, server_round: int) -> None:
+def _checkpoint(cfg: ServerDeployConfig, run_dir: Path, server_round: int) -> None:
+    """A checkpoint the coordinator signed with its own key, bound to its run config."""
     run_dir.mkdir(parents=True)
-    save_checkpoint(run_dir, Checkpoint(server_round, {}, {}, (1, "0" * 64), {}))
+    signing = cfg.server_keys_dir / "server_signing.key"
+    if not signing.exists():
+        init_server_signing_key(cfg.server_keys_dir)
+    checkpoint = Checkpoint(
+        server_round, {}, {}, (1, "0" * 64), {}, {}, bound_config(cfg.experiment())
+    )
+    save_checkpoint(
+        run_dir,
+        checkpoint,
+        private_pem=signing.read_bytes(),
+        public_pem=(cfg.server_keys_dir / "server_signing.pub").read_bytes(),
+    )
 
 
 def test_resume_continues_the_newest_unfinished_run_folder(tmp_path: Path) -> None:
     cfg = load_server_config(_bare_server_yaml(tmp_path))
     with pytest.raises(DeployError, match="nothing to resume"):
         resume_target(cfg)
-    _checkpoint(cfg.runs_dir / "faults-1", 1)
-    _checkpoint(cfg.runs_dir / "faults-2", 2)
+    _checkpoint(cfg, cfg.runs_dir / "faults-1", 1)
+    _checkpoint(cfg, cfg.runs_dir / "faults-2", 2)
     (cfg.runs_dir / "faults-2" / "summary.json").write_text("{}")  # finished: not a candidate
 
     target = resume_target(cfg)
@@ -531,7 +546,7 @@ def test_server_start_checks_resume_before_any_process(
 
     assert code == 2
     assert "cannot resume run 'trial-7'" in capsys.readouterr().err
-    _checkpoint(tmp_path / "coordinator" / "runs" / "trial-7", 2)
+    _checkpoint(load_server_config(server_yaml), tmp_path / "coordinator" / "runs" / "trial-7", 2)
     assert main(["server", "start", "--config", str(server_yaml)]) == 2  # it has rounds
     assert "already completed 2 round(s)" in capsys.readouterr().err
     assert not (tmp_path / "coordinator" / "logs").exists()

@@ -1,7 +1,8 @@
-"""Kill the coordinator mid-run for real, resume it: every round once, the chain intact, no double charge."""
+"""Kill the coordinator mid-run, resume it: each round once, chain intact, no double pay."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,19 +13,21 @@ from pathlib import Path
 import pytest
 
 from client.budget import BudgetStore
-from common.config import ExperimentConfig, from_dict
 from common.ledger import Ledger, verify_ledger
-from server.checkpoint import load_checkpoint
-from simulations.engine import simulate
+from server.checkpoint import CHECKPOINT, load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROUNDS = 4
 
 
-def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 240) -> None:
-    """Run the simulation as its own process group; SIGKILL all of it once `round_` is checkpointed."""
-    cmd = [
+def _server_public(runs: Path) -> bytes:
+    """The simulated coordinator's own key, which signs every checkpoint."""
+    return (runs / "coordinator" / "keys" / "server_signing.pub").read_bytes()
+
+
+def _command(runs: Path, run_id: str, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "simulations.cli",
@@ -33,7 +36,20 @@ def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 2
         f"run_id={run_id}",
         f"training.rounds={ROUNDS}",
         "federation.fresh_budget=true",
+        *extra,
     ]
+
+
+def _simulate(runs: Path, run_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The operator's `fedsafe simulate ...`, to the end (bounded)."""
+    return subprocess.run(
+        _command(runs, run_id, *extra), capture_output=True, text=True, timeout=600
+    )
+
+
+def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 240) -> None:
+    """Run the simulation as its own process group; SIGKILL it all once `round_` is checkpointed."""
+    cmd = _command(runs, run_id)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -41,8 +57,8 @@ def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 2
     try:
         while time.monotonic() < deadline:
             checkpoint = (
-                load_checkpoint(runs / run_id)
-                if (runs / run_id / "checkpoint.pkl").exists()
+                load_checkpoint(runs / run_id, _server_public(runs))
+                if (runs / run_id / CHECKPOINT).exists()
                 else None
             )
             if checkpoint is not None and checkpoint.round >= round_:
@@ -60,20 +76,18 @@ def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 2
 def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path) -> None:
     runs, run_id = tmp_path / "runs", "crash"
     _kill_after_round(runs, run_id, 2)
-    killed_at = load_checkpoint(runs / run_id).round  # type: ignore[union-attr]
+    killed_at = load_checkpoint(runs / run_id, _server_public(runs)).round  # type: ignore[union-attr]
     assert 2 <= killed_at < ROUNDS
 
-    cfg = from_dict(
-        ExperimentConfig,
-        {
-            "runs_dir": str(runs),
-            "run_id": run_id,
-            "resume": True,
-            "training": {"rounds": ROUNDS},
-            "federation": {"fresh_budget": True},
-        },
-    )
-    summary = simulate(cfg, runs / run_id)
+    # A resume that changes what the run computes is refused, naming the key, before Ray.
+    changed = _simulate(runs, run_id, "resume=true", "training.local_epochs=2")
+    assert changed.returncode == 2, changed.stderr[-2000:]
+    assert "training.local_epochs: 1 -> 2" in changed.stderr
+
+    # The same command line as the killed run, plus resume=true: the same run continues.
+    done = _simulate(runs, run_id, "resume=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((runs / run_id / "summary.json").read_text(encoding="utf-8"))
 
     assert summary["rounds_completed"] == ROUNDS
     for name, site in summary["sites"].items():
@@ -87,16 +101,19 @@ def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path) -> 
         assert set(range(1, ROUNDS + 1)) <= set(rounds), name
     result = verify_ledger(
         runs / run_id / "ledger.sqlite",
-        server_public_pem=(runs / run_id / "keys" / "server_signing.pub").read_bytes(),
+        server_public_pem=_server_public(runs),  # the coordinator's own, not the folder's
         witness=runs / run_id / "ledger.witness.json",
     )
     assert result.signed_heads >= ROUNDS
     with Ledger.open(runs / run_id / "ledger.sqlite") as ledger:
-        resumed = [e.payload for e in ledger.entries() if e.kind == "run_resumed"]
+        entries = list(ledger.entries())
+    started = next(e.payload for e in entries if e.kind == "run_started")
+    resumed = [e.payload for e in entries if e.kind == "run_resumed"]
     assert resumed == [
         {
             "run_id": run_id,
             "from_round": killed_at + 1,
             "checkpoint_head": resumed[0]["checkpoint_head"],
+            "config_hash": started["bound_config_hash"],  # the same run's settings
         }
     ]

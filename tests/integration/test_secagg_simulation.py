@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from safetensors.torch import load_file
 
 from common.attestation import ATTESTATION, arrays_digest, open_statement
 from common.config import ExperimentConfig, from_dict
@@ -131,12 +131,12 @@ def test_round_two_secure_aggregate_equals_fedavg_of_the_survivors_despite_the_d
     expected, counts = _fedavg(cfg, run_dir, 2)
     assert len(counts) == 3
     bound = aggregate_error_bound(_sizing(summary), counts)
-    model = torch.load(run_dir / summary["model"]["path"])
+    model = load_file(run_dir / summary["model"]["path"])
     for k, want in expected.items():
         got = model[k].numpy().astype(np.float64)
         assert np.all(np.abs(got - want) <= bound + np.abs(want) * 2.0**-23), (
             k
-        )  # model.pt is float32
+        )  # the model file is float32
 
 
 def test_sites_keep_a_signed_statement_of_the_unmasked_update(

@@ -28,7 +28,7 @@ def test_unknown_key_names_it_and_suggests_the_close_one() -> None:
 
 def test_out_of_range_delta_names_key_value_and_range() -> None:
     with pytest.raises(
-        ConfigError, match=r"config key 'privacy.delta'.*got 1.5; allowed: a float in \(0, 1\)"
+        ConfigError, match=r"config key 'privacy.delta'.*got 1.5; allowed: a float in \(0, 0.1\]"
     ):
         from_dict(ExperimentConfig, {"privacy": {"delta": 1.5}})
 
@@ -84,3 +84,49 @@ def test_malformed_config_file_is_named(tmp_path: Path) -> None:
     path.write_text(json.dumps({"training": {"rounds": 0}}))
     with pytest.raises(ConfigError, match=f"'training.rounds' \\(from {path}\\): got 0"):
         load_json(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (
+            {"privacy": {"target_epsilon": None, "noise_multiplier": float("inf")}},
+            "noise_multiplier",
+        ),
+        ({"privacy": {"target_epsilon": None, "noise_multiplier": 0.0}}, "noise_multiplier"),
+        ({"privacy": {"target_epsilon": float("inf")}}, "privacy.target_epsilon"),
+        ({"privacy": {"max_grad_norm": float("inf")}}, "privacy.max_grad_norm"),
+        ({"privacy": {"max_grad_norm": float("nan")}}, "privacy.max_grad_norm"),
+        ({"privacy": {"delta": 0.5}}, "privacy.delta"),
+        ({"training": {"learning_rate": float("inf")}}, "training.learning_rate"),
+        ({"training": {"rounds": 1_000_000}}, "training.rounds"),
+        ({"strategy": {"round_timeout_s": float("inf")}}, "strategy.round_timeout_s"),
+        ({"federation": {"max_epsilon": float("inf")}}, "federation.max_epsilon"),
+        ({"federation": {"caps": {"cleveland": float("inf")}}}, "federation.caps.cleveland"),
+        ({"federation": {"min_noise_multiplier": float("inf")}}, "min_noise_multiplier"),
+        ({"compliance": {"roll_call_timeout_s": float("inf")}}, "roll_call_timeout_s"),
+        ({"privacy": {"enabled": False}}, "privacy.target_epsilon"),  # default target 3.0
+        (
+            {
+                "privacy": {"enabled": False, "target_epsilon": None},
+                "federation": {"caps": {"cleveland": 3.0}},
+            },
+            "federation.caps",
+        ),
+        ({"run_id": "../x"}, "run_id"),
+        ({"name": "../x"}, "name"),
+        ({"run_id": "a/b"}, "run_id"),
+        ({"name": ".."}, "name"),
+    ],
+)
+def test_values_that_would_fail_late_or_hang_are_refused_at_the_boundary(
+    data: dict[str, object], key: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"config key '[a-z_.]*{key}'.*got .*allowed: ") as err:
+        from_dict(ExperimentConfig, data, source="my.yaml")
+    assert "my.yaml" in str(err.value)
+
+
+def test_privacy_off_without_target_or_caps_is_fine() -> None:
+    cfg = from_dict(ExperimentConfig, {"privacy": {"enabled": False, "target_epsilon": None}})
+    assert not cfg.privacy.enabled

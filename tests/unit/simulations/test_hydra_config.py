@@ -39,7 +39,7 @@ def test_strategies_compose(strategy: str) -> None:
 def test_bad_override_value_names_key_value_and_allowed() -> None:
     with pytest.raises(
         ConfigError,
-        match=r"'privacy.delta' \(from conf/.*\): got 2.0; allowed: a float in \(0, 1\)",
+        match=r"'privacy.delta' \(from conf/.*\): got 2.0; allowed: a float in \(0, 0.1\]",
     ):
         _compose("privacy.delta=2.0")
 

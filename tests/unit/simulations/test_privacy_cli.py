@@ -72,22 +72,23 @@ def test_zero_noise_prints_infinite_epsilon(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_bad_delta_is_an_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(
-        [
-            "privacy",
-            "epsilon",
-            "--noise-multiplier",
-            "1",
-            "--sample-rate",
-            "0.1",
-            "--steps",
-            "5",
-            "--delta",
-            "2",
-        ]
-    )
-    assert code == 2
-    assert "delta must be in (0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "privacy",
+                "epsilon",
+                "--noise-multiplier",
+                "1",
+                "--sample-rate",
+                "0.1",
+                "--steps",
+                "5",
+                "--delta",
+                "2",
+            ]
+        )
+    assert info.value.code == 2
+    assert "--delta: got '2'; allowed: a finite number in (0, 0.1]" in capsys.readouterr().err
 
 
 def test_plan_json_names_the_round_a_cap_stops_a_site(capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,3 +122,33 @@ def test_plan_json_names_the_round_a_cap_stops_a_site(capsys: pytest.CaptureFixt
 def test_plan_rejects_a_malformed_site(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", "plan", "--site", "a:100"]) == 2
     assert "--site expects NAME=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["epsilon", "--noise-multiplier", "inf"], "--noise-multiplier"),
+        (["epsilon", "--noise-multiplier", "nan"], "--noise-multiplier"),
+        (["epsilon", "--noise-multiplier=-Infinity"], "--noise-multiplier"),
+        (["noise", "--target-epsilon", "inf"], "--target-epsilon"),
+    ],
+)
+def test_infinite_values_are_refused_before_the_accountant_runs(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rest = ["--sample-rate", "0.1", "--steps", "10", "--delta", "1e-5"]
+    with pytest.raises(SystemExit) as info:
+        main(["privacy", *argv, *rest])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "allowed: a finite number" in err
+
+
+def test_plan_refuses_a_million_rounds_and_an_infinite_cap(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["privacy", "plan", "--rounds", "1000000"])
+    assert "--rounds" in capsys.readouterr().err
+    assert main(["privacy", "plan", "--site", "a=100", "--cap", "a=inf"]) == 2
+    assert "must be a finite number" in capsys.readouterr().err

@@ -352,3 +352,88 @@ def test_unsupported_extension_names_the_file(tmp_path: Path) -> None:
 
     # Assert
     assert "north.xlsx" in message and ".csv or .parquet" in message
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "1e308", "1e400", "NaN1", "Infinity"])
+def test_non_finite_or_huge_number_names_file_row_column(tmp_path: Path, value: str) -> None:
+    rows = list(ROWS)
+    rows[3] = f"{value},61000,rent,no,yes,north"
+    data, schema = _write(tmp_path, rows)
+
+    message = _error(data, schema)
+
+    assert str(data) in message and "row 4" in message and "'age'" in message
+    assert repr(value) in message
+
+
+def test_non_utf8_bytes_in_data_name_the_file(tmp_path: Path) -> None:
+    data, schema = _write(tmp_path, ROWS)
+    data.write_bytes(data.read_bytes().replace(b"rent", b"r\xe9nt", 1))
+
+    message = _error(data, schema)
+
+    assert str(data) in message and "not UTF-8" in message and "line 2" in message
+
+
+def test_non_utf8_schema_and_folder_schema_name_the_schema(tmp_path: Path) -> None:
+    data, schema = _write(tmp_path, ROWS)
+    schema.write_bytes(SCHEMA.encode("utf-8") + b"# caf\xe9\n")
+    assert "not UTF-8" in _error(data, schema) and str(schema) in _error(data, schema)
+
+    folder = tmp_path / "schema-folder"
+    folder.mkdir()
+    assert f"schema file {folder}: is a folder" in _error(data, folder)
+
+
+def test_field_over_the_csv_limit_names_the_file(tmp_path: Path) -> None:
+    data, schema = _write(tmp_path, ROWS)
+    with data.open("a", encoding="utf-8") as handle:
+        handle.write('1,"' + "x" * 200_000 + '",rent,1,no,north\n')
+
+    message = _error(data, schema)
+
+    assert str(data) in message and "field larger than field limit" in message
+
+
+def test_label_spelled_1_point_0_is_not_silently_negative(tmp_path: Path) -> None:
+    schema_text = SCHEMA.replace("positive: [yes]", "positive: ['1']").replace(
+        "negative: [no]", "negative: ['0']"
+    )
+    rows = [r.replace(",yes,", ",1,").replace(",no,", ",0,") for r in ROWS]
+    rows[2] = rows[2].replace(",0,north", ",0.0,north")
+    data, schema = _write(tmp_path, rows, schema=schema_text)
+
+    message = _error(data, schema)
+
+    assert "row 3" in message and "'0.0' is an undeclared target label" in message
+
+
+def test_schema_without_negative_labels_is_refused(tmp_path: Path) -> None:
+    data, schema = _write(tmp_path, ROWS, schema=SCHEMA.replace("  negative: [no]\n", ""))
+
+    message = _error(data, schema)
+
+    assert "target.negative" in message and "silently become class 0" in message
+
+
+@pytest.mark.parametrize("rows", [ROWS[:1], [r.replace(",yes,", ",no,") for r in ROWS]])
+def test_one_row_or_single_class_file_is_refused_with_counts(
+    tmp_path: Path, rows: list[str]
+) -> None:
+    data, schema = _write(tmp_path, rows)
+
+    with pytest.raises(DataError, match="a site needs at least 2 rows of each class") as err:
+        site_data_from_file(data, schema)
+
+    assert str(data) in str(err.value) and "'default'" in str(err.value)
+
+
+def test_a_file_named_dot_dot_dot_csv_does_not_become_site_dot_dot(tmp_path: Path) -> None:
+    data, schema = _write(tmp_path, ROWS, name="...csv")
+    cfg = DatasetConfig(name="site_files", files=(str(data),), schema=str(schema))
+
+    with pytest.raises(DataError, match=r"the site name would be '\.\.'"):
+        site_names(cfg)

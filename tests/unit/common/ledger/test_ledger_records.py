@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
-from common.ledger import GENESIS_PREV_HASH, KINDS, RUN_STARTED, canonical_json, entry_hash
-from common.ledger.records import check_kind, format_time, head_message, make_entry
+from common.ledger import (
+    GENESIS_PREV_HASH,
+    KINDS,
+    RUN_STARTED,
+    Ledger,
+    LedgerTamperedError,
+    canonical_json,
+    entry_hash,
+    verify_ledger,
+)
+from common.ledger.records import (
+    check_kind,
+    format_time,
+    head_message,
+    legacy_entry_hash,
+    make_entry,
+)
+from common.ledger.verify import OLD_FORMAT
 
-# sha256 of {"kind":"run_started","payload":{"run_id":"r1"},"prev_hash":"0"*64,"seq":1,
-# "time":"2025-01-01T00:00:00.000000Z"}, computed independently with sha256sum.
-GENESIS_KAT = "a1a6e36d2a5d49e74074a867113c444a0a7b16bd0742499a3c050da3c2cf0152"
+# sha256 of {"format":"fedsafe-ledger-v2","kind":"run_started","payload":{"run_id":"r1"},
+# "prev_hash":"0"*64,"seq":1,"time":"2025-01-01T00:00:00.000000Z"}, computed with sha256sum.
+GENESIS_KAT = "3ed795db4a981dbb9eb3c20e15225e6039e66dc811691e98de4b4fe347cd1432"
 
 
 def test_genesis_entry_hash_known_answer() -> None:
@@ -37,7 +56,7 @@ def test_canonical_json_sorts_keys_strips_whitespace_keeps_utf8() -> None:
     text = canonical_json(value)
 
     # Assert
-    assert text == '{"a":{"y":-0.0,"z":"Zürich"},"b":[1,2.5,null,true]}'
+    assert text == '{"a":{"y":0,"z":"Zürich"},"b":[1,2.5,null,true]}'  # RFC 8785: -0 is 0
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -114,3 +133,57 @@ def test_head_message_layout_is_prefix_seq_raw_hash() -> None:
 
     # Assert
     assert message == b"fedsafe-ledger-head-v1" + b"\x00" * 7 + b"\x07" + bytes.fromhex(digest)
+
+
+def test_canonical_json_is_rfc8785_known_answers() -> None:
+    # RFC 8785 section 3.2.2 / appendix B values
+    value = {
+        "numbers": [333333333.33333329, 1e30, 4.50, 2e-3, 0.000000000000000000000000001],
+        "string": "\u20ac$\u000f\u000aA'\u0042\u0022\u005c\\\"/",
+        "literals": [None, True, False],
+    }
+    expected = (
+        '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+        '"string":"\u20ac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
+    )
+    assert canonical_json(value) == expected
+    assert canonical_json({"b": 1e-05, "a": 1e21}) == '{"a":1e+21,"b":0.00001}'
+    assert canonical_json(-0.0) == "0" and canonical_json(1.0) == "1"
+    with pytest.raises(ValueError, match="RFC 8785"):
+        canonical_json(2**60)
+
+
+def test_entry_hash_is_sha256_of_the_jcs_body_with_the_format() -> None:
+    body = (
+        '{"format":"fedsafe-ledger-v2","kind":"error","payload":{"eps":0.00001},'
+        '"prev_hash":"' + "0" * 64 + '","seq":1,"time":"2025-01-01T00:00:00.000000Z"}'
+    )
+    expected = hashlib.sha256(body.encode()).hexdigest()
+    assert (
+        entry_hash(1, "2025-01-01T00:00:00.000000Z", "error", {"eps": 1e-5}, "0" * 64) == expected
+    )
+
+
+def test_a_v1_ledger_is_refused_naming_its_format(tmp_path: Path) -> None:
+    # Arrange: an entry as fedsafe wrote it before RFC 8785 (Python's "1e-05" spelling)
+    path = tmp_path / "old.sqlite"
+    with Ledger.open(path) as led:
+        led.append("error", {"component": "x", "message": "m"})
+    payload = {"eps": 1e-05}
+    t = "2025-01-01T00:00:00.000000Z"
+    old = legacy_entry_hash(1, t, "error", payload, "0" * 64)
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE ledger_entries SET time=:t, payload=:p, hash=:h WHERE seq=1"),
+            {"t": t, "p": json.dumps(payload), "h": old},
+        )
+    engine.dispose()
+
+    # Act
+    with pytest.raises(LedgerTamperedError) as info:
+        verify_ledger(path, require_signed_tail=False)
+
+    # Assert
+    assert info.value.reason == OLD_FORMAT and "fedsafe-ledger-v1" in str(info.value)
+    assert "fedsafe-ledger-v2" in str(info.value)

@@ -187,7 +187,7 @@ def test_concurrent_writers_do_not_fork_the_chain(ledger_url: str) -> None:
 
     # Assert
     assert errors == []
-    result = verify_ledger(writers[0])
+    result = verify_ledger(writers[0], require_signed_tail=False)  # chain only
     assert result.entries_checked == result.last_seq == 80
     for writer in writers:
         writer.close()
@@ -232,6 +232,6 @@ def test_committed_entries_survive_kill_9(tmp_path: Path) -> None:
     # Assert
     assert reported >= 20, "child did not commit 20 entries within 20 s"
     with Ledger.open(path) as ledger:
-        result = verify_ledger(ledger)
+        result = verify_ledger(ledger, require_signed_tail=False)  # killed before a head
         assert len(ledger) >= reported
         assert result.last_seq == len(ledger)

@@ -14,6 +14,7 @@ from common.ledger import (
     ATTESTATION,
     ERROR,
     HEAD_SIGNED,
+    RUN_STARTED,
     Ledger,
     LedgerTamperedError,
     head_message,
@@ -30,6 +31,8 @@ from common.ledger.verify import (
     REORDERED,
     TRUNCATED,
     UNKNOWN_SITE,
+    UNSIGNED_TAIL,
+    WRONG_SIGNER,
 )
 
 Keys = tuple[bytes, bytes]
@@ -47,8 +50,8 @@ def test_clean_ledger_verifies_with_all_checks(
     fill(ledger, 3)
     for site, (private, _) in site_keypairs.items():
         ledger.append(ATTESTATION, attestation(private, site, 1), at_time=T0)
+    fill(ledger, 2)
     ledger.sign_head(server_keys[0], public_pem=server_keys[1], witness_path=tmp_path / "w.json")
-    fill(ledger, 2)  # entries after the last signed head are fine
 
     # Act
     result = verify_ledger(
@@ -145,7 +148,7 @@ def test_truncated_tail_after_signed_head_is_caught_by_witness(
     fill(ledger, 6)
     ledger.sign_head(server_keys[0], public_pem=server_keys[1], witness_path=witness)
     tamper.execute("DELETE FROM ledger_entries WHERE seq >= 6")
-    verify_ledger(ledger)  # without the witness, a cut tail is invisible
+    verify_ledger(ledger, require_signed_tail=False)  # without the witness, a cut is invisible
 
     # Act
     error = _raises(ledger, server_public_pem=server_keys[1], witness=witness)
@@ -250,7 +253,7 @@ def test_head_signed_by_another_server_key_is_rejected(ledger: Ledger, server_ke
     error = _raises(ledger, server_public_pem=server_keys[1])
 
     # Assert
-    assert (error.seq, error.reason) == (3, BAD_HEAD)
+    assert (error.seq, error.reason) == (3, WRONG_SIGNER)
 
 
 def test_verify_by_path_and_missing_path(tmp_path: Path) -> None:
@@ -260,8 +263,8 @@ def test_verify_by_path_and_missing_path(tmp_path: Path) -> None:
         fill(ledger, 3)
 
     # Act / Assert
-    assert verify_ledger(path).last_seq == 3
-    assert verify_ledger(f"sqlite:///{path}").last_seq == 3
+    assert verify_ledger(path, require_signed_tail=False).last_seq == 3
+    assert verify_ledger(f"sqlite:///{path}", require_signed_tail=False).last_seq == 3
     with pytest.raises(LedgerError, match="no ledger file"):
         verify_ledger(tmp_path / "absent.db")
     assert not (tmp_path / "absent.db").exists()
@@ -302,3 +305,34 @@ def test_load_site_keys_rejects_a_bad_pem(tmp_path: Path) -> None:
     (tmp_path / "bad.pub").write_text("not a key")
     with pytest.raises(LedgerError, match="bad.pub"):
         load_site_keys(tmp_path)
+
+
+def test_head_signer_must_be_the_key_run_started_names(ledger: Ledger, server_keys: Keys) -> None:
+    # Arrange: run_started names the server key; a head is signed with another key. No key is
+    # given to the verifier: the ledger's own declaration is enough to catch it.
+    ledger.append(RUN_STARTED, {"server_key": crypto.public_key_fingerprint(server_keys[1])})
+    ledger.sign_head(server_keys[0], public_pem=server_keys[1])
+    other_private, other_public = crypto.generate_signing_key()
+    ledger.append(ERROR, {"m": "forged"}, at_time=T0)
+    ledger.sign_head(other_private, public_pem=other_public)
+
+    # Act
+    error = _raises(ledger)
+
+    # Assert
+    assert (error.seq, error.reason) == (4, WRONG_SIGNER)
+    assert "run_started.server_key" in error.detail
+
+
+def test_rows_after_the_last_signed_head_fail_even_with_the_witness(
+    ledger: Ledger, server_keys: Keys, tmp_path: Path
+) -> None:
+    witness = tmp_path / "w.json"
+    fill(ledger, 2)
+    ledger.sign_head(server_keys[0], public_pem=server_keys[1], witness_path=witness)
+    ledger.append(ERROR, {"m": "appended"}, at_time=T0)
+
+    error = _raises(ledger, server_public_pem=server_keys[1], witness=witness)
+
+    assert (error.seq, error.reason) == (4, UNSIGNED_TAIL)
+    assert verify_ledger(ledger, require_signed_tail=False).last_seq == 4

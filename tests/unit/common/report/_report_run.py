@@ -45,6 +45,7 @@ class BuiltRun:
     metrics: list[dict[str, Any]]
     server_keys: tuple[bytes, bytes]
     site_keys: dict[str, tuple[bytes, bytes]]
+    auditor_key: Path  # the server's public key as the auditor holds it, outside the folder
 
 
 def _attest(private: bytes, site: str, rnd: int, *, refused: bool) -> dict[str, Any]:
@@ -189,7 +190,10 @@ def build_run(run_dir: Path, *, ledger: bool = True) -> BuiltRun:
     sites = {s: crypto.generate_signing_key() for s in SITES}
     if ledger:
         _write_ledger(run_dir, server, sites, model_sha)
-    return BuiltRun(run_dir, summary, metrics, server, sites)
+    auditor = run_dir.parent / f"{run_dir.name}-auditor" / "server_signing.pub"
+    auditor.parent.mkdir(parents=True, exist_ok=True)
+    auditor.write_bytes(server[1])
+    return BuiltRun(run_dir, summary, metrics, server, sites, auditor)
 
 
 def _write_ledger(

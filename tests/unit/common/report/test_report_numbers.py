@@ -9,11 +9,12 @@ from typing import Any
 from _report_run import CAPS, PURPOSE, BuiltRun
 
 from common.ledger import Ledger
+from common.ledger.audit import Anchors
 from simulations.report_cli import write_report
 
 
 def _report(run: BuiltRun) -> dict[str, Any]:
-    html = write_report(run.path)
+    html = write_report(run.path, anchors=Anchors(server_key=run.auditor_key))
     assert html == run.path / "report.html"
     return json.loads((run.path / "report.json").read_text(encoding="utf-8"))
 
@@ -146,11 +147,10 @@ def test_ledger_verification_is_computed_now(built_run: BuiltRun) -> None:
     assert ledger_result["last_hash"] == head.hash
     assert ledger_result["attestations_checked"] == len(_entries(built_run, "attestation"))
     assert ledger_result["signed_heads"] == 1
-    assert ledger_result["checked_with"] == {
-        "server_key": True,
-        "site_keys": ["cleveland", "hungary", "switzerland"],
-        "witness": True,
-    }
+    used = ledger_result["checked_with"]
+    assert used["server key"] == str(built_run.auditor_key)
+    assert used["site keys"] == ["cleveland", "hungary", "switzerland"]
+    assert used["run folder key"] and used["run folder witness"]
 
 
 def test_findings_flag_near_cap_refusal_and_dropout(built_run: BuiltRun) -> None:

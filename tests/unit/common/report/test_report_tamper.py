@@ -11,6 +11,8 @@ from pathlib import Path
 from _report_run import BuiltRun
 from sqlalchemy import create_engine, text
 
+from common import crypto
+from common.ledger import Ledger
 from simulations.report_cli import add_report_parser
 
 
@@ -102,14 +104,67 @@ def test_unreadable_witness_makes_the_ledger_unverifiable(built_run: BuiltRun) -
     report = json.loads((built_run.path / "report.json").read_text())
     assert report["ledger"]["status"] == "unverifiable"
     html = (built_run.path / "report.html").read_text(encoding="utf-8")
-    assert "LEDGER COULD NOT BE VERIFIED" in html
+    assert "LEDGER UNVERIFIABLE" in html
 
 
 def test_intact_ledger_exits_zero(built_run: BuiltRun) -> None:
-    code, out, err = _cli(str(built_run.path))
+    code, out, err = _cli(str(built_run.path), "--key", str(built_run.auditor_key))
 
     assert (code, err) == (0, "")
     assert str(built_run.path / "report.html") in out
+    report = json.loads((built_run.path / "report.json").read_text())
+    assert report["ledger"]["status"] == "intact"
+
+
+def test_without_an_independent_key_the_report_says_unverifiable(built_run: BuiltRun) -> None:
+    code, _, err = _cli(str(built_run.path))
+
+    assert code == 3
+    assert "LEDGER UNVERIFIABLE" in err
+    report = json.loads((built_run.path / "report.json").read_text())
+    assert report["ledger"]["status"] == "unverifiable"
+    texts = [f["text"] for f in report["findings"]]
+    assert not any("intact" in t.lower() for t in texts)
+    assert "LEDGER UNVERIFIABLE" in (built_run.path / "report.html").read_text(encoding="utf-8")
+
+
+def test_forged_run_finished_after_the_last_head_is_never_intact(built_run: BuiltRun) -> None:
+    # Arrange: a correctly hashed run_finished appended after the last signed head
+    with Ledger.open(built_run.path / "ledger.sqlite") as led:
+        head = led.head()
+        assert head is not None
+        led.append("run_finished", {"run_id": "heart-20250301", "rounds_completed": 99})
+
+    for anchors in ([], ["--key", str(built_run.auditor_key)]):
+        code, _, err = _cli(str(built_run.path), *anchors)
+
+        assert code == 1
+        report = json.loads((built_run.path / "report.json").read_text())
+        assert (report["ledger"]["status"], report["ledger"]["first_bad_seq"]) == (
+            "tampered",
+            head.seq + 1,
+        )
+        assert "unsigned tail" in err
+
+
+def test_key_replaced_by_a_forger_fails_against_the_auditors_key(built_run: BuiltRun) -> None:
+    forger = crypto.generate_signing_key()
+    (built_run.path / "keys" / "server_signing.pub").write_bytes(forger[1])
+
+    code, _, err = _cli(str(built_run.path), "--key", str(built_run.auditor_key))
+
+    assert code == 1 and "LEDGER TAMPERED" in err
+
+
+def test_a_deleted_ledger_is_reported_missing_and_fails(built_run: BuiltRun) -> None:
+    (built_run.path / "ledger.sqlite").unlink()
+
+    code, _, err = _cli(str(built_run.path), "--key", str(built_run.auditor_key))
+
+    assert code == 1
+    assert "LEDGER MISSING" in err
+    report = json.loads((built_run.path / "report.json").read_text())
+    assert report["ledger"]["status"] == "missing"
 
 
 def test_missing_summary_is_a_clear_error(tmp_path: Path) -> None:
