@@ -34,7 +34,7 @@ def _components(tmp: Path) -> dict[str, Callable[[], object]]:
 
     cfg = from_dict(
         ExperimentConfig,
-        {"runs_dir": str(tmp), "federation": {"fresh_budget": True, "max_epsilon": 1e9}},
+        {"runs_dir": str(tmp), "federation": {"fresh_budget": True, "max_epsilon": 1000.0}},
     )
     site = simulated_site(cfg, 0, "bench-run")
     model = model_for(cfg.model, dataset_info(cfg.dataset.name, cfg.dataset))

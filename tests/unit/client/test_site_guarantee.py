@@ -413,7 +413,7 @@ def test_a_nonprivate_round_is_on_record_and_makes_epsilon_infinite(tmp_path: Pa
         ExperimentConfig,
         {
             "runs_dir": str(tmp_path),
-            "privacy": {"enabled": False},
+            "privacy": {"enabled": False, "target_epsilon": None},
             "security": {"sealed_updates": False},
         },
     )
@@ -430,7 +430,7 @@ def test_a_deployed_site_refuses_a_nonprivate_run(tmp_path: Path) -> None:
         ExperimentConfig,
         {
             "runs_dir": str(tmp_path),
-            "privacy": {"enabled": False},
+            "privacy": {"enabled": False, "target_epsilon": None},
             "security": {"sealed_updates": False},
         },
     )

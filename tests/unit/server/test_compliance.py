@@ -214,7 +214,8 @@ ONE_ROUND = epsilon_for([(1.0, 0.1, 8)], delta=1e-5)
     ("override", "metrics", "reason"),
     [
         ({"epsilon": None}, {}, "attested epsilon is null in a run with privacy enabled"),
-        ({"epsilon": -1.0}, {keys.EPSILON: -1.0}, "attested epsilon -1.0 is negative"),
+        # RFC 8785 spells -1.0 as -1
+        ({"epsilon": -1.0}, {keys.EPSILON: -1.0}, "attested epsilon -1 is negative"),
         ({"epsilon": "1.0"}, {}, "attested epsilon '1.0' is not a number"),
         ({"epsilon": ONE_ROUND / 2}, {keys.EPSILON: ONE_ROUND / 2}, "is below"),
         ({"epsilon": ONE_ROUND * 2}, {}, "attested epsilon"),
@@ -280,7 +281,7 @@ def test_an_attestation_without_epsilon_is_refused_not_a_key_error(
 def test_without_privacy_a_null_epsilon_is_accepted(
     compliance: Compliance, site_keys: tuple[bytes, bytes]
 ) -> None:
-    compliance.privacy = PrivacyConfig(enabled=False)
+    compliance.privacy = PrivacyConfig(enabled=False, target_epsilon=None)
     content = _attested(
         site_keys[0],
         {keys.EPSILON: math.inf, keys.DELTA: 0.0, keys.NOISE_MULTIPLIER: 0.0},
