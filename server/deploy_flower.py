@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ __all__ = [
     "list_nodes",
     "list_runs",
     "submit_run",
+    "fab_hash",
+    "staged_fab_hash",
 ]
 
 CONNECTION = "fedsafe"  # the SuperLink connection name in FLWR_HOME/config.toml
@@ -65,7 +68,9 @@ def stage_app(cfg: ServerDeployConfig) -> Path:
     `flwr run` on a project whose pyproject.toml still has `[tool.flwr.federations]`
     migrates it and rewrites that file; the staged copy drops the section so no source
     file is ever modified. Flower refuses a `--run-config` key the app does not declare,
-    so the staged app also declares every key server.yaml overrides.
+    so the staged app also declares every key server.yaml overrides, with a placeholder
+    value (the real one travels in `--run-config`): the FAB, and so the hash sites
+    approve, then depends on the code and on which keys are set, not on paths or ports.
     """
     source = cfg.app or project_root()
     dest = cfg.workdir / "app"
@@ -77,7 +82,8 @@ def stage_app(cfg: ServerDeployConfig) -> Path:
     if "app" not in flwr or "components" not in flwr["app"]:
         raise DeployError(f"{source / 'pyproject.toml'}: no [tool.flwr.app.components] section")
     flwr.pop("federations", None)
-    flwr["app"]["config"] = {**flwr["app"].get("config", {}), **cfg.run_overrides}
+    declared = dict(flwr["app"].get("config", {}))
+    flwr["app"]["config"] = {**declared, **{k: "" for k in cfg.run_overrides if k not in declared}}
     if cfg.app is not None:  # a user's own app folder, as it is
         shutil.copytree(source, dest, dirs_exist_ok=True, ignore=_ignore_for_copy)
     else:  # fedsafe: only the packages the two apps import
@@ -152,9 +158,29 @@ def list_runs(cfg: ServerDeployConfig, run_id: int | None = None) -> list[dict[s
     return list(flwr_json(cfg, *args).get("runs", []))
 
 
-def submit_run(cfg: ServerDeployConfig) -> int:
-    """Stage the app and submit it with `flwr run APP fedsafe --run-config FILE`; the run id."""
+def fab_hash(app: Path) -> str:
+    """SHA-256 of the FAB `flwr run` builds from `app` (Flower's own builder is deterministic)."""
+    from flwr.cli.build import build_fab_from_disk
+
+    return hashlib.sha256(build_fab_from_disk(app)).hexdigest()
+
+
+def staged_fab_hash(cfg: ServerDeployConfig) -> str:
+    """The hash of the FAB this server.yaml submits, without submitting it (sites approve it)."""
+    return fab_hash(stage_app(cfg))
+
+
+def submit_run(cfg: ServerDeployConfig) -> tuple[int, str]:
+    """Stage the app, submit it with `flwr run APP fedsafe --run-config FILE`: (run id, FAB hash).
+
+    The hash is computed here from the same staged folder and checked against the prefix
+    `flwr run` reports, so what is printed is what the sites receive.
+    """
     app = stage_app(cfg)
+    digest = fab_hash(app)
     run_config = write_run_config(cfg)
     reply = flwr_json(cfg, "run", str(app), CONNECTION, "--run-config", str(run_config))
-    return int(reply["run-id"])
+    reported = str(reply.get("fab-hash", ""))
+    if not reported or not digest.startswith(reported):
+        raise DeployError(f"`flwr run` reports FAB hash {reported!r}, fedsafe computed {digest}")
+    return int(reply["run-id"]), digest
