@@ -92,6 +92,7 @@ class Supervisor:
     out: TextIO
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 20.0
+    backoff_s: Sequence[float] = BACKOFF_S
 
     def _say(self, text: str) -> None:
         print(f"[fedsafe site] {text}", file=self.out, flush=True)
@@ -137,7 +138,7 @@ class Supervisor:
                 if quick >= _GIVE_UP_AFTER:
                     self._say(f"site worker died {quick} times within {_QUICK_S:g} s; giving up")
                     return 1
-                delay = BACKOFF_S[min(restarts, len(BACKOFF_S) - 1)]
+                delay = self.backoff_s[min(restarts, len(self.backoff_s) - 1)]
                 restarts += 1
                 self._say(
                     f"site worker pid {worker.pid} exited with {worker.returncode} after "

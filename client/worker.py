@@ -148,8 +148,10 @@ class SiteWorker:
         message = context = reply = None
         status, details = SubStatus.FAILED, "the site worker failed"
         started = time.monotonic()
+        pulled = answered = started
         try:
             message, context, run, fab = pull_task_input(client)
+            pulled = time.monotonic()
             fab_hash = fab_sha256(fab.content)  # computed here from the bytes, not Flower's label
             cfg = self._config()
             if not cfg.approved_code.allows(fab_hash, run.fab_id, run.fab_version):
@@ -166,6 +168,7 @@ class SiteWorker:
                 context.node_config = {**context.node_config, SITE_CONFIG: str(self.site_yaml)}
                 reply = self.app(message=message, context=context)
                 status, details = SubStatus.COMPLETED, ""
+            answered = time.monotonic()
         except Exception as err:  # noqa: BLE001 - every failure becomes an error reply
             log.exception("task failed")
             details = f"{type(err).__name__}: {err}"
@@ -184,7 +187,16 @@ class SiteWorker:
                 client.close()
         self.served += 1
         kind = message.metadata.message_type if message is not None else "?"
-        log.info("served %s in %.2f s (%d so far)", kind, time.monotonic() - started, self.served)
+        done = time.monotonic()
+        log.info(
+            "served %s in %.3f s (pull %.3f, app %.3f, push %.3f; %d so far)",
+            kind,
+            done - started,
+            pulled - started,
+            max(answered - pulled, 0.0),
+            done - max(answered, pulled),
+            self.served,
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Claim tasks until `stop` is set; a task in progress is finished first."""

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ __all__ = [
 CONNECTION = "fedsafe"  # the SuperLink connection name in FLWR_HOME/config.toml
 APP_PACKAGES = ("common", "server", "client")  # what the ServerApp and ClientApp import
 _APP_SUFFIXES = (".py", ".yaml", ".yml")
+# Declared in every staged app with their defaults, so `--resume` (which sets them) submits
+# the same FAB, and so the same hash, as the run it continues.
+_ALWAYS_DECLARED: dict[str, Any] = {"run_id": "null", "resume": False}
 
 
 def project_root() -> Path:
@@ -62,7 +66,7 @@ def write_connection(cfg: ServerDeployConfig) -> Path:
     return path
 
 
-def stage_app(cfg: ServerDeployConfig) -> Path:
+def stage_app(cfg: ServerDeployConfig, dest: Path | None = None) -> Path:
     """Copy the Flower app into the coordinator folder, ready for `flwr run`.
 
     `flwr run` on a project whose pyproject.toml still has `[tool.flwr.federations]`
@@ -73,7 +77,7 @@ def stage_app(cfg: ServerDeployConfig) -> Path:
     approve, then depends on the code and on which keys are set, not on paths or ports.
     """
     source = cfg.app or project_root()
-    dest = cfg.workdir / "app"
+    dest = dest or cfg.workdir / "app"
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -82,7 +86,7 @@ def stage_app(cfg: ServerDeployConfig) -> Path:
     if "app" not in flwr or "components" not in flwr["app"]:
         raise DeployError(f"{source / 'pyproject.toml'}: no [tool.flwr.app.components] section")
     flwr.pop("federations", None)
-    declared = dict(flwr["app"].get("config", {}))
+    declared = {**_ALWAYS_DECLARED, **flwr["app"].get("config", {})}
     flwr["app"]["config"] = {**declared, **{k: "" for k in cfg.run_overrides if k not in declared}}
     if cfg.app is not None:  # a user's own app folder, as it is
         shutil.copytree(source, dest, dirs_exist_ok=True, ignore=_ignore_for_copy)
@@ -166,8 +170,12 @@ def fab_hash(app: Path) -> str:
 
 
 def staged_fab_hash(cfg: ServerDeployConfig) -> str:
-    """The hash of the FAB this server.yaml submits, without submitting it (sites approve it)."""
-    return fab_hash(stage_app(cfg))
+    """The hash of the FAB this server.yaml submits, without submitting it (sites approve it).
+
+    Staged in a scratch folder: nothing is written to the coordinator's workdir.
+    """
+    with tempfile.TemporaryDirectory(prefix="fedsafe-fab-") as scratch:
+        return fab_hash(stage_app(cfg, Path(scratch) / "app"))
 
 
 def submit_run(cfg: ServerDeployConfig) -> tuple[int, str]:
