@@ -125,14 +125,11 @@ class SiteWorker:
             RuntimeVersionHttpInterceptor,
         )
         from flwr.supercore.runtime import RuntimeHttpClient
-        from flwr.supernode.runtime.run_clientapp import (
-            pull_task_input,
-            push_message,
-            push_task_output,
-        )
+        from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
         from client.app import SITE_CONFIG
         from client.approval import APPROVAL_CODE, approve_command, fab_sha256
+        from client.worker_io import pull_task_input
 
         client = RuntimeHttpClient.from_server_address(
             self.runtime_api,
@@ -252,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between claims")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per 0.2 s claim otherwise
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
