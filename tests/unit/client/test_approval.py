@@ -223,3 +223,17 @@ def _alive(pids: list[int]) -> list[int]:
         if state != "Z":
             out.append(pid)
     return out
+
+
+def test_a_long_lived_worker_reads_the_data_once_and_again_when_it_changes(kit: Path) -> None:
+    from client.site import deployed_site
+    from common.config import ExperimentConfig
+
+    cfg = ExperimentConfig()
+    first = deployed_site(kit, cfg)
+    assert deployed_site(kit, cfg).data is first.data  # held, not re-read per message
+    data = kit.parent / "data.csv"
+    data.write_text(data.read_text() + "99,yes\n")
+    again = deployed_site(kit, cfg)
+    assert again.data is not first.data
+    assert len(again.data.y_train) + len(again.data.y_test) == 13
