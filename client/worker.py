@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import flwr
 
@@ -129,7 +129,7 @@ class SiteWorker:
 
         from client.app import SITE_CONFIG
         from client.approval import APPROVAL_CODE, approve_command, fab_sha256
-        from client.worker_io import pull_task_input
+        from client.worker_io import heartbeat_fn, pull_task_input
 
         client = RuntimeHttpClient.from_server_address(
             self.runtime_api,
@@ -140,7 +140,7 @@ class SiteWorker:
                 RuntimeTokenHttpInterceptor(token),
             ],
         )
-        heartbeat = HeartbeatSender(_heartbeat_fn(client))
+        heartbeat = HeartbeatSender(heartbeat_fn(client))
         heartbeat.start()
         message = context = reply = None
         status, details = SubStatus.FAILED, "the site worker failed"
@@ -201,7 +201,7 @@ class SiteWorker:
             "site worker for %s: Flower %s, ClientApp %s, Runtime API %s (pid %d)",
             self.cfg.name,
             flwr.__version__,
-            _app_file(),
+            sys.modules["client.app"].__file__,
             self.runtime_api,
             os.getpid(),
         )
@@ -214,29 +214,6 @@ class SiteWorker:
                 stop.wait(2.0)
             stop.wait(self.poll_s)
         self._claims.close()
-
-
-def _app_file() -> str:
-    import client.app
-
-    return str(client.app.__file__)
-
-
-def _heartbeat_fn(client: Any) -> Any:
-    """Flower's task heartbeat without its SIGINT on failure: this process outlives the task."""
-    import httpx
-    from flwr.proto.runtime_pb2 import SendTaskHeartbeatRequest
-
-    def beat() -> bool:
-        try:
-            res = client.SendTaskHeartbeat(SendTaskHeartbeatRequest())
-        except (httpx.TransportError, httpx.HTTPStatusError):
-            return False
-        if not res.success:
-            log.warning("the SuperNode no longer knows this task (heartbeat refused)")
-        return True
-
-    return beat
 
 
 def main(argv: list[str] | None = None) -> int:

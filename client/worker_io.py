@@ -1,10 +1,14 @@
-"""Flower 1.39's task input pull with a short retry: the worker asks before the node has it all."""
+"""Flower 1.39's task input pull (short retry) and task heartbeat, for a long-lived worker."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["pull_task_input", "PULL_BACKOFF_S", "PULL_BACKOFF_CAP_S"]
+log = logging.getLogger("fedsafe.worker")
+
+__all__ = ["pull_task_input", "heartbeat_fn", "PULL_BACKOFF_S", "PULL_BACKOFF_CAP_S"]
 
 # A warm worker claims a task within a poll of its creation, while the SuperNode is still
 # storing the message's objects; Flower's helper then backs off 1 s (sized for a process
@@ -54,3 +58,20 @@ def pull_task_input(client: Any) -> tuple[Any, Any, Any, Any]:
     )
     message.metadata.__dict__["_message_id"] = tree.object_id
     return message, context, run, fab
+
+
+def heartbeat_fn(client: Any) -> Callable[[], bool]:
+    """Flower's task heartbeat without its SIGINT on failure: this process outlives the task."""
+    import httpx
+    from flwr.proto.runtime_pb2 import SendTaskHeartbeatRequest
+
+    def beat() -> bool:
+        try:
+            res = client.SendTaskHeartbeat(SendTaskHeartbeatRequest())
+        except (httpx.TransportError, httpx.HTTPStatusError):
+            return False
+        if not res.success:
+            log.warning("the SuperNode no longer knows this task (heartbeat refused)")
+        return True
+
+    return beat

@@ -24,7 +24,7 @@ from client.approval import (
     check_hash,
     parse_approved,
 )
-from client.deploy import run_start
+from client.deploy import run_start, supernode_env
 from client.site_admin import run_approve
 from client.site_config import load_site_config
 from client.site_kit import init_site_kit
@@ -146,6 +146,13 @@ def test_site_start_dry_run_shows_the_supervised_pair(kit: Path) -> None:
     assert "--isolation process" in supernode and "--superexec-auth-secret-file" in supernode
     assert "--host 127.0.0.1" in supernode
     assert " -P -m client.worker " in worker and "--secret-file" in worker
+    assert "--runtime-dependency-install" not in supernode
+    env = supernode_env(load_site_config(kit))  # the SuperNode's and the worker's environment
+    assert (
+        env["FLWR_TELEMETRY_ENABLED"],
+        env["FLWR_DISABLE_UPDATE_CHECK"],
+        env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"],
+    ) == ("0", "1", "1")
 
 
 def test_the_secret_is_fresh_and_0600(tmp_path: Path) -> None:
