@@ -20,8 +20,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-import flwr
-
 from common.errors import FedsafeError
 from common.flower_env import apply_offline_flower_env
 
@@ -43,6 +41,8 @@ if TYPE_CHECKING:
 
 def check_flower_version(found: str | None = None) -> None:
     """Fail loudly unless the installed Flower is the release this worker was written against."""
+    import flwr
+
     found = flwr.__version__ if found is None else found
     if found != FLOWER_VERSION:
         raise FedsafeError(
@@ -195,29 +195,43 @@ class SiteWorker:
             self.served,
         )
 
-    def run(self, stop: threading.Event) -> None:
-        """Claim tasks until `stop` is set; a task in progress is finished first."""
+    def run(self, stop: threading.Event, busy: threading.Event | None = None) -> None:
+        """Claim tasks until `stop` is set; a claim or task in progress is finished first."""
+        busy = busy or threading.Event()
         log.info(
             "site worker for %s: Flower %s, ClientApp %s, Runtime API %s (pid %d)",
             self.cfg.name,
-            flwr.__version__,
+            FLOWER_VERSION,
             sys.modules["client.app"].__file__,
             self.runtime_api,
             os.getpid(),
         )
         while not stop.is_set():
+            busy.set()
             try:
                 if self.claim_once():
                     continue
             except Exception as err:  # noqa: BLE001 - the SuperNode restarting, say: retry
                 log.warning("claiming a task failed: %s", err)
                 stop.wait(2.0)
+            finally:
+                busy.clear()
             stop.wait(self.poll_s)
         self._claims.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m client.worker --config site.yaml --runtime-api 127.0.0.1:P --secret-file F`."""
+    stop = threading.Event()
+    busy = threading.Event()  # set while a claim or a task is in progress
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+        if not busy.is_set():  # still importing, or idle between claims: leave now
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)  # first: a stop during the imports is a clean exit
+    signal.signal(signal.SIGINT, _stop)
     apply_offline_flower_env()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, required=True)
@@ -227,21 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per 0.2 s claim otherwise
-    stop = threading.Event()
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
-        worker = SiteWorker(
-            args.config, args.runtime_api, args.secret_file.read_bytes(), poll_s=args.poll
-        )
+        secret = args.secret_file.read_bytes()
+        worker = SiteWorker(args.config, args.runtime_api, secret, poll_s=args.poll)
     except (FedsafeError, OSError) as err:
         print(f"fedsafe site worker: {err}", file=sys.stderr)
         return 2
-    worker.run(stop)
+    worker.run(stop, busy)
     return 0
 
 

@@ -50,6 +50,11 @@ def run_mode(dep: Deployment, isolation: str, *, timeout_s: float) -> dict[str, 
             "coordinator", "server", "start", "--config", str(dep.server_yaml),
             "--exit-after-run", "--run-timeout", str(timeout_s),
         )  # fmt: skip
+        ready = time.monotonic() + 300
+        while "submitted run" not in _text(server) and server.running():
+            if time.monotonic() > ready:
+                raise RuntimeError(f"the coordinator did not start: {_text(server)[-2000:]}")
+            time.sleep(0.5)
         for site, path in dep.site_yaml.items():
             start(site, "site", "start", "--config", str(path), "--isolation", isolation)
         deadline = time.monotonic() + timeout_s + 120
@@ -75,6 +80,11 @@ def run_mode(dep: Deployment, isolation: str, *, timeout_s: float) -> dict[str, 
         "round_s": [r["seconds"] for r in rows if r.get("phase") == "global"],
         "served": served,
     }
+
+
+def _text(proc: ManagedProcess) -> str:
+    path = proc.log_path
+    return path.read_text(errors="replace") if path is not None and path.exists() else ""
 
 
 def _steady(result: dict[str, Any]) -> list[float]:

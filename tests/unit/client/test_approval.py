@@ -244,3 +244,19 @@ def test_a_long_lived_worker_reads_the_data_once_and_again_when_it_changes(kit: 
     again = deployed_site(kit, cfg)
     assert again.data is not first.data
     assert len(again.data.y_train) + len(again.data.y_test) == 13
+
+
+def test_a_worker_told_to_stop_while_starting_exits_at_once(kit: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    secret = write_secret(tmp_path / "home" / "superexec.secret")
+    address = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-P", "-m", "client.worker", "--config", str(kit),
+               "--runtime-api", address, "--secret-file", str(secret)]  # fmt: skip
+    worker = subprocess.Popen(command, env=dict(os.environ))
+    time.sleep(1.0)  # importing torch and the ClientApp, or already polling a closed port
+    worker.send_signal(signal.SIGTERM)
+    try:
+        assert worker.wait(timeout=15) == 0
+    finally:
+        worker.kill()
