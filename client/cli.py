@@ -6,6 +6,7 @@ import argparse
 
 from client.budget_cli import add_acknowledge_parser, add_budget_parser
 from client.deploy import add_start_parser
+from client.site_admin import add_approve_parser, add_status_parser
 from client.site_kit import add_init_parser
 from client.site_report import add_site_report_parser
 
@@ -13,11 +14,13 @@ __all__ = ["add_site_parser"]
 
 
 def add_site_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """`fedsafe site budget|acknowledge|init|start|report`."""
+    """`fedsafe site budget|acknowledge|init|start|approve|status|report`."""
     site = sub.add_parser("site", help="commands for a site's admin")
     site_sub = site.add_subparsers(dest="site_command", required=True)
     add_budget_parser(site_sub)
     add_acknowledge_parser(site_sub)
     add_init_parser(site_sub)
     add_start_parser(site_sub)
+    add_approve_parser(site_sub)
+    add_status_parser(site_sub)
     add_site_report_parser(site_sub)

@@ -1,4 +1,4 @@
-"""`fedsafe site start`: check site.yaml and the data first, then become the site's SuperNode."""
+"""`fedsafe site start`: check site.yaml and the data, then run the SuperNode and the worker."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ __all__ = [
     "supernode_env",
     "add_start_parser",
     "run_start",
+    "runtime_address",
+    "secret_path",
     "NODE_CONFIG_KEY",
 ]
 
@@ -67,6 +69,7 @@ def supernode_command(
     isolation: str = "subprocess",
     max_retries: int | None = None,
     max_wait_time: float | None = None,
+    secret_file: Path | None = None,
 ) -> list[str]:
     """flower-supernode over TLS (site's CA) with node auth and `site-config` as node config.
 
@@ -99,6 +102,8 @@ def supernode_command(
         "--port",
         port,
     ]
+    if secret_file is not None:  # without it any local process may claim this node's tasks
+        command += ["--superexec-auth-secret-file", str(secret_file)]
     if max_retries is not None:
         command += ["--max-retries", str(max_retries)]
     if max_wait_time is not None:
@@ -119,8 +124,48 @@ def supernode_env(cfg: SiteConfig) -> dict[str, str]:
     return env
 
 
+def runtime_address(cfg: SiteConfig) -> str:
+    """The SuperNode's Runtime API: `runtime_api` from site.yaml, else a free loopback port."""
+    return cfg.runtime_api or f"127.0.0.1:{_free_loopback_port()}"
+
+
+def secret_path(cfg: SiteConfig) -> Path:
+    """Where `site start` writes the SuperExec secret shared by the SuperNode and the worker."""
+    return cfg.path.parent / "flwr-home" / "superexec.secret"
+
+
+def _start_worker_mode(args: argparse.Namespace, cfg: SiteConfig, out: TextIO) -> int:
+    from client.supervise import Supervisor, worker_command, write_secret
+    from client.worker import check_flower_version
+
+    check_flower_version()
+    address = runtime_address(cfg)
+    secret = secret_path(cfg)
+    host, _, port = address.rpartition(":")
+    command = supernode_command(
+        cfg,
+        runtime_port=int(port),
+        isolation="process",
+        max_retries=args.max_retries,
+        max_wait_time=args.max_wait_time,
+        secret_file=secret,
+    )
+    worker = worker_command(cfg.path, f"{host}:{port}", secret)
+    approved = cfg.approved_code.entries()
+    shown = ", ".join(approved) if approved else "none (every run is refused)"
+    print(f"approved code: {shown}", file=out)
+    if args.dry_run:
+        print(" ".join(command), file=out)
+        print(" ".join(worker), file=out)
+        return 0
+    env = supernode_env(cfg)
+    Path(env["FLWR_HOME"]).mkdir(mode=0o700, exist_ok=True)
+    write_secret(secret)
+    return Supervisor(command, worker, env, address, out).run()
+
+
 def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
-    """Check, then replace this process with flower-supernode (signals reach it directly)."""
+    """Check, then supervise the SuperNode and the worker (or, stock, become flower-supernode)."""
     out = out or sys.stdout
     check = check_site(args.config)
     cfg = check.config
@@ -130,13 +175,20 @@ def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         f"{check.n_features} features); budget store {cfg.budget_store}",
         file=out,
     )
+    print(f"connecting to SuperLink {cfg.superlink} (TLS, CA {cfg.ca_cert})", file=out)
+    if args.isolation == "process":
+        return _start_worker_mode(args, cfg, out)
+    print(
+        "stock Flower executor: the ClientApp of each run's FAB is executed here and "
+        "approved_code is NOT enforced",
+        file=out,
+    )
     command = supernode_command(
         cfg,
         isolation=args.isolation,
         max_retries=args.max_retries,
         max_wait_time=args.max_wait_time,
     )
-    print(f"connecting to SuperLink {cfg.superlink} (TLS, CA {cfg.ca_cert})", file=out)
     if args.dry_run:
         print(" ".join(command), file=out)
         return 0
@@ -151,17 +203,21 @@ def add_start_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `start --config site.yaml [--dry-run] [--max-retries N] [--max-wait-time S]`."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "start",
-        help="check site.yaml and the data, then connect this site's SuperNode",
+        help="check site.yaml and the data, then connect this site's SuperNode and worker",
         description="Validate site.yaml and every data row against the schema before "
-        "connecting; then run flower-supernode in the foreground (Ctrl-C stops it).",
+        "connecting; then run flower-supernode (process isolation) and the fedsafe site "
+        "worker in the foreground, restarting the worker if it dies (Ctrl-C stops both). "
+        "The worker answers every task with this host's installed fedsafe ClientApp and "
+        "refuses runs whose FAB is not in approved_code.",
     )
     parser.add_argument("--config", type=Path, required=True, help="the site's site.yaml")
     parser.add_argument("--dry-run", action="store_true", help="check and print the command")
     parser.add_argument(
         "--isolation",
-        choices=("subprocess", "process"),
-        default="subprocess",
-        help="Flower ClientApp isolation (default subprocess: Flower starts the executor)",
+        choices=("process", "subprocess"),
+        default="process",
+        help="process (default): the fedsafe site worker claims every task; subprocess: "
+        "stock Flower, one process per message running the FAB's ClientApp (no approval)",
     )
     parser.add_argument("--max-retries", type=int, default=None, help="give up after N tries")
     parser.add_argument(

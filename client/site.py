@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from client.budget import StoreAnchor
 from client.policy import SitePolicy
@@ -89,8 +90,26 @@ def simulated_site(cfg: ExperimentConfig, partition: int, run_id: str) -> SiteRu
     )
 
 
+_DATA: dict[tuple[object, ...], SiteData] = {}  # the site worker's one loaded data set
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+def _site_data(site: Any, cfg: ExperimentConfig) -> SiteData:
+    """The site's data, read once per long-lived process; a changed file is read again."""
+    key = (site.name, str(site.data), _stat(site.data), str(site.schema), _stat(site.schema),
+           cfg.dataset.test_fraction, cfg.dataset.seed)  # fmt: skip
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = site.load_data(cfg)
+    return _DATA[key]
+
+
 def deployed_site(site_yaml: Path, cfg: ExperimentConfig) -> SiteRuntime:
-    """A real site, from its own site.yaml: its file, its store, its policy, its key."""
+    """A real site, from its own site.yaml (read each time): its file, store, policy and key."""
     from client.site_config import load_site_config
 
     site = load_site_config(site_yaml)
@@ -98,7 +117,7 @@ def deployed_site(site_yaml: Path, cfg: ExperimentConfig) -> SiteRuntime:
     return SiteRuntime(
         name=site.name,
         dataset_id=site.dataset_id,
-        data=site.load_data(cfg),
+        data=_site_data(site, cfg),
         budget_store=site.budget_store,
         policy=site.policy,
         signing_key=private,

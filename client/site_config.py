@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from client.approval import ApprovedCode, parse_approved
 from client.policy import SitePolicy, load_policy
 from common.config import ExperimentConfig
 from common.crypto.pki import KeyFileError, load_sealing_public_key
@@ -41,7 +42,7 @@ REQUIRED_KEYS = (
     "budget_store",
     "policy",
 )
-OPTIONAL_KEYS = ("runtime_api", "server_sealing_pub", "release")
+OPTIONAL_KEYS = ("runtime_api", "server_sealing_pub", "release", "approved_code")
 SITE_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 # Keys whose value is a path; relative paths are read from the site.yaml's own folder.
 PATH_KEYS = ("ca_cert", "auth_key", "signing_key", "data", "schema", "budget_store")
@@ -85,6 +86,7 @@ class SiteConfig:
     policy: SitePolicy
     runtime_api: str | None = None
     server_sealing_key: Path | None = None
+    approved_code: ApprovedCode = ApprovedCode()  # `fedsafe site approve`; see client/approval.py
     release: ReleasePolicy = DEPLOYED_DEFAULT
 
     @property
@@ -259,5 +261,6 @@ def load_site_config(path: Path) -> SiteConfig:
         runtime_api=runtime_api,
         server_sealing_key=sealing,
         release=_release(data.get("release"), source),
+        approved_code=parse_approved(data.get("approved_code"), source=source),
         **paths,
     )

@@ -1,4 +1,4 @@
-"""`fedsafe server keys|start|enroll|status|submit`: TLS SuperLink, node auth, `flwr run`."""
+"""`fedsafe server start|submit|fab-hash|...`: TLS SuperLink, node auth, `flwr run`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from server.deploy_flower import (
     list_nodes,
     list_runs,
     register_site,
+    staged_fab_hash,
     submit_run,
     write_connection,
 )
@@ -288,6 +289,7 @@ def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     try:
         _, sealing = ensure_server_keys(cfg)
         print(f"ServerApp sealing key (give to every site): {sealing}", file=out)
+        _warn_control_api(cfg, out)
         superlink = start_superlink(cfg, timeout_s=args.start_timeout)
         print(
             f"SuperLink pid {superlink.pid}: fleet {cfg.fleet_api}, control {cfg.control_api}",
@@ -307,12 +309,13 @@ def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         (cfg.workdir / READY_FILE).write_text(str(superlink.pid), encoding="utf-8")
         run_id = None
         if cfg.submit and not args.no_run:
-            run_id = submit_run(cfg)
+            run_id, digest = submit_run(cfg)
             print(
                 f"submitted run {run_id} (flwr run, app staged in {cfg.workdir / 'app'})",
                 file=out,
                 flush=True,
             )
+            _print_fab_hash(digest, out)
         if args.exit_after_run and run_id is not None:
             state = wait_for_run(cfg, run_id, timeout_s=args.run_timeout, alive=superlink.running)
             print(f"run {run_id}: {state}", file=out, flush=True)
@@ -366,11 +369,40 @@ def run_status(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     return 0
 
 
+def _print_fab_hash(digest: str, out: TextIO) -> None:
+    print(f"FAB sha256 {digest}", file=out)
+    print(
+        "  each site serves the run only once its admin approved this hash "
+        f"(compare it out of band): fedsafe site approve --config site.yaml --hash {digest}",
+        file=out,
+        flush=True,
+    )
+
+
+def _warn_control_api(cfg: ServerDeployConfig, out: TextIO) -> None:
+    if not cfg.control_api_is_loopback:
+        print(
+            f"WARNING: the Control API (where runs are submitted) listens on {cfg.control_api}, "
+            "beyond this host (control_api_remote: true); anyone who reaches it and trusts "
+            "the CA can try to submit runs. Prefer loopback and an SSH tunnel.",
+            file=out,
+            flush=True,
+        )
+
+
 def run_submit(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     cfg = _config(args, out)
-    run_id = submit_run(cfg)
+    run_id, digest = submit_run(cfg)
     print(f"submitted run {run_id}", file=out)
+    _print_fab_hash(digest, out)
+    return 0
+
+
+def run_fab_hash(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    digest = staged_fab_hash(load_server_config(args.config))
+    print(digest, file=out)
     return 0
 
 
@@ -433,4 +465,10 @@ def add_server_parser(sub: Any) -> argparse.ArgumentParser:
     submit.add_argument("--config", type=Path, required=True, help="server.yaml")
     _add_resume_arguments(submit)
     submit.set_defaults(func=run_submit)
+
+    fab = server_sub.add_parser(
+        "fab-hash", help="print the SHA-256 of the FAB `submit` would send (sites approve it)"
+    )
+    fab.add_argument("--config", type=Path, required=True, help="server.yaml")
+    fab.set_defaults(func=run_fab_hash)
     return server

@@ -21,7 +21,17 @@ __all__ = [
     "SERVER_YAML_EXAMPLE",
 ]
 
-SERVER_KEYS = ("workdir", "tls", "fleet_api", "control_api", "app", "run", "sites")
+SERVER_KEYS = (
+    "workdir",
+    "tls",
+    "fleet_api",
+    "control_api",
+    "control_api_remote",
+    "app",
+    "run",
+    "sites",
+)
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 _TLS_KEYS = ("ca_cert", "cert", "key")
 _RUN_KEYS = ("submit", "config")
 _SITE_KEYS = ("name", "auth_pub", "signing_pub")
@@ -50,6 +60,7 @@ tls:
   key: certs/server/server.key
 fleet_api: 0.0.0.0:9092         # SuperNodes connect here (gRPC, TLS, node authentication)
 control_api: 127.0.0.1:9093     # Control + ServerApp runtime API (HTTPS); keep it on loopback
+# control_api_remote: true      # needed to bind control_api beyond loopback (a warning at start)
 run:
   submit: true                  # `fedsafe server start` submits the run with `flwr run`
   config:                       # dotted keys over fedsafe's defaults (common/config.py)
@@ -114,6 +125,11 @@ class ServerDeployConfig:
         """Where the ServerApp writes run folders (metrics.jsonl, summary.json, model.pt)."""
         value = self.run_overrides.get("runs_dir")
         return Path(value) if value else self.workdir / "runs"
+
+    @property
+    def control_api_is_loopback(self) -> bool:
+        """Whether runs can be submitted only from this host (the default)."""
+        return self.control_api.rpartition(":")[0] in _LOOPBACK
 
     @property
     def control_client_address(self) -> str:
@@ -259,6 +275,17 @@ def load_server_config(path: Path) -> ServerDeployConfig:
         sites=sites,
         **files,
     )
+    remote = data.get("control_api_remote", False)
+    if not isinstance(remote, bool):
+        raise ConfigError("control_api_remote", remote, "true or false", source=source)
+    if not config.control_api_is_loopback and not remote:
+        raise ConfigError(
+            "control_api",
+            config.control_api,
+            "a loopback address (127.0.0.1:PORT): whoever reaches the Control API can submit "
+            "runs; set control_api_remote: true to bind it elsewhere on purpose",
+            source=source,
+        )
     if config.fleet_api == config.control_api:
         raise ConfigError(
             "control_api", config.control_api, "an address other than fleet_api", source=source

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,16 @@ __all__ = [
     "list_nodes",
     "list_runs",
     "submit_run",
+    "fab_hash",
+    "staged_fab_hash",
 ]
 
 CONNECTION = "fedsafe"  # the SuperLink connection name in FLWR_HOME/config.toml
 APP_PACKAGES = ("common", "server", "client")  # what the ServerApp and ClientApp import
 _APP_SUFFIXES = (".py", ".yaml", ".yml")
+# Declared in every staged app with their defaults, so `--resume` (which sets them) submits
+# the same FAB, and so the same hash, as the run it continues.
+_ALWAYS_DECLARED: dict[str, Any] = {"run_id": "null", "resume": False}
 
 
 def project_root() -> Path:
@@ -59,16 +66,18 @@ def write_connection(cfg: ServerDeployConfig) -> Path:
     return path
 
 
-def stage_app(cfg: ServerDeployConfig) -> Path:
+def stage_app(cfg: ServerDeployConfig, dest: Path | None = None) -> Path:
     """Copy the Flower app into the coordinator folder, ready for `flwr run`.
 
     `flwr run` on a project whose pyproject.toml still has `[tool.flwr.federations]`
     migrates it and rewrites that file; the staged copy drops the section so no source
     file is ever modified. Flower refuses a `--run-config` key the app does not declare,
-    so the staged app also declares every key server.yaml overrides.
+    so the staged app also declares every key server.yaml overrides, with a placeholder
+    value (the real one travels in `--run-config`): the FAB, and so the hash sites
+    approve, then depends on the code and on which keys are set, not on paths or ports.
     """
     source = cfg.app or project_root()
-    dest = cfg.workdir / "app"
+    dest = dest or cfg.workdir / "app"
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -77,7 +86,8 @@ def stage_app(cfg: ServerDeployConfig) -> Path:
     if "app" not in flwr or "components" not in flwr["app"]:
         raise DeployError(f"{source / 'pyproject.toml'}: no [tool.flwr.app.components] section")
     flwr.pop("federations", None)
-    flwr["app"]["config"] = {**flwr["app"].get("config", {}), **cfg.run_overrides}
+    declared = {**_ALWAYS_DECLARED, **flwr["app"].get("config", {})}
+    flwr["app"]["config"] = {**declared, **{k: "" for k in cfg.run_overrides if k not in declared}}
     if cfg.app is not None:  # a user's own app folder, as it is
         shutil.copytree(source, dest, dirs_exist_ok=True, ignore=_ignore_for_copy)
     else:  # fedsafe: only the packages the two apps import
@@ -152,9 +162,33 @@ def list_runs(cfg: ServerDeployConfig, run_id: int | None = None) -> list[dict[s
     return list(flwr_json(cfg, *args).get("runs", []))
 
 
-def submit_run(cfg: ServerDeployConfig) -> int:
-    """Stage the app and submit it with `flwr run APP fedsafe --run-config FILE`; the run id."""
+def fab_hash(app: Path) -> str:
+    """SHA-256 of the FAB `flwr run` builds from `app` (Flower's own builder is deterministic)."""
+    from flwr.cli.build import build_fab_from_disk
+
+    return hashlib.sha256(build_fab_from_disk(app)).hexdigest()
+
+
+def staged_fab_hash(cfg: ServerDeployConfig) -> str:
+    """The hash of the FAB this server.yaml submits, without submitting it (sites approve it).
+
+    Staged in a scratch folder: nothing is written to the coordinator's workdir.
+    """
+    with tempfile.TemporaryDirectory(prefix="fedsafe-fab-") as scratch:
+        return fab_hash(stage_app(cfg, Path(scratch) / "app"))
+
+
+def submit_run(cfg: ServerDeployConfig) -> tuple[int, str]:
+    """Stage the app, submit it with `flwr run APP fedsafe --run-config FILE`: (run id, FAB hash).
+
+    The hash is computed here from the same staged folder and checked against the prefix
+    `flwr run` reports, so what is printed is what the sites receive.
+    """
     app = stage_app(cfg)
+    digest = fab_hash(app)
     run_config = write_run_config(cfg)
     reply = flwr_json(cfg, "run", str(app), CONNECTION, "--run-config", str(run_config))
-    return int(reply["run-id"])
+    reported = str(reply.get("fab-hash", ""))
+    if not reported or not digest.startswith(reported):
+        raise DeployError(f"`flwr run` reports FAB hash {reported!r}, fedsafe computed {digest}")
+    return int(reply["run-id"]), digest

@@ -5,4 +5,11 @@ from __future__ import annotations
 __all__ = ["BENCHES"]
 
 # Bench names in the order they run; each lives in its own module with a `run(quick=...)`.
-BENCHES: tuple[str, ...] = ("dp_step", "round_overhead", "crypto_ledger", "scale", "fixed_cost")
+BENCHES: tuple[str, ...] = (
+    "dp_step",
+    "round_overhead",
+    "crypto_ledger",
+    "scale",
+    "fixed_cost",
+    "deploy",  # deployed rounds, stock SuperNode vs the site worker (deploy_rounds.py)
+)

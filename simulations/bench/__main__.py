@@ -42,6 +42,10 @@ def _one(name: str, quick: bool, shared: dict[str, Any]) -> list[Row]:
         return crypto_ledger.run(quick=quick)
     if name == "scale":
         return scale.run(quick=quick)
+    if name == "deploy":
+        from simulations.bench import deploy_rounds
+
+        return deploy_rounds.run(quick=quick)
     return fixed_cost.run(quick=quick, results=shared.get("runs"))
 
 

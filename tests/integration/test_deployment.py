@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from client.approval import add_approval
 from client.budget import BudgetStore
 from client.deploy import supernode_command, supernode_env
 from client.site_config import load_site_config
@@ -29,7 +30,8 @@ from common.crypto.pki import (
     issue_server_certificate,
 )
 from server.deploy import READY_FILE
-from server.deploy_flower import project_root
+from server.deploy_config import load_server_config
+from server.deploy_flower import project_root, staged_fab_hash
 from server.deploy_process import ManagedProcess, flower_env, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
@@ -144,6 +146,9 @@ def _server_yaml(fed: Federation, name: str, *, submit: bool) -> Path:
     }
     path = fed.root / f"server-{name}.yaml"
     path.write_text(yaml.safe_dump(config))
+    digest = staged_fab_hash(load_server_config(path))  # what `server fab-hash` prints
+    for site_yaml in fed.kits.values():  # each site's admin approves the code it will serve
+        add_approval(site_yaml, [digest])
     return path
 
 

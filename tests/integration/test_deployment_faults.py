@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from client.approval import add_approval
 from client.budget import BudgetStore
 from client.site_kit import init_site_kit
 from common.crypto.pki import (
@@ -30,7 +31,7 @@ from common.crypto.pki import (
 from common.ledger import Ledger
 from server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
 from server.deploy_config import ServerDeployConfig, load_server_config
-from server.deploy_flower import project_root
+from server.deploy_flower import project_root, staged_fab_hash
 from server.deploy_process import (
     DeployError,
     ManagedProcess,
@@ -147,6 +148,9 @@ def _server_yaml(kits: Kits, sites: list[str], *, rounds: int, submit: bool) -> 
     }
     path = kits.root / "server.yaml"
     path.write_text(yaml.safe_dump(config))
+    digest = staged_fab_hash(load_server_config(path))  # what `server fab-hash` prints
+    for site in sites:  # each site's admin approves the code before it serves the run
+        add_approval(kits.site_yaml[site], [digest])
     return path
 
 

@@ -17,10 +17,17 @@ import yaml
 
 from common.crypto.pki import init_ca, init_site_keys, issue_server_certificate
 from common.errors import ConfigError
-from server.deploy import latest_round, superlink_command
+from server.deploy import latest_round, run_start, superlink_command
 from server.deploy_certs import run_certs_init, run_certs_server
 from server.deploy_config import load_server_config
-from server.deploy_flower import project_root, stage_app, write_connection, write_run_config
+from server.deploy_flower import (
+    fab_hash,
+    project_root,
+    stage_app,
+    staged_fab_hash,
+    write_connection,
+    write_run_config,
+)
 from server.deploy_process import (
     DeployError,
     ManagedProcess,
@@ -133,7 +140,9 @@ def test_superlink_command_enables_tls_node_auth_and_disk_state(
 def test_connection_config_points_flwr_at_the_control_api_with_the_ca(
     tmp_path: Path, certs: Path
 ) -> None:
-    cfg = load_server_config(_server_yaml(tmp_path, certs, control_api="0.0.0.0:29093"))
+    cfg = load_server_config(
+        _server_yaml(tmp_path, certs, control_api="0.0.0.0:29093", control_api_remote=True)
+    )
 
     doc = tomllib.loads(write_connection(cfg).read_text())
 
@@ -228,3 +237,48 @@ def test_wait_for_port_fails_fast_when_the_process_exits(tmp_path: Path) -> None
 
     with pytest.raises(DeployError, match="exited"):
         wait_for_port("127.0.0.1:1", timeout_s=5, process=proc)
+
+
+def test_control_api_beyond_loopback_is_an_explicit_setting_with_a_warning(
+    tmp_path: Path, certs: Path
+) -> None:
+    assert load_server_config(_server_yaml(tmp_path, certs)).control_api_is_loopback
+    with pytest.raises(ConfigError, match="control_api_remote: true"):
+        load_server_config(_server_yaml(tmp_path, certs, control_api="0.0.0.0:29093"))
+    with pytest.raises(ConfigError, match="control_api_remote"):
+        load_server_config(
+            _server_yaml(tmp_path, certs, control_api="10.0.0.5:29093", control_api_remote="yes")
+        )
+    remote = load_server_config(
+        _server_yaml(tmp_path, certs, control_api="10.0.0.5:29093", control_api_remote=True)
+    )
+    assert not remote.control_api_is_loopback
+    # the warning comes before any process: the SuperLink then fails to bind 10.0.0.5 here
+    out = io.StringIO()
+    args = Namespace(
+        config=remote.path, resume=False, run_id=None, no_run=True, exit_after_run=False,
+        start_timeout=5.0, run_timeout=5.0,
+    )  # fmt: skip
+    with pytest.raises(DeployError):
+        run_start(args, out=out)
+    assert "WARNING: the Control API" in out.getvalue() and "10.0.0.5:29093" in out.getvalue()
+
+
+def test_the_fab_hash_is_the_bytes_flwr_builds_and_ignores_paths_and_ports(
+    tmp_path: Path, certs: Path
+) -> None:
+    from flwr.cli.build import build_fab_from_disk
+
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    one = load_server_config(_server_yaml(tmp_path / "one", certs))
+    other = load_server_config(_server_yaml(tmp_path / "two", certs, fleet_api="127.0.0.1:29192"))
+
+    digest = staged_fab_hash(one)
+
+    assert not one.workdir.exists()  # computed in a scratch folder
+    assert len(digest) == 64 and digest == fab_hash(stage_app(one))
+    assert build_fab_from_disk(one.workdir / "app") == build_fab_from_disk(one.workdir / "app")
+    assert staged_fab_hash(other) == digest  # other workdir, ports and paths: same code
+    (one.workdir / "app" / "client" / "app.py").write_text("# a modified client\n")
+    assert fab_hash(one.workdir / "app") != digest
