@@ -14,7 +14,7 @@ import pytest
     ("override", "message"),
     [
         ("run_id=../escape", "config key 'run_id'"),
-        ("privacy.delta=2", "config key 'privacy.delta'"),
+        ("privacy.delta=2", "config key 'privacy.delta' (from command-line override"),
         ("federation.sites=[cleveland,atlantis]", "config key 'federation.sites': got 'atlantis'"),
     ],
 )
