@@ -15,7 +15,10 @@ import pytest
     [
         ("run_id=../escape", "config key 'run_id'"),
         ("privacy.delta=2", "config key 'privacy.delta' (from command-line override"),
-        ("federation.sites=[cleveland,atlantis]", "config key 'federation.sites': got 'atlantis'"),
+        (
+            "federation.sites=[cleveland,atlantis]",
+            "'federation.sites=[cleveland,atlantis]'): got 'atlantis'",
+        ),
     ],
 )
 def test_rejected_config_leaves_no_folder(tmp_path: Path, override: str, message: str) -> None:
