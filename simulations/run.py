@@ -16,6 +16,7 @@ from common.errors import ConfigError, FedsafeError
 from common.layout import coordinator_keys_dir, federation_sites
 from common.ledger.audit import Anchors
 from common.names import check_name
+from server.checkpoint import checkpoint_to_resume
 from simulations.engine import format_table, simulate
 from simulations.report_cli import write_report
 
@@ -33,7 +34,13 @@ def _run_folder(run_id: str | None, name: str, stamp: str, *, _root_: DictConfig
     try:
         check_name("run_id" if run_id else "name", run_id or name, source=_SOURCE)
         data = {k: _plain(_root_[k]) for k in _root_ if k != "hydra"}
-        federation_sites(from_dict(ExperimentConfig, data, source=_SOURCE))
+        cfg = from_dict(ExperimentConfig, data, source=_SOURCE)
+        federation_sites(cfg)
+        # A refused resume (finished, changed settings, planted checkpoint) must not touch the
+        # existing run folder either: Hydra would rewrite its .hydra/ and run.log.
+        public = coordinator_keys_dir(cfg) / "server_signing.pub"
+        folder = Path(cfg.runs_dir) / (run_id or f"{name}-{stamp}")
+        checkpoint_to_resume(cfg, folder, public.read_bytes() if public.is_file() else None)
     except ConfigError as err:  # SystemExit passes through Hydra's error wrapping
         named = ConfigError(err.key, err.value, err.allowed, source=_source_of(err.key, _root_))
         print(f"fedsafe: error: {named}", file=sys.stderr)
