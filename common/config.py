@@ -79,6 +79,7 @@ def _within(key: str, value: float, low: float, high: float, *, low_open: bool =
 # Upper bounds: far beyond any sensible run, low enough that nothing hangs or overflows later.
 MAX_ROUNDS = 1_000
 MAX_EPSILON = 1_000.0
+MAX_CAP = 1e9  # a cap this high means "no cap" (benchmarks); infinity fails inside the site
 MAX_NOISE = 100.0
 MAX_DELTA = 0.1
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
@@ -325,9 +326,9 @@ class FederationConfig:
             list(self.sites),
             "distinct site names",
         )
-        _within("federation.max_epsilon", self.max_epsilon, 0, MAX_EPSILON)
+        _within("federation.max_epsilon", self.max_epsilon, 0, MAX_CAP)
         for site, cap in self.caps.items():
-            _within(f"federation.caps.{site}", cap, 0, MAX_EPSILON)
+            _within(f"federation.caps.{site}", cap, 0, MAX_CAP)
         _within(
             "federation.min_noise_multiplier",
             self.min_noise_multiplier,

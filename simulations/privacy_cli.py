@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from common.config import MAX_DELTA, MAX_EPSILON, MAX_NOISE, MAX_ROUNDS
+from common.config import MAX_CAP, MAX_DELTA, MAX_EPSILON, MAX_NOISE, MAX_ROUNDS
 from common.errors import PrivacyError
 from common.names import check_name
 from common.privacy import ACCOUNTANTS, Charge, epsilon_for, noise_for_target
@@ -103,8 +103,8 @@ def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, object]
             isinstance(number, int | float) and math.isfinite(number) and number > 0
         ):
             raise PrivacyError(f"{flag} {item!r}: {value!r} must be a finite number > 0")
-        if cast is float and isinstance(number, float) and number > MAX_EPSILON:
-            raise PrivacyError(f"{flag} {item!r}: at most {MAX_EPSILON:g}")
+        if cast is float and isinstance(number, float) and number > MAX_CAP:
+            raise PrivacyError(f"{flag} {item!r}: at most {MAX_CAP:g}")
     return out
 
 
@@ -217,7 +217,9 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     plan.add_argument(
         "--cap", action="append", metavar="NAME=EPS", help="a site's lifetime cap (repeat)"
     )
-    plan.add_argument("--max-epsilon", type=_EPSILON, help="the cap of every site without --cap")
+    plan.add_argument(
+        "--max-epsilon", type=_number(0, MAX_CAP), help="the cap of every site without --cap"
+    )
     plan.add_argument(
         "--store",
         action="append",

@@ -12,10 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.config import ExperimentConfig, from_dict
-from common.errors import FedsafeError
+from common.errors import ConfigError, FedsafeError
 from common.layout import coordinator_keys_dir, federation_sites
 from common.ledger.audit import Anchors
 from common.names import check_name
+from server.checkpoint import checkpoint_to_resume
 from simulations.engine import format_table, simulate
 from simulations.report_cli import write_report
 
@@ -33,11 +34,41 @@ def _run_folder(run_id: str | None, name: str, stamp: str, *, _root_: DictConfig
     try:
         check_name("run_id" if run_id else "name", run_id or name, source=_SOURCE)
         data = {k: _plain(_root_[k]) for k in _root_ if k != "hydra"}
-        federation_sites(from_dict(ExperimentConfig, data, source=_SOURCE))
-    except FedsafeError as err:  # SystemExit passes through Hydra's error wrapping
+        cfg = from_dict(ExperimentConfig, data, source=_SOURCE)
+        federation_sites(cfg)
+        # A refused resume (finished, changed settings, planted checkpoint) must not touch the
+        # existing run folder either: Hydra would rewrite its .hydra/ and run.log.
+        public = coordinator_keys_dir(cfg) / "server_signing.pub"
+        folder = Path(cfg.runs_dir) / (run_id or f"{name}-{stamp}")
+        checkpoint_to_resume(cfg, folder, public.read_bytes() if public.is_file() else None)
+    except ConfigError as err:  # SystemExit passes through Hydra's error wrapping
+        named = ConfigError(err.key, err.value, err.allowed, source=_source_of(err.key, _root_))
+        print(f"fedsafe: error: {named}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except FedsafeError as err:
         print(f"fedsafe: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     return run_id or f"{name}-{stamp}"
+
+
+def _source_of(key: str, root: DictConfig) -> str:
+    """Where a value came from: the command-line override that set it, else the composition
+    and its group choices (a group file may set keys of other groups, so no file is guessed)."""
+    overrides = list(OmegaConf.select(root, "hydra.overrides.task", default=[]) or [])
+    choices = OmegaConf.select(root, "hydra.runtime.choices", default=None)
+    matches = []
+    for override in overrides:
+        target = str(override).split("=", 1)[0].lstrip("+~")
+        if choices is not None and target in choices:
+            continue  # a group choice (federation=banks) picks files, it sets no value
+        if key == target or key.startswith(f"{target}.") or key.startswith(f"{target}["):
+            matches.append((len(target), str(override)))
+    if matches:
+        return f"command-line override '{max(matches)[1]}'"
+    groups = ", ".join(
+        f"{g}={c}" for g, c in (choices or {}).items() if not str(g).startswith("hydra")
+    )
+    return f"conf/config.yaml with {groups}" if groups else _SOURCE
 
 
 def _plain(node: Any) -> Any:
