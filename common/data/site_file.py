@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import DatasetConfig
-from common.data.base import DatasetInfo, SiteData, split_indices
+from common.data.base import DatasetInfo, SiteData, rows_fingerprint, split_indices
 from common.data.preprocess import encode_tabular
 from common.data.registry import register_dataset
 from common.data.site_schema import SiteFileSchema, load_site_schema
@@ -315,7 +315,8 @@ def site_data_from_file(
     name = site or loaded.site_id or _site_name(Path(data_path))
     if not is_valid_name(name):
         raise DataError(f"{data_path}: site id {name!r} is not a valid site name")
-    return SiteData(name, x_train, y[train], x_test, y[test])
+    # The budget's identity is the raw rows, independent of the run's split and encoding.
+    return SiteData(name, x_train, y[train], x_test, y[test], rows_fingerprint(frame, y))
 
 
 def _check_classes(loaded: LoadedSiteFile) -> None:

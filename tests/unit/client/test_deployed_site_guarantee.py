@@ -132,3 +132,14 @@ def test_a_release_policy_in_site_yaml_is_read_and_checked(kit: Path) -> None:
     kit.write_text(yaml.safe_dump(data))
     with pytest.raises(FedsafeError, match="release.evaluation"):
         deployed_site(kit, _cfg(kit))
+
+
+def test_the_rows_fingerprint_does_not_depend_on_the_runs_split(kit: Path) -> None:
+    """The coordinator picks the split seed; the site's budget identity must not move with it."""
+    import dataclasses
+
+    cfg = _cfg(kit)
+    other = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, seed=7))
+    first, second = deployed_site(kit, cfg), deployed_site(kit, other)
+    assert not np.array_equal(first.data.y_train, second.data.y_train)
+    assert first.fingerprint == second.fingerprint
