@@ -111,6 +111,15 @@ def findings(report: dict[str, Any]) -> list[dict[str, str]]:
                     f"{c.get('decision')} ({c.get('reason')}).",
                 }
             )
+        if site.get("randomness") not in (None, "os-csprng"):
+            out.append(
+                {
+                    "level": "bad",
+                    "text": f"NOT PRIVATE: {name} drew its DP noise from "
+                    f"'{site['randomness']}' (a test-only reproducible source): its updates "
+                    "carry no differential-privacy guarantee.",
+                }
+            )
         if _differs(site["final_epsilon"], site["attested_final_epsilon"]):
             out.append(
                 {
@@ -120,6 +129,17 @@ def findings(report: dict[str, Any]) -> list[dict[str, str]]:
                     f"{site['attested_final_epsilon']:.6g} in the ledger.",
                 }
             )
+    policies = {n: s.get("release_policy") for n, s in report["sites"].items()}
+    if any(policies.values()):
+        shown = ", ".join(f"{n} {p or 'unknown'}" for n, p in sorted(policies.items()))
+        out.append(
+            {
+                "level": "info",
+                "text": f"Evaluation metrics released under each site's own policy: {shown} "
+                "(exact and rounded are disclosures a site chose; dp is charged to its budget; "
+                "off sends none).",
+            }
+        )
     if report["sites"] and not any(
         s["refusals"] or s["consent_refusals"] for s in report["sites"].values()
     ):

@@ -34,6 +34,10 @@ def _float(value: Any) -> float | None:
     return float(value)
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -133,6 +137,11 @@ def _site(
         "balanced_accuracy": _float(s.get("balanced_accuracy")),
         "auroc": _float(s.get("auroc")),
         "loss": _float(s.get("loss")),
+        # What the site signed (ledger), else what the summary says: its evaluation release
+        # policy and where its DP noise came from ("seeded-test-only" is not private).
+        "release_policy": _text((last_attested or {}).get("release"))
+        or _text(s.get("release_policy")),
+        "randomness": _text((last_attested or {}).get("randomness")) or _text(s.get("randomness")),
     }
 
 

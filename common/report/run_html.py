@@ -91,6 +91,12 @@ def _privacy(report: dict[str, Any]) -> str:
                 esc(num(s["steps"])),
                 esc(", ".join(map(str, s["rounds_joined"])) or "none"),
                 esc(str(refusals)),
+                esc(s.get("release_policy") or "n/a"),
+                esc(
+                    "NOT PRIVATE (test seed)"
+                    if s.get("randomness") not in (None, "os-csprng")
+                    else (s.get("randomness") or "n/a")
+                ),
             ]
         )
         points = [(p["round"], p["epsilon"]) for p in s["epsilon_by_round"]]
@@ -132,6 +138,8 @@ def _privacy(report: dict[str, Any]) -> str:
         "steps",
         "rounds joined",
         "refusals",
+        "released",
+        "noise source",
     ]
     off = (
         ""

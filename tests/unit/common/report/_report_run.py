@@ -48,6 +48,9 @@ class BuiltRun:
     auditor_key: Path  # the server's public key as the auditor holds it, outside the folder
 
 
+SEEDED: set[str] = set()  # sites whose attestations say the test-only seeded noise was used
+
+
 def _attest(private: bytes, site: str, rnd: int, *, refused: bool) -> dict[str, Any]:
     # A refused round attests the spend so far: the epsilon after the last round it trained.
     epsilon = EPSILON[site][max(k for k in EPSILON[site] if k <= rnd)]
@@ -59,6 +62,8 @@ def _attest(private: bytes, site: str, rnd: int, *, refused: bool) -> dict[str, 
         "steps": 0 if refused else STEPS[site],
         "update_digest": None if refused else hashlib.sha256(f"{site}{rnd}".encode()).hexdigest(),
         "refused": refused,
+        "randomness": "seeded-test-only" if site in SEEDED else "os-csprng",
+        "release": "rounded",
     }
     return {
         "site": site,
@@ -314,3 +319,12 @@ def _write_ledger(
             witness_path=run_dir / "ledger.witness.json",
             at_time=T0 + timedelta(minutes=6),
         )
+
+
+def build_seeded_run(run_dir: Path, site: str) -> BuiltRun:
+    """The same run, except that `site` signed that its noise came from the test-only seed."""
+    SEEDED.add(site)
+    try:
+        return build_run(run_dir)
+    finally:
+        SEEDED.discard(site)

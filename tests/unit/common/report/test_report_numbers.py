@@ -190,3 +190,25 @@ def test_out_option_puts_json_beside_the_html(built_run: BuiltRun, tmp_path: Pat
 
     assert written == out and out.is_file()
     assert json.loads(out.with_suffix(".json").read_text())["format"] == "fedsafe-run-report-v1"
+
+
+def test_each_sites_signed_release_policy_and_noise_source_are_reported(
+    built_run: BuiltRun,
+) -> None:
+    report = _report(built_run)
+    for site in report["sites"].values():
+        assert site["release_policy"] == "rounded" and site["randomness"] == "os-csprng"
+    texts = [f["text"] for f in report["findings"]]
+    assert any("released under each site's own policy" in t for t in texts)
+    assert not any("NOT PRIVATE" in t for t in texts)
+
+
+def test_a_site_that_used_the_test_seed_is_marked_not_private(tmp_path: Path) -> None:
+    from _report_run import build_seeded_run
+
+    run = build_seeded_run(tmp_path / "run", "cleveland")
+    report = _report(run)
+    assert report["sites"]["cleveland"]["randomness"] == "seeded-test-only"
+    bad = [f for f in report["findings"] if f["level"] == "bad"]
+    assert any("NOT PRIVATE: cleveland" in f["text"] for f in bad)
+    assert "NOT PRIVATE (test seed)" in (run.path / "report.html").read_text(encoding="utf-8")
