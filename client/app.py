@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from common import crypto, keys
 from common.attestation import identity_payload, sign_statement
 from common.config import ExperimentConfig, from_flat
 from common.errors import ConfigError, FedsafeError
+from common.names import check_name
 from common.wire import pack_arrays, sealing_context
 
 __all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG"]
@@ -32,6 +34,31 @@ def _runtime(cfg: ExperimentConfig, context: Context, run_id: str) -> SiteRuntim
     if SITE_CONFIG in context.node_config:
         return deployed_site(Path(str(context.node_config[SITE_CONFIG])), cfg)
     return simulated_site(cfg, int(context.node_config[keys.PARTITION_ID]), run_id)
+
+
+class MalformedRequestError(FedsafeError):
+    """The coordinator's message is not a well-formed round request; the site refuses it."""
+
+
+# What a malformed request raises before any charge: missing records or keys, wrong types,
+# arrays of other names or shapes than the model's.
+_BAD_REQUEST = (KeyError, ValueError, TypeError, RuntimeError)
+
+
+def _round_context(msg: Message, *, train: bool) -> RoundContext:
+    """The round a message asks for, checked: a valid run id and a round >= 1."""
+    instructions = msg.content[keys.CONFIG]
+    run_id = check_name("run-id", instructions[keys.RUN_ID], source="the coordinator's message")
+    server_round = instructions[keys.SERVER_ROUND]
+    if isinstance(server_round, bool) or not isinstance(server_round, int) or server_round < 1:
+        raise ValueError(f"server-round must be an integer >= 1, got {server_round!r}")
+    purpose = instructions[keys.PURPOSE] if train or keys.PURPOSE in instructions else ""
+    if not isinstance(purpose, str):
+        raise TypeError(f"purpose must be a string, got {type(purpose).__name__}")
+    mu = float(instructions.get(keys.PROXIMAL_MU, 0.0)) if train else 0.0
+    if not (math.isfinite(mu) and mu >= 0):
+        raise ValueError(f"proximal-mu must be a finite float >= 0, got {mu!r}")
+    return RoundContext(run_id=run_id, server_round=server_round, purpose=purpose, proximal_mu=mu)
 
 
 def _refuse(msg: Message, site: str, err: Exception) -> Message:
@@ -104,41 +131,35 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         run_cfg = config_of(context)
-        instructions = msg.content[keys.CONFIG]
-        ctx = RoundContext(
-            run_id=str(instructions[keys.RUN_ID]),
-            server_round=int(instructions[keys.SERVER_ROUND]),
-            purpose=str(instructions[keys.PURPOSE]),
-            proximal_mu=float(instructions.get(keys.PROXIMAL_MU, 0.0)),
-        )
-        site = _runtime(run_cfg, context, ctx.run_id)
         try:
-            update = _update_record(
-                run_cfg,
-                site,
-                ctx,
-                train_round(run_cfg, site, msg.content[keys.ARRAYS].to_torch_state_dict(), ctx),
-            )
+            ctx = _round_context(msg, train=True)
+            site = _runtime(run_cfg, context, ctx.run_id)
+        except _BAD_REQUEST as err:
+            return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
+        try:
+            state = msg.content[keys.ARRAYS].to_torch_state_dict()
+            update = _update_record(run_cfg, site, ctx, train_round(run_cfg, site, state, ctx))
         except FedsafeError as err:
             return _refuse(msg, site.name, err)
+        except _BAD_REQUEST as err:  # a model of other shapes, a missing record: refused
+            return _refuse(msg, site.name, MalformedRequestError(f"malformed request: {err}"))
         return _reply(msg, site.name, update)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         run_cfg = config_of(context)
-        instructions = msg.content[keys.CONFIG]
-        ctx = RoundContext(
-            run_id=str(instructions[keys.RUN_ID]),
-            server_round=int(instructions[keys.SERVER_ROUND]),
-            purpose=str(instructions[keys.PURPOSE]) if keys.PURPOSE in instructions else "",
-        )
-        site = _runtime(run_cfg, context, ctx.run_id)
         try:
-            metrics = evaluate_round(
-                run_cfg, site, msg.content[keys.ARRAYS].to_torch_state_dict(), ctx
-            )
+            ctx = _round_context(msg, train=False)
+            site = _runtime(run_cfg, context, ctx.run_id)
+        except _BAD_REQUEST as err:
+            return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
+        try:
+            state = msg.content[keys.ARRAYS].to_torch_state_dict()
+            metrics = evaluate_round(run_cfg, site, state, ctx)
         except FedsafeError as err:
             return _refuse(msg, site.name, err)
+        except _BAD_REQUEST as err:
+            return _refuse(msg, site.name, MalformedRequestError(f"malformed request: {err}"))
         records: dict[str, object] = {keys.METRICS: MetricRecord(metrics)}
         if SITE_CONFIG not in context.node_config:  # a simulated site withdrawing before next round
             withdrawal = withdrawals_record(

@@ -18,6 +18,7 @@ from client.budget import (
     RoundRefusedError,
     record_evaluation,
     record_nonprivate,
+    round_lock,
 )
 from client.site import SiteRuntime
 from client.update_cache import load_update, save_update
@@ -233,6 +234,15 @@ def _check_request(cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext) 
             f"the site accounts at delta={policy.delta:g} with {policy.accountant}; the run "
             f"asks for delta={cfg.privacy.delta:g} with {cfg.privacy.accountant}",
         )
+    release = site.release
+    if release.evaluation != "exact" and cfg.training.batch_size < release.count_rounding:
+        raise _refusal(
+            site,
+            ctx,
+            f"training.batch_size={cfg.training.batch_size} is below release.count_rounding="
+            f"{release.count_rounding}: the sample rate 1/ceil(n/B) would reveal this site's "
+            "row count more precisely than its release policy allows",
+        )
     n = site.data.n_rows
     if policy.delta >= 1.0 / n:
         raise _refusal(
@@ -245,6 +255,15 @@ def _check_request(cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext) 
 
 
 def train_round(
+    cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext
+) -> RoundOutcome:
+    """One round at a site, one process at a time per budget store (see `_train_round`)."""
+    _model(cfg, state)  # a malformed model is refused before anything is reserved or charged
+    with round_lock(site.budget_store):
+        return _train_round(cfg, site, state, ctx)
+
+
+def _train_round(
     cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext
 ) -> RoundOutcome:
     """Reserve the round's budget, train, keep the update, charge the steps, sign what was done.
@@ -346,6 +365,13 @@ def evaluate_round(
     One evaluation per (run, round) of a round the site trained in, recorded in its store;
     under `dp` the Gaussian mechanism on the counts is charged to the same budget first.
     """
+    with round_lock(site.budget_store):
+        return _evaluate_round(cfg, site, state, ctx)
+
+
+def _evaluate_round(
+    cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext
+) -> dict[str, float]:
     data: SiteData = site.data
     policy = site.release
     counts = eval_counts(
@@ -373,4 +399,5 @@ def evaluate_round(
             charge=charge,
             policy=site.policy,
             purpose=ctx.purpose,
+            limit=policy.max_evaluations if policy.evaluation in ("exact", "rounded") else None,
         )

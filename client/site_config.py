@@ -201,7 +201,8 @@ def _release(value: Any, source: str) -> ReleasePolicy:
         if key not in allowed:
             raise ConfigError(f"release.{key}", value[key], f"one of {allowed}", source=source)
     try:
-        return ReleasePolicy(**dict(value))
+        # Unset keys keep the deployed defaults (e.g. max_evaluations), not the simulation's.
+        return ReleasePolicy(**{**dataclasses.asdict(DEPLOYED_DEFAULT), **dict(value)})
     except ConfigError as err:
         raise ConfigError(err.key, err.value, err.allowed, source=source) from None
     except TypeError as err:

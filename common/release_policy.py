@@ -45,6 +45,10 @@ class ReleasePolicy:
     count_rounding: int = 10
     eval_noise_multiplier: float = 20.0
     loss_clip: float = 10.0
+    # Lifetime limit on `exact`/`rounded` evaluations per data set (None: none). Each is a
+    # non-DP disclosure, and a coordinator can buy rounds cheaply (much noise, one step) to
+    # evaluate crafted models; `dp` evaluations are charged to the budget instead.
+    max_evaluations: int | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, key: str, value: object, allowed: str) -> None:
@@ -62,6 +66,12 @@ class ReleasePolicy:
             "a finite float > 0",
         )
         check(
+            self.max_evaluations is None or self.max_evaluations >= 0,
+            "max_evaluations",
+            self.max_evaluations,
+            "an integer >= 0, or null for no limit",
+        )
+        check(
             math.isfinite(self.loss_clip) and self.loss_clip > 0,
             "loss_clip",
             self.loss_clip,
@@ -73,7 +83,7 @@ class ReleasePolicy:
         return self.evaluation == "exact"
 
 
-DEPLOYED_DEFAULT = ReleasePolicy(evaluation="off")
+DEPLOYED_DEFAULT = ReleasePolicy(evaluation="off", max_evaluations=100)
 
 
 def release_count(policy: ReleasePolicy, count: int) -> int | None:

@@ -2,6 +2,7 @@
 
 from client.budget.acknowledge import acknowledge_data, acknowledge_store
 from client.budget.anchor import StoreAnchor
+from client.budget.lock import round_lock
 from client.budget.records import (
     Acknowledgement,
     BudgetStoreError,
@@ -39,4 +40,5 @@ __all__ = [
     "acknowledge_store",
     "record_evaluation",
     "record_nonprivate",
+    "round_lock",
 ]

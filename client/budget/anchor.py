@@ -35,9 +35,31 @@ ACK_HINT = (
 )
 
 
+def schema_objects(conn: Connection) -> list[tuple[str, str, str]]:
+    """Every object in the file's schema (tables, indexes, triggers, views) with its SQL."""
+    rows = conn.exec_driver_sql(
+        "SELECT type, name, COALESCE(sql, '') FROM sqlite_master ORDER BY type, name"
+    )
+    return [(str(t), str(n), str(s)) for t, n, s in rows]
+
+
+def check_schema(conn: Connection, path: Path) -> None:
+    """Refuse a store holding anything fedsafe did not create: a trigger or view planted in the
+    file would rewrite charges inside fedsafe's own (signed) transactions."""
+    expected = {t.name for t in metadata.sorted_tables}
+    for kind, name, _sql in schema_objects(conn):
+        if kind in ("trigger", "view") or (kind == "table" and name not in expected):
+            raise StoreIntegrityError(
+                f"budget store {path} holds a {kind} '{name}' that fedsafe never creates "
+                f"(planted to rewrite charges). {ACK_HINT}"
+            )
+
+
 def state_digest(conn: Connection) -> str:
-    """SHA-256 over every row of every store table, in table and key order."""
+    """SHA-256 over the schema and every row of every store table, in table and key order."""
     digest = hashlib.sha256()
+    for kind, name, sql in schema_objects(conn):
+        digest.update(f"schema\x00{kind}\x00{name}\x00{sql}\x00".encode())
     for table in metadata.sorted_tables:
         rows = conn.execute(select(table).order_by(*table.primary_key.columns)).mappings()
         for row in rows:
@@ -127,6 +149,7 @@ class StoreAnchor:
 
     def check(self, conn: Connection, path: Path) -> None:
         """Raise StoreIntegrityError unless the store is the one, in the state, the head signed."""
+        check_schema(conn, path)
         head = self.read()
         sid = store_id(conn)
         digest = state_digest(conn)

@@ -18,6 +18,18 @@ from common.privacy.accountants import Charge
 __all__ = ["record_nonprivate", "record_evaluation"]
 
 
+def _disclosures(conn: Any, dataset_id: str) -> int:
+    """Evaluations released without a DP charge on this data set, in every run."""
+    rows = conn.execute(
+        select(releases_table.c.id).where(
+            releases_table.c.dataset_id == dataset_id,
+            releases_table.c.kind == "evaluate",
+            releases_table.c.mode.in_(("exact", "rounded")),
+        )
+    )
+    return len(list(rows))
+
+
 def record_nonprivate(
     store: BudgetStore,
     *,
@@ -69,6 +81,7 @@ def record_evaluation(
     charge: Charge | None,
     policy: SitePolicy,
     purpose: str | None,
+    limit: int | None = None,
     at_time: datetime | None = None,
 ) -> dict[str, Any]:
     """Record one evaluation release of (run, round), charging `charge` first when it has one.
@@ -112,6 +125,14 @@ def record_evaluation(
             refusal = PolicyRefusedError(
                 f"site refused a second evaluation of run '{run_id}', round {round} on another "
                 "model: at most one evaluation per (run, round) leaves the site (release policy)",
+                reason="policy",
+                cap=policy.max_epsilon,
+                **ids,
+            )
+        elif limit is not None and charge is None and _disclosures(conn, dataset_id) >= limit:
+            refusal = PolicyRefusedError(
+                f"site refused to evaluate run '{run_id}', round {round}: it already released "
+                f"{limit} non-DP evaluation(s) of this data set (release.max_evaluations)",
                 reason="policy",
                 cap=policy.max_epsilon,
                 **ids,

@@ -159,15 +159,24 @@ def test_acknowledge_cli_records_the_decision_and_the_site_trains_again(tmp_path
     anchor = StoreAnchor.in_keys_dir(keys_dir, load_signing_private_key(keys_dir / "signing.key"))
     policy = SitePolicy(max_epsilon=50.0)
     with BudgetStore.open(tmp_path / "a.db", anchor=anchor) as store:
-        store.reserve(dataset_id="d", run_id="r", round=1, charge=ROUND, policy=policy, purpose=None)
+        store.reserve(
+            dataset_id="d", run_id="r", round=1, charge=ROUND, policy=policy, purpose=None
+        )
     with pytest.raises(StoreIntegrityError):
         BudgetStore.open(tmp_path / "b.db", anchor=anchor)
 
     parser = argparse.ArgumentParser(prog="fedsafe site")
     add_acknowledge_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(
-        ["acknowledge", "--store", str(tmp_path / "b.db"), "--keys", str(keys_dir),
-         "--reason", "old disk failed; spend carried on paper"]
+        [
+            "acknowledge",
+            "--store",
+            str(tmp_path / "b.db"),
+            "--keys",
+            str(keys_dir),
+            "--reason",
+            "old disk failed; spend carried on paper",
+        ]
     )
     out, err = io.StringIO(), io.StringIO()
     assert args.func(args, out=out, err=err) == 0, err.getvalue()

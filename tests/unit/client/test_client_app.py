@@ -104,7 +104,9 @@ def test_epsilon_is_cumulative_over_rounds_through_context_state(cfg: Experiment
 
 def test_evaluate_reply_has_metrics_and_no_arrays(cfg: ExperimentConfig) -> None:
     app = build_client_app(cfg)
-    assert not app(_message(cfg, "train", 1), _context(1)).has_error()  # evaluates what it trained in
+    assert not app(
+        _message(cfg, "train", 1), _context(1)
+    ).has_error()  # evaluates what it trained in
     reply = app(_message(cfg, "evaluate", 1), _context(1))
     assert set(reply.content.keys()) == {keys.METRICS, keys.SITE}
     metrics = reply.content[keys.METRICS]

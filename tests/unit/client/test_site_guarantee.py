@@ -473,3 +473,102 @@ def test_the_client_app_turns_a_refusal_into_an_error_reply(tmp_path: Path) -> N
 def test_digest_helper_is_stable() -> None:
     a = {"w": np.zeros(3, dtype=np.float32)}
     assert arrays_digest(a) == arrays_digest({"w": np.zeros(3, dtype=np.float32)})
+
+
+def test_a_trigger_planted_in_the_store_is_refused(tmp_path: Path) -> None:
+    """Found in review: a trigger fires inside fedsafe's own transaction and zeroes every charge."""
+    cfg = _cfg(tmp_path)
+    train_round(cfg, _site(cfg), _state(cfg), _ctx(1))
+    with sqlite3.connect(_store(cfg)) as db:
+        db.execute(
+            "CREATE TRIGGER zero_cost AFTER INSERT ON budget_charges "
+            "BEGIN UPDATE budget_charges SET steps = 0 WHERE id = NEW.id; END"
+        )
+    with pytest.raises(StoreIntegrityError, match="trigger 'zero_cost'"):
+        train_round(cfg, _site(cfg), _state(cfg), _ctx(2))
+    with BudgetStore.open(_store(cfg)) as store:
+        assert [c.charge.steps for c in store.charges("heart_disease/cleveland")] == [8]
+
+
+def test_non_dp_evaluations_are_limited_per_data_set(tmp_path: Path) -> None:
+    """Found in review: cheap rounds (noise 100, one step) bought unlimited crafted evaluations."""
+    cfg = _cfg(tmp_path)
+    policy = ReleasePolicy(evaluation="exact", max_evaluations=2)
+    for run in ("r1", "r2", "r3"):
+        train_round(cfg, _site(cfg, run_id=run), _state(cfg), _ctx(run_id=run))
+    site = dataclasses.replace(_site(cfg), release=policy)
+    evaluate_round(cfg, site, _state(cfg), _ctx(run_id="r1"))
+    evaluate_round(cfg, site, _state(cfg), _ctx(run_id="r2"))
+    with pytest.raises(FedsafeError, match="max_evaluations"):
+        evaluate_round(cfg, site, _state(cfg), _ctx(run_id="r3"))
+    dp_site = dataclasses.replace(site, release=ReleasePolicy(evaluation="dp", max_evaluations=2))
+    evaluate_round(cfg, dp_site, _state(cfg), _ctx(run_id="r3"))  # charged, so not limited
+
+
+def test_a_batch_size_that_would_reveal_the_row_count_is_refused(tmp_path: Path) -> None:
+    """Found in review: batch_size=1 makes 1 / sample_rate the exact training-row count."""
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "runs_dir": str(tmp_path),
+            "training": {"batch_size": 1, "rounds": 2},
+            "security": {"sealed_updates": False},
+        },
+    )
+    site = dataclasses.replace(_site(cfg), release=ReleasePolicy(evaluation="rounded"))
+    with pytest.raises(FedsafeError, match="reveal this site's row count"):
+        train_round(cfg, site, _state(cfg), _ctx())
+
+
+def test_a_malformed_model_is_refused_before_anything_is_charged(tmp_path: Path) -> None:
+    """Found in review: wrong-shaped arrays used to reserve (and burn) the round's budget."""
+    cfg = _cfg(tmp_path)
+    bad = {k: torch.zeros(3) for k in _state(cfg)}
+    with pytest.raises(RuntimeError):
+        train_round(cfg, _site(cfg), bad, _ctx())
+    assert (
+        not _store(cfg).exists()
+        or BudgetStore.open(_store(cfg)).history("heart_disease/cleveland") == []
+    )
+
+
+_RACE = """
+import json, sys
+from pathlib import Path
+from client.local_round import RoundContext, train_round
+from client.site import simulated_site
+from common.config import ExperimentConfig, from_dict
+from common.data import dataset_info
+from common.models import build_model
+cfg = from_dict(ExperimentConfig, {"runs_dir": sys.argv[1], "training": {"rounds": 3},
+                "security": {"sealed_updates": False}})
+info = dataset_info(cfg.dataset.name)
+model = build_model(cfg.model.name, n_features=info.n_features, n_classes=2,
+                    hidden=cfg.model.hidden, seed=0)
+out = train_round(cfg, simulated_site(cfg, 0, "run-1"), dict(model.state_dict()),
+                  RoundContext("run-1", 1, "cardiology-research"))
+print(json.dumps({k: v.numpy().tolist() for k, v in out.state.items()}))
+"""
+
+
+def test_two_processes_on_one_store_release_one_update(tmp_path: Path) -> None:
+    """Found in review: two processes both took a 'reserved' round for a crash replay."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = _cfg(tmp_path)
+    _site(cfg)  # keys exist before both start
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACE, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
+    assert outputs[0] == outputs[1]  # the second re-sent the first's release, no second training
+    with BudgetStore.open(_store(cfg)) as store:
+        assert [c.status for c in store.charges("heart_disease/cleveland")] == ["completed"]
