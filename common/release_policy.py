@@ -1,11 +1,14 @@
 """A site's release policy: what may leave it besides its DP update, and in what form.
 
 Evaluation metrics on held-out rows are exact statistics of private records: a coordinator
-that sends a crafted model can read counts out of them. So the site decides: `exact` (a
-simulation's default), `rounded` (counts to a multiple of `count_rounding`, suppressed below
-`min_count`, accuracy from the rounded counts, balanced accuracy and AUROC to `decimals`, no
-loss: a crafted model sets the loss's scale and reads counts out of any rounding), `dp` (a Gaussian mechanism on the counts, charged to the
-same budget) or `off` (a deployed site's default). Training loss leaves only under `exact`.
+that sends a crafted model can read counts out of them. So the site decides:
+- `exact` (a simulation's default);
+- `rounded`: counts to a multiple of `count_rounding`, suppressed below `min_count`, accuracy
+  from the rounded counts, balanced accuracy and AUROC to `decimals`, no loss (a crafted model
+  sets the loss's scale and reads counts out of any rounding);
+- `dp`: a Gaussian mechanism on the counts, charged to the same budget;
+- `off` (a deployed site's default).
+Training loss leaves only under `exact`.
 """
 
 from __future__ import annotations
