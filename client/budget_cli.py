@@ -35,9 +35,20 @@ def _number(value: float) -> float | str:
     return value if math.isfinite(value) else "inf"
 
 
-def budget_report(store_path: Path) -> dict[str, Any]:
-    """The store's summaries as plain data; never creates a store (a missing one is an error)."""
-    with BudgetStore.open(Path(store_path), create=False) as store:
+def budget_report(store_path: Path, *, keys_dir: Path | None = None) -> dict[str, Any]:
+    """The store's summaries as plain data; never creates a store (a missing one is an error).
+
+    With `keys_dir` (the folder holding the site's signing.key) the store is first checked
+    against the site's signed head, so edited or deleted rows are an error, not a smaller spend;
+    without it the report says it is unverified.
+    """
+    anchor = None
+    if keys_dir is not None:
+        from common.crypto.pki import load_signing_private_key
+
+        key = load_signing_private_key(Path(keys_dir) / "signing.key")
+        anchor = StoreAnchor.in_keys_dir(Path(keys_dir), key)
+    with BudgetStore.open(Path(store_path), create=False, anchor=anchor) as store:
         datasets = []
         for ds in store.datasets():
             runs = store.runs(ds.dataset_id)
@@ -81,7 +92,12 @@ def budget_report(store_path: Path) -> dict[str, Any]:
             }
             for a in store.acknowledgements()
         ]
-    return {"store": str(store_path), "datasets": datasets, "acknowledgements": acks}
+    return {
+        "store": str(store_path),
+        "verified": anchor is not None,
+        "datasets": datasets,
+        "acknowledgements": acks,
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -139,6 +155,11 @@ def format_report(report: dict[str, Any]) -> str:
         )
     if any(ds["reserved"] for ds in report["datasets"]):
         lines.append("* a round still 'reserved' (a crash mid-round): counted at its planned steps")
+    if not report.get("verified"):
+        lines.append(
+            "NOT VERIFIED against the site's signed head (give --keys KEYS_DIR): "
+            "edited or deleted rows would show here as a smaller spend"
+        )
     return "\n".join(lines)
 
 
@@ -149,7 +170,7 @@ def run_budget(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        report = budget_report(args.store)
+        report = budget_report(args.store, keys_dir=args.keys)
     except BudgetStoreError as error:
         print(f"fedsafe site budget: error: {error}", file=err)
         return 2
@@ -171,6 +192,12 @@ def add_budget_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--store", type=Path, required=True, help="path of the site's budget store")
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="the folder holding the site's signing.key: check the store against its signed head",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run_budget)
     return parser

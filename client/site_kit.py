@@ -133,7 +133,7 @@ This folder is everything site **{site}** needs to take part in federated traini
 ## Checking
 
 - Your own budget, per dataset and run (composed epsilon, rounds, refusals):
-  `fedsafe site budget --store budget.sqlite`
+  `fedsafe site budget --store budget.sqlite --keys .` (checked against your signed head)
 - The coordinator's ledger (hash chain, signed heads, your signed attestations), from the
   run folder or ledger.sqlite they give you:
   `fedsafe audit verify RUN_FOLDER --keys KEYS_FOLDER` (`server_signing.pub` and

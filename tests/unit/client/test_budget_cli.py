@@ -186,3 +186,30 @@ def test_acknowledge_cli_records_the_decision_and_the_site_trains_again(tmp_path
         assert store.acknowledgements()[0].reason.startswith("old disk failed")
     report = budget_report(tmp_path / "b.db")
     assert report["acknowledgements"][0]["detail"]["previous_charges"] == 1
+
+
+def test_budget_report_with_keys_refuses_an_edited_store_and_says_unverified_without(
+    tmp_path: Path,
+) -> None:
+    """Found in review: the report showed a tampered store's smaller spend without a word."""
+    from client.budget import StoreAnchor
+    from common.crypto.pki import init_site_keys, load_signing_private_key
+
+    keys_dir = tmp_path / "keys"
+    init_site_keys(keys_dir, "cleveland")
+    anchor = StoreAnchor.in_keys_dir(keys_dir, load_signing_private_key(keys_dir / "signing.key"))
+    policy = SitePolicy(max_epsilon=50.0)
+    path = tmp_path / "b.db"
+    with BudgetStore.open(path, anchor=anchor) as store:
+        for rnd in (1, 2):
+            store.reserve(
+                dataset_id="d", run_id="r", round=rnd, charge=ROUND, policy=policy, purpose=None
+            )
+    code, out, _ = _run("budget", "--store", str(path))
+    assert code == 0 and "NOT VERIFIED" in out
+    code, out, _ = _run("budget", "--store", str(path), "--keys", str(keys_dir))
+    assert code == 0 and "NOT VERIFIED" not in out
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM budget_charges WHERE id = 2")
+    code, _, err = _run("budget", "--store", str(path), "--keys", str(keys_dir))
+    assert code == 2 and "changed outside fedsafe" in err
