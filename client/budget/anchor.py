@@ -163,6 +163,11 @@ class StoreAnchor:
                 f"{self.head_path} is missing (deleted, or the store was copied from elsewhere). "
                 f"{ACK_HINT}"
             )
+        if head.store_id != sid and head.charges == 0 and charges == 0:
+            # The store signed for held no charge (so no release either): nothing is lost by
+            # replacing it, and a site that was only checked (`site start`) may start afresh.
+            self.write(store=sid, digest=digest, pending=None, charges=0)
+            return
         if head.store_id != sid:
             raise StoreIntegrityError(
                 f"budget store {path} is not the store this site signed for: the head "

@@ -572,3 +572,18 @@ def test_two_processes_on_one_store_release_one_update(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1]  # the second re-sent the first's release, no second training
     with BudgetStore.open(_store(cfg)) as store:
         assert [c.status for c in store.charges("heart_disease/cleveland")] == ["completed"]
+
+
+def test_replacing_a_store_that_never_held_a_charge_loses_nothing_and_is_accepted(
+    tmp_path: Path,
+) -> None:
+    """`site start` checks (creates) the store; a store with no charge may be recreated."""
+    cfg = _cfg(tmp_path)
+    site = _site(cfg)
+    BudgetStore.open(site.budget_store, anchor=site.anchor).close()  # checked, never charged
+    site.budget_store.unlink()
+    train_round(cfg, site, _state(cfg), _ctx())  # a fresh store: nothing was spent before
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{site.budget_store}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreIntegrityError, match="not the store this site signed for"):
+        train_round(cfg, site, _state(cfg), _ctx(2))  # but one charge makes it strict
