@@ -44,7 +44,7 @@ def acknowledge_store(path: Path, anchor: StoreAnchor, *, reason: str) -> dict[s
     engine = open_engine(Path(path), create=True)
     try:
         with engine.connect() as conn:
-            conn.execution_options(budget_write=True)
+            conn.execution_options(fedsafe_write=True)
             with conn.begin():
                 charges = int(
                     conn.execute(select(func.count()).select_from(charges_table)).scalar_one()

@@ -147,8 +147,9 @@ class StoreAnchor:
         os.replace(tmp, self.head_path)
         return Head(store, digest, pending, charges, time)
 
-    def check(self, conn: Connection, path: Path) -> None:
-        """Raise StoreIntegrityError unless the store is the one, in the state, the head signed."""
+    def check(self, conn: Connection, path: Path) -> Head:
+        """The head in force; StoreIntegrityError unless the store is the one, in the state,
+        the head signed (a fresh or promoted head is written and returned)."""
         check_schema(conn, path)
         head = self.read()
         sid = store_id(conn)
@@ -156,8 +157,7 @@ class StoreAnchor:
         charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
         if head is None:
             if charges == 0:
-                self.write(store=sid, digest=digest, pending=None, charges=0)
-                return
+                return self.write(store=sid, digest=digest, pending=None, charges=0)
             raise StoreIntegrityError(
                 f"budget store {path} holds {charges} charge(s) but its signed head "
                 f"{self.head_path} is missing (deleted, or the store was copied from elsewhere). "
@@ -166,8 +166,7 @@ class StoreAnchor:
         if head.store_id != sid and head.charges == 0 and charges == 0:
             # The store signed for held no charge (so no release either): nothing is lost by
             # replacing it, and a site that was only checked (`site start`) may start afresh.
-            self.write(store=sid, digest=digest, pending=None, charges=0)
-            return
+            return self.write(store=sid, digest=digest, pending=None, charges=0)
         if head.store_id != sid:
             raise StoreIntegrityError(
                 f"budget store {path} is not the store this site signed for: the head "
@@ -176,26 +175,24 @@ class StoreAnchor:
                 f"replaced, or a mistyped path). {ACK_HINT}"
             )
         if digest == head.digest:
-            return
+            return head
         if digest == head.pending:  # the last write committed; the head had not caught up
-            self.write(store=sid, digest=digest, pending=None, charges=charges)
-            return
+            return self.write(store=sid, digest=digest, pending=None, charges=charges)
         raise StoreIntegrityError(
             f"budget store {path} was changed outside fedsafe: its rows do not match the "
             f"signed head {self.head_path} ({head.charges} charge(s) signed, {charges} now; "
             f"rows edited, deleted or rewound). {ACK_HINT}"
         )
 
-    def begin_write(self, conn: Connection, path: Path) -> tuple[str, Head | None]:
-        """Before a commit: the store's id and the head now in force (checked)."""
-        self.check(conn, path)
-        return store_id(conn), self.read()
+    def begin_write(self, conn: Connection, path: Path) -> Head:
+        """Before a commit: the head now in force, checked once (it names the store's id)."""
+        return self.check(conn, path)
 
-    def pending(self, conn: Connection, store: str, before: Head | None) -> None:
+    def pending(self, conn: Connection, store: str, before: Head) -> None:
         """Inside the write transaction, just before commit: vouch for the state to come."""
         digest = state_digest(conn)
         charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
-        current = before.digest if before is not None else digest
+        current = before.digest
         self.write(store=store, digest=current, pending=digest, charges=charges)
 
     def settle(self, conn: Connection, store: str) -> None:

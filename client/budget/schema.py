@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -18,7 +17,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
-    event,
     inspect,
     select,
 )
@@ -26,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from client.budget.records import BudgetStoreError
 from common.files import private_file
+from common.sqlite_setup import configure_sqlite
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -128,23 +127,6 @@ releases_table = Table(
 _TABLES = {t.name for t in metadata.sorted_tables}
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    # pysqlite's implicit BEGIN is deferred: two processes could both read the old spend and
-    # both pass the cap. Writers take the write lock before reading, with BEGIN IMMEDIATE.
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss, not only a kill
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("budget_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
 def store_id(conn: Connection) -> str:
     """The store's random identity, written once when it was created."""
     row = conn.execute(select(meta_table.c.value).where(meta_table.c.key == "store_id")).first()
@@ -171,7 +153,7 @@ def _check_version(engine: Engine, path: Path) -> None:
 def _create(engine: Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
     with engine.connect() as conn:
-        conn.execution_options(budget_write=True)
+        conn.execution_options(fedsafe_write=True)
         with conn.begin():
             have = {r.key for r in conn.execute(select(meta_table.c.key))}
             for key, value in (
@@ -197,7 +179,7 @@ def open_engine(path: Path, *, create: bool) -> Engine:
     if create:
         private_file(path)  # 0600: the charge history is the site's alone
     engine = create_engine(f"sqlite:///{path.resolve()}", connect_args={"timeout": 30})
-    _configure_sqlite(engine)
+    configure_sqlite(engine)
     try:
         names = set(inspect(engine).get_table_names())
         if create and not names:

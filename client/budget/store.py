@@ -128,7 +128,7 @@ class BudgetStore(SummariesMixin):
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         with self._engine.connect() as conn:
-            conn.execution_options(budget_write=write)
+            conn.execution_options(fedsafe_write=write)
             with conn.begin():
                 yield conn
 
@@ -137,15 +137,15 @@ class BudgetStore(SummariesMixin):
         """A write transaction that keeps the signed head in step (two-phase, see anchor)."""
         anchor = self._anchor
         with self._engine.connect() as conn:
-            conn.execution_options(budget_write=True)
+            conn.execution_options(fedsafe_write=True)
             with conn.begin():
-                store, head = anchor.begin_write(conn, self._path) if anchor else ("", None)
+                head = anchor.begin_write(conn, self._path) if anchor else None
                 yield conn
-                if anchor is not None:
-                    anchor.pending(conn, store, head)
-            if anchor is not None:
+                if anchor is not None and head is not None:
+                    anchor.pending(conn, head.store_id, head)
+            if anchor is not None and head is not None:
                 with conn.begin():
-                    anchor.settle(conn, store)
+                    anchor.settle(conn, head.store_id)
 
     def _now(self, at_time: datetime | None) -> str:
         return _format_time(at_time if at_time is not None else self._clock())

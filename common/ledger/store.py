@@ -20,7 +20,6 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
-    event,
     func,
     insert,
     select,
@@ -39,6 +38,7 @@ from common.ledger.records import (
     format_time,
     head_message,
 )
+from common.sqlite_setup import configure_sqlite
 
 __all__ = ["Ledger", "ledger_table", "to_url", "write_witness", "WITNESS_FORMAT"]
 
@@ -79,23 +79,6 @@ def _row_to_entry(row: Any) -> Entry:
     return Entry(row.seq, row.time, row.kind, json.loads(row.payload), row.prev_hash, row.hash)
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    # pysqlite's own implicit BEGIN is deferred, so two writers can both read the same head
-    # and one fails late; take the write lock up front with BEGIN IMMEDIATE instead.
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("fedsafe_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
 def write_witness(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` as JSON atomically (temp file, fsync, rename, fsync dir)."""
     path = Path(path)
@@ -130,7 +113,7 @@ class Ledger:
         self._engine = engine
         self._clock = clock or (lambda: datetime.now(UTC))
         if engine.dialect.name == "sqlite":
-            _configure_sqlite(engine)
+            configure_sqlite(engine)
         try:
             _metadata.create_all(engine, checkfirst=True)
         except sa_exc.SQLAlchemyError as err:
