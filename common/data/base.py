@@ -1,25 +1,26 @@
-"""Shared data types and the seeded row split every data set family uses."""
+"""Shared data types, record fingerprints and the per-record split every data set family uses."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from common.config import DatasetConfig
 from common.data.partition import partition_dirichlet, partition_iid
 from common.data.preprocess import encode_tabular
 from common.data.schema import TabularSchema
+from common.data.split import array_record_hashes, hash_split, record_hashes
 
 __all__ = [
     "DatasetInfo",
     "SiteData",
-    "split_indices",
-    "split_rows",
+    "split_arrays",
+    "split_frame",
     "partition_rows",
     "tabular_site",
     "rows_fingerprint",
@@ -54,15 +55,16 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class SiteData:
-    """A site's preprocessed training rows and its seeded, stratified held-out split."""
+    """A site's encoded training rows and its held-out rows (split record by record)."""
 
     site: str
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    # Identity of the site's records (all rows, before the split): what its budget is kept for.
-    raw_fingerprint: str = ""
+    # Content hashes of the site's raw records (all rows, before the split), where the loader
+    # had raw rows: what its budget is kept for. Else derived from the arrays.
+    raw_hashes: np.ndarray | None = None
 
     @property
     def n_train(self) -> int:
@@ -72,12 +74,20 @@ class SiteData:
     def n_rows(self) -> int:
         return len(self.y_train) + len(self.y_test)
 
+    @cached_property
+    def record_hashes(self) -> np.ndarray:
+        """One 64-bit content hash per record (raw rows where known, else encoded arrays)."""
+        if self.raw_hashes is not None:
+            return self.raw_hashes
+        x = np.concatenate([self.x_train, self.x_test])
+        y = np.concatenate([self.y_train, self.y_test])
+        flat = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(len(y), -1))
+        return record_hashes(pd.DataFrame(flat), y)
+
     @property
     def fingerprint(self) -> str:
-        """The raw rows' fingerprint where the loader had them, else the encoded arrays'."""
-        return self.raw_fingerprint or arrays_fingerprint(
-            np.concatenate([self.x_train, self.x_test]), np.concatenate([self.y_train, self.y_test])
-        )
+        """SHA-256 over the multiset of records: the identity the site's budget is kept for."""
+        return _combine(self.record_hashes)
 
 
 def _combine(row_hashes: np.ndarray) -> str:
@@ -90,48 +100,31 @@ def _combine(row_hashes: np.ndarray) -> str:
 
 def rows_fingerprint(rows: pd.DataFrame, y: np.ndarray) -> str:
     """SHA-256 over the multiset of (row, label): the same records in any order, any name."""
-    frame = rows.reset_index(drop=True).copy()
-    frame["__label__"] = np.asarray(y)
-    return _combine(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    return _combine(record_hashes(rows, y))
 
 
 def arrays_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     """The same, over numeric arrays (one row per example)."""
     flat = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(len(y), -1))
-    frame = pd.DataFrame(flat)
-    frame["__label__"] = np.asarray(y)
-    return _combine(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    return _combine(record_hashes(pd.DataFrame(flat), y))
 
 
-def _strata(y: np.ndarray) -> np.ndarray | None:
-    """Labels to stratify on; classes with a single row are pooled so a split stays possible."""
-    classes, counts = np.unique(y, return_counts=True)
-    strata = y.copy()
-    rare = classes[counts < 2]
-    if len(rare):
-        strata[np.isin(y, rare)] = -1
-        if int((strata == -1).sum()) == 1:  # one lonely row: ride with the largest class
-            strata[strata == -1] = classes[counts.argmax()]
-    return strata if len(np.unique(strata)) > 1 else None
-
-
-def split_indices(
-    y: np.ndarray, *, test_fraction: float, seed: int
+def split_frame(
+    rows: pd.DataFrame, y: np.ndarray, cfg: DatasetConfig, salt: int, site: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, stratified train/held-out row indices (plain split when strata are too small)."""
-    idx = np.arange(len(y))
-    try:
-        train, test = train_test_split(
-            idx, test_size=test_fraction, random_state=seed, stratify=_strata(y)
-        )
-    except ValueError:  # too few held-out rows for every stratum: fall back to a plain split
-        train, test = train_test_split(idx, test_size=test_fraction, random_state=seed)
-    return np.sort(train), np.sort(test)
+    """The configured per-record split of one site's rows (keyed by seed + site index)."""
+    return hash_split(
+        record_hashes(rows, y), test_fraction=cfg.test_fraction, seed=cfg.seed + salt, site=site
+    )
 
 
-def split_rows(y: np.ndarray, cfg: DatasetConfig, salt: int) -> tuple[np.ndarray, np.ndarray]:
-    """The configured split for one site, salted by the site index so sites differ."""
-    return split_indices(y, test_fraction=cfg.test_fraction, seed=cfg.seed + salt)
+def split_arrays(
+    x: np.ndarray, y: np.ndarray, cfg: DatasetConfig, salt: int, site: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same for numeric arrays (images, pre-encoded features)."""
+    return hash_split(
+        array_record_hashes(x, y), test_fraction=cfg.test_fraction, seed=cfg.seed + salt, site=site
+    )
 
 
 def partition_rows(y: np.ndarray, cfg: DatasetConfig) -> list[np.ndarray]:
@@ -149,7 +142,7 @@ def tabular_site(
     index: int,
     site: str,
 ) -> SiteData:
-    """Split one site's rows, then encode with statistics of its own training rows only."""
-    train, test = split_rows(y, cfg, index)
+    """Split one site's rows record by record, then encode each record by the dictionary."""
+    train, test = split_frame(rows, y, cfg, index, site)
     x_train, x_test = encode_tabular(rows.reset_index(drop=True), schema, train, test)
-    return SiteData(site, x_train, y[train], x_test, y[test], rows_fingerprint(rows, y))
+    return SiteData(site, x_train, y[train], x_test, y[test], record_hashes(rows, y))

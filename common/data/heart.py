@@ -10,7 +10,7 @@ import pandas as pd
 from common.config import DatasetConfig
 from common.data.base import DatasetInfo, SiteData, partition_rows, tabular_site
 from common.data.registry import register_dataset
-from common.data.schema import TabularSchema
+from common.data.schema import NumericScale, TabularSchema
 from common.errors import DataError
 
 __all__ = ["HEART_SITES", "HEART_SCHEMA", "heart_disease_frame"]
@@ -34,6 +34,17 @@ HEART_SCHEMA = TabularSchema(
         ("thal", ("normal", "fixed defect", "reversable defect")),
     ),
     target="num",
+    # Physiological ranges from clinical practice, not from the rows. In this data set a
+    # resting blood pressure or cholesterol of 0 means "not measured", so values outside
+    # the range are missing rather than clipped.
+    scales=(
+        ("age", NumericScale(18, 100)),
+        ("trestbps", NumericScale(60, 240, outside="missing")),
+        ("chol", NumericScale(80, 700, outside="missing")),
+        ("thalch", NumericScale(50, 230)),
+        ("oldpeak", NumericScale(-3, 7)),
+        ("ca", NumericScale(0, 3)),
+    ),
 )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import DatasetConfig
-from common.data.base import DatasetInfo, SiteData, partition_rows, split_rows
+from common.data.base import DatasetInfo, SiteData, partition_rows, split_arrays
 from common.data.idx import read_idx
 from common.data.registry import register_dataset
 from common.errors import DataError
@@ -80,7 +80,7 @@ def _image_site(
     """
     part = partition_rows(y_all, cfg)[index]
     x, y = x_all[part], y_all[part]
-    train, test = split_rows(y, cfg, index)
+    train, test = split_arrays(x, y, cfg, index, site)
     x_train = (x[train].astype(np.float32) / scale).astype(np.float32)
     x_test = (x[test].astype(np.float32) / scale).astype(np.float32)
     return SiteData(site, x_train, y[train], x_test, y[test])

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from common.config import DatasetConfig
-from common.data.base import DatasetInfo, SiteData, rows_fingerprint, split_indices
+from common.data.base import DatasetInfo, SiteData
 from common.data.preprocess import encode_tabular
 from common.data.registry import register_dataset
 from common.data.site_schema import SiteFileSchema, load_site_schema
+from common.data.split import hash_split, record_hashes
 from common.errors import DataError
 from common.names import is_valid_name
 
@@ -309,14 +310,25 @@ def site_data_from_file(
     loaded = load_site_file(data_path, schema_path)
     y = loaded.y
     _check_classes(loaded)
-    train, test = split_indices(y, test_fraction=test_fraction, seed=seed + salt)
     frame = loaded.frame.reset_index(drop=True)
-    x_train, x_test = encode_tabular(frame, loaded.schema.tabular, train, test)
     name = site or loaded.site_id or _site_name(Path(data_path))
+    train, test = hash_split(
+        record_hashes(frame, y), test_fraction=test_fraction, seed=seed + salt, site=str(data_path)
+    )
+    tabular = loaded.schema.tabular
+    unscaled = [c for c in tabular.numeric if tabular.scale_of(c) is None]
+    if unscaled:
+        logger.warning(
+            "%s: numeric columns %s declare no range; encoded as asinh(x). Declare "
+            "`range: [lo, hi]` for each so every site scales them alike",
+            loaded.schema.path,
+            unscaled,
+        )
+    x_train, x_test = encode_tabular(frame, tabular, train, test)
     if not is_valid_name(name):
         raise DataError(f"{data_path}: site id {name!r} is not a valid site name")
     # The budget's identity is the raw rows, independent of the run's split and encoding.
-    return SiteData(name, x_train, y[train], x_test, y[test], rows_fingerprint(frame, y))
+    return SiteData(name, x_train, y[train], x_test, y[test], record_hashes(frame, y))
 
 
 def _check_classes(loaded: LoadedSiteFile) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import yaml
 
-from common.data.schema import TabularSchema
+from common.data.schema import OUTSIDE_RULES, SCALE_KINDS, NumericScale, TabularSchema
 from common.errors import DataError
 
 __all__ = ["ColumnSpec", "SiteFileSchema", "load_site_schema", "COLUMN_TYPES", "MISSING_POLICIES"]
@@ -19,7 +19,7 @@ ColumnType = Literal["numeric", "categorical", "binary"]
 MissingPolicy = Literal["drop_row", "impute", "error"]
 _DEFAULT_NA = ("", "NA", "N/A", "NaN", "nan", "null")
 _TOP_KEYS = ("version", "columns", "target", "missing", "site_id", "na_values")
-_COLUMN_KEYS = ("type", "levels", "missing")
+_COLUMN_KEYS = ("type", "levels", "missing", "range", "scale", "outside")
 _TARGET_KEYS = ("column", "positive", "negative", "missing")
 
 
@@ -41,6 +41,8 @@ class ColumnSpec:
     type: ColumnType
     missing: MissingPolicy
     levels: tuple[str, ...] = ()
+    # Numeric columns: the declared range every site scales by (never fitted on rows).
+    scale: NumericScale | None = None
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,14 @@ class SiteFileSchema:
     @property
     def tabular(self) -> TabularSchema:
         """The encoder's view: binary columns are numeric 0/1, categoricals keep their levels."""
+        binary = NumericScale(0.0, 1.0)
+        scales = [(c.name, binary) for c in self.columns if c.type == "binary"]
+        scales += [(c.name, c.scale) for c in self.columns if c.scale is not None]
         return TabularSchema(
             numeric=tuple(c.name for c in self.columns if c.type != "categorical"),
             categorical=tuple((c.name, c.levels) for c in self.columns if c.type == "categorical"),
             target=self.target,
+            scales=tuple(scales),
         )
 
     @property
@@ -125,9 +131,40 @@ def _column(name: Any, spec: Any, path: Path, default: MissingPolicy) -> ColumnS
         raise _fail(
             path, f"{key}.levels", f"levels are declared only for categorical columns, not {kind}"
         )
-    return ColumnSpec(
-        name, kind, _policy(spec.get("missing"), path, f"{key}.missing", default), levels
-    )
+    missing = _policy(spec.get("missing"), path, f"{key}.missing", default)
+    return ColumnSpec(name, kind, missing, levels, _scale(spec, kind, path, key))
+
+
+def _scale(spec: dict[str, Any], kind: str, path: Path, key: str) -> NumericScale | None:
+    """`range: [lo, hi]`, optional `scale: linear|log` and `outside: clip|missing`."""
+    given = [k for k in ("range", "scale", "outside") if k in spec]
+    if kind != "numeric":
+        if given:
+            raise _fail(path, f"{key}.{given[0]}", f"declared only for numeric columns, not {kind}")
+        return None
+    if "range" not in spec:
+        if given:
+            raise _fail(path, f"{key}.range", f"needed with {given[0]}: the declared [lo, hi]")
+        return None
+    bounds = spec["range"]
+    if (
+        not isinstance(bounds, list)
+        or len(bounds) != 2
+        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+    ):
+        raise _fail(path, f"{key}.range", f"expected [lo, hi] (two numbers), got {bounds!r}")
+    kind_ = spec.get("scale", "linear")
+    if kind_ not in SCALE_KINDS:
+        raise _fail(path, f"{key}.scale", f"got {kind_!r}; allowed: {' | '.join(SCALE_KINDS)}")
+    outside = spec.get("outside", "clip")
+    if outside not in OUTSIDE_RULES:
+        raise _fail(
+            path, f"{key}.outside", f"got {outside!r}; allowed: {' | '.join(OUTSIDE_RULES)}"
+        )
+    try:
+        return NumericScale(float(bounds[0]), float(bounds[1]), kind_, outside)
+    except ValueError:
+        raise _fail(path, f"{key}.range", f"need finite lo < hi, got {bounds!r}") from None
 
 
 def load_site_schema(schema_path: str | Path) -> SiteFileSchema:

@@ -30,7 +30,7 @@ def site_names(cfg: DatasetConfig) -> tuple[str, ...]:
 
 @cache
 def load_site(cfg: DatasetConfig, index: int) -> SiteData:
-    """Load site `index`; preprocessing is fitted on that site's training rows alone."""
+    """Load site `index`: its own rows, split and encoded record by record."""
     names = site_names(cfg)
     if not 0 <= index < len(names):
         raise DataError(
