@@ -42,12 +42,7 @@ def budget_report(store_path: Path, *, keys_dir: Path | None = None) -> dict[str
     against the site's signed head, so edited or deleted rows are an error, not a smaller spend;
     without it the report says it is unverified.
     """
-    anchor = None
-    if keys_dir is not None:
-        from common.crypto.pki import load_signing_private_key
-
-        key = load_signing_private_key(Path(keys_dir) / "signing.key")
-        anchor = StoreAnchor.in_keys_dir(Path(keys_dir), key)
+    anchor = StoreAnchor.from_keys_dir(keys_dir) if keys_dir is not None else None
     with BudgetStore.open(Path(store_path), create=False, anchor=anchor) as store:
         datasets = []
         for ds in store.datasets():
@@ -232,10 +227,14 @@ def run_acknowledge(
                 raise BudgetStoreError("--data needs --config site.yaml (to read the data)")
             from common.config import ExperimentConfig
 
-            fingerprint = site.load_data(ExperimentConfig()).fingerprint
+            data = site.load_data(ExperimentConfig())
             with BudgetStore.open(store_path, create=False, anchor=anchor) as store:
                 detail = acknowledge_data(
-                    store, dataset_id=site.dataset_id, fingerprint=fingerprint, reason=args.reason
+                    store,
+                    dataset_id=site.dataset_id,
+                    fingerprint=data.fingerprint,
+                    reason=args.reason,
+                    records=data.record_hashes,
                 )
         else:
             detail = acknowledge_store(store_path, anchor, reason=args.reason)

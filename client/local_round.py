@@ -217,6 +217,7 @@ def _nonprivate_round(
             round=ctx.server_round,
             policy=site.policy,
             fingerprint=site.fingerprint,
+            records=site.records,
             purpose=ctx.purpose,
         )
     weights = _class_weights(cfg, site, ctx, private=False)
@@ -300,6 +301,7 @@ def _train_round(
             policy=policy,
             purpose=ctx.purpose,
             fingerprint=site.fingerprint,
+            records=site.records,
             binding=binding,
         )
         if reservation.replayed and reservation.status == "completed":

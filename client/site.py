@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from client.budget import StoreAnchor
 from client.policy import SitePolicy
 from common.config import ExperimentConfig
@@ -50,6 +52,11 @@ class SiteRuntime:
     def fingerprint(self) -> str:
         """The identity of this site's rows: its budget is kept for these records."""
         return self.data.fingerprint
+
+    @property
+    def records(self) -> np.ndarray:
+        """Content hashes of this site's records: no other data set may account them anew."""
+        return self.data.record_hashes
 
 
 def ensure_site_keys(directory: Path, site: str) -> tuple[bytes, bytes]:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from client.approval import add_approval, check_hash, fab_sha256
 from client.site_config import load_site_config
-from common.errors import ConfigError
+from common.errors import ConfigError, FedsafeError
 
 __all__ = ["add_approve_parser", "add_status_parser", "run_approve", "run_status", "site_status"]
 
@@ -36,12 +36,14 @@ def run_approve(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 def site_status(site_yaml: Path) -> dict[str, Any]:
     """The site's identity, where it connects, the code it serves and its budget per dataset."""
-    from client.budget import BudgetStore
+    from client.budget import BudgetStore, StoreAnchor
 
     cfg = load_site_config(site_yaml)
     budget: list[dict[str, Any]] = []
     if cfg.budget_store.exists():
-        with BudgetStore.open(cfg.budget_store, create=False) as store:
+        # Checked against the site's signed head: an edited store is an error, not a smaller spend.
+        anchor = StoreAnchor.from_keys_dir(cfg.keys_dir)
+        with BudgetStore.open(cfg.budget_store, create=False, anchor=anchor) as store:
             for d in store.datasets():
                 budget.append(
                     {
@@ -65,7 +67,11 @@ def site_status(site_yaml: Path) -> dict[str, Any]:
 
 def run_status(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    report = site_status(args.config)
+    try:
+        report = site_status(args.config)
+    except FedsafeError as error:  # a store its signed head does not vouch for, a bad site.yaml
+        print(f"fedsafe site status: error: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report, indent=2), file=out)
         return 0

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.budget import BudgetStore, BudgetStoreError
+from client.budget import BudgetStore, BudgetStoreError, StoreAnchor
 from common.errors import FedsafeError
 from common.privacy.accountants import epsilon_for
 from common.report import (
@@ -105,26 +105,40 @@ def build_site_report(
     *,
     cap: float | None = None,
     site: str | None = None,
+    keys_dir: Path | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> dict[str, Any]:
     """Every dataset in the store across all its runs; never creates a store.
 
     ``cap`` is the site's max_epsilon when known; otherwise the cap of the latest refusal.
-    Infinite epsilons are written "inf" (strict JSON).
+    With ``keys_dir`` (the site's keys folder) the store is checked against the site's signed
+    head first, so an edited or truncated store is an error, not a smaller spend; without it
+    the report says NOT VERIFIED. Infinite epsilons are written "inf" (strict JSON).
     """
     if cap is not None and not (math.isfinite(cap) and cap > 0):
         raise ValueError(f"cap must be a finite float > 0, got {cap!r}")
     now = (clock or (lambda: datetime.now(UTC)))()
-    with BudgetStore.open(Path(store_path), create=False) as store:
+    anchor = StoreAnchor.from_keys_dir(keys_dir) if keys_dir is not None else None
+    with BudgetStore.open(Path(store_path), create=False, anchor=anchor) as store:
         datasets = [_dataset(store, ds.dataset_id, cap) for ds in store.datasets()]
     report: dict[str, Any] = {
         "format": SITE_REPORT_FORMAT,
         "generated_at": now.astimezone(UTC).isoformat(timespec="seconds"),
         "store": str(store_path),
         "site": site,
+        "verified": anchor is not None,
         "datasets": datasets,
     }
     report["findings"] = site_findings(report)
+    if anchor is None:
+        report["findings"].insert(
+            0,
+            {
+                "level": "warn",
+                "text": "NOT VERIFIED against the site's signed head (give --keys KEYS_DIR): "
+                "edited or deleted rows would show here as a smaller spend.",
+            },
+        )
     return clean_numbers(report)
 
 
@@ -134,9 +148,10 @@ def write_site_report(
     *,
     cap: float | None = None,
     site: str | None = None,
+    keys_dir: Path | None = None,
 ) -> WrittenReport:
     """Write the HTML (default next to the store, site-report.html) and its JSON twin."""
-    report = build_site_report(store_path, cap=cap, site=site)
+    report = build_site_report(store_path, cap=cap, site=site, keys_dir=keys_dir)
     out = Path(out) if out is not None else Path(store_path).parent / "site-report.html"
     return write_html_and_json(report, render_site_html(report), out)
 
@@ -147,7 +162,9 @@ def run_site_report(
     """CLI body: 0 when written, 2 (with the reason) when the store cannot be read."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        written = write_site_report(args.store, args.out, cap=args.cap, site=args.site)
+        written = write_site_report(
+            args.store, args.out, cap=args.cap, site=args.site, keys_dir=args.keys
+        )
     except (BudgetStoreError, ValueError) as error:
         print(f"fedsafe site report: error: {error}", file=err)
         return 2
@@ -174,5 +191,11 @@ def add_site_report_parser(site_subparsers: Any) -> argparse.ArgumentParser:
         "--cap", type=float, default=None, help="the site's max_epsilon, to show the cap"
     )
     parser.add_argument("--site", default=None, help="site name for the title")
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="the folder holding the site's signing.key: check the store against its signed head",
+    )
     parser.set_defaults(func=run_site_report)
     return parser

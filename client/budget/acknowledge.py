@@ -5,11 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import func, insert, select, update
 
 from client.budget.anchor import StoreAnchor, detail_json, state_digest
+from client.budget.overlap import put_records
 from client.budget.records import BudgetStoreError, StoreIntegrityError
-from client.budget.schema import acks_table, charges_table, datasets_table, open_engine, store_id
+from client.budget.schema import (
+    acks_table,
+    charges_table,
+    datasets_table,
+    migrate,
+    open_engine,
+    store_id,
+)
 from client.budget.store import BudgetStore
 
 __all__ = ["acknowledge_store", "acknowledge_data"]
@@ -72,14 +81,26 @@ def acknowledge_store(path: Path, anchor: StoreAnchor, *, reason: str) -> dict[s
 
 
 def acknowledge_data(
-    store: BudgetStore, *, dataset_id: str, fingerprint: str, reason: str
+    store: BudgetStore,
+    *,
+    dataset_id: str,
+    fingerprint: str,
+    reason: str,
+    records: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """Accept new rows under `dataset_id`: the data set keeps its whole history (never reset)."""
+    """Accept new rows under `dataset_id`: the data set keeps its whole history (never reset).
+
+    With `records` (the new rows' content hashes) the data set's record set is replaced, so
+    later data sets are checked against the rows it holds now.
+    """
     reason = _reason(reason)
     with store._write() as conn:
         pin = store._pin(conn, dataset_id)
         if pin is None:
             raise BudgetStoreError(f"no data set '{dataset_id}' in this store to acknowledge")
+        if records is not None:
+            migrate(conn)  # a version 2 store gains its records table (a no-op on version 3)
+            put_records(conn, dataset_id, records)
         detail = {"previous_fingerprint": pin.fingerprint, "fingerprint": fingerprint}
         conn.execute(
             update(datasets_table)

@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import insert, select
 
 from client.budget.judge import judge_charge
@@ -39,10 +40,16 @@ def record_nonprivate(
     policy: SitePolicy,
     fingerprint: str | None,
     purpose: str | None,
+    records: np.ndarray | None = None,
     at_time: datetime | None = None,
 ) -> None:
-    """A round trained without DP: on record, and the data set's epsilon is infinite from now on."""
+    """A round trained without DP: on record, and the data set's epsilon is infinite from now on.
+
+    Records another data set already holds are refused here too: a non-private round on them
+    would leave that data set's finite epsilon standing for records that are now exposed.
+    """
     time = store._now(at_time)
+    refusal: RoundRefusedError | None = None
     with store._write() as conn:
         existing = conn.execute(
             select(charges_table.c.id).where(
@@ -52,21 +59,27 @@ def record_nonprivate(
                 charges_table.c.kind == "nonprivate",
             )
         ).first()
-        if existing is None:
+        ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
+        if existing is None and records is not None:
+            refusal = store.overlap_refusal(conn, records, policy, **ids)
+        if existing is None and refusal is None:
             store._insert(
                 conn,
-                dataset_id=dataset_id,
-                run_id=run_id,
-                round=round,
                 charge=NONPRIVATE_CHARGE,
                 policy=policy,
                 purpose=purpose,
                 fingerprint=fingerprint,
+                records=records,
                 binding=None,
                 kind="nonprivate",
                 time=time,
                 status="completed",
+                **ids,
             )
+        elif refusal is not None:
+            store._refuse(conn, refusal, time)
+    if refusal is not None:
+        raise refusal
 
 
 def record_evaluation(
@@ -140,7 +153,7 @@ def record_evaluation(
         elif charge is not None:
             history = [_row_charge(r) for r in store._rows(conn, dataset_id)]
             refusal = store._pin_refusal(
-                conn, policy=policy, fingerprint=None, **ids
+                conn, policy=policy, fingerprint=None, records=None, **ids
             ) or judge_charge(
                 history,
                 charge=charge,

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -35,11 +36,14 @@ __all__ = [
     "refusals_table",
     "acks_table",
     "releases_table",
+    "records_table",
     "open_engine",
     "store_id",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Versions this fedsafe opens: older ones are migrated by the site (under its signed head).
+MIGRATABLE = ("2",)
 
 metadata = MetaData()
 meta_table = Table(
@@ -124,7 +128,18 @@ releases_table = Table(
     Column("time", String(40), nullable=False),
     UniqueConstraint("dataset_id", "run_id", "round", "kind", name="uq_budget_release_round"),
 )
+# The records each data set holds, as sorted 64-bit content hashes (never the rows): a data
+# set under a new name that shares any record with one already accounted is refused.
+records_table = Table(
+    "budget_dataset_records",
+    metadata,
+    Column("dataset_id", String(200), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("hashes", LargeBinary, nullable=False),
+)
 _TABLES = {t.name for t in metadata.sorted_tables}
+# Tables that version 2 stores lack (added by the migration to version 3).
+_ADDED_IN_3 = {records_table.name}
 
 
 def store_id(conn: Connection) -> str:
@@ -135,18 +150,40 @@ def store_id(conn: Connection) -> str:
     return str(row[0])
 
 
+def schema_version(conn: Connection) -> str | None:
+    row = conn.execute(
+        select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+    ).first()
+    return None if row is None else str(row[0])
+
+
+def migrate(conn: Connection) -> bool:
+    """Bring a version 2 store to version 3 inside the caller's write transaction.
+
+    Version 3 adds the records table (empty: data sets charged before it are matched by
+    fingerprint only, as before). Returns whether anything changed.
+    """
+    if schema_version(conn) == str(SCHEMA_VERSION):
+        return False
+    records_table.create(conn, checkfirst=True)
+    conn.execute(
+        meta_table.update()
+        .where(meta_table.c.key == "schema_version")
+        .values(value=str(SCHEMA_VERSION))
+    )
+    return True
+
+
 def _check_version(engine: Engine, path: Path) -> None:
     with engine.connect() as conn:
-        row = conn.execute(
-            select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-        ).first()
-    found = None if row is None else str(row[0])
-    if found != str(SCHEMA_VERSION):
+        found = schema_version(conn)
+    if found not in (str(SCHEMA_VERSION), *MIGRATABLE):
         raise BudgetStoreError(
             f"budget store {path} has schema version {found or '1 (no version table)'}; this "
-            f"fedsafe reads version {SCHEMA_VERSION} only (charges bound to their unit, data "
-            "fingerprint and a signed head). Keep the old file as a record and start a new "
-            "store with `fedsafe site acknowledge`"
+            f"fedsafe reads versions {', '.join(MIGRATABLE)} (migrated on the site's next "
+            f"write) and {SCHEMA_VERSION} (charges bound to their unit, data fingerprint and "
+            "a signed head). Keep the old file as a record and start a new store with "
+            "`fedsafe site acknowledge`"
         )
 
 
@@ -191,7 +228,7 @@ def open_engine(path: Path, *, create: bool) -> Engine:
                 "new store with `fedsafe site acknowledge`"
             )
         else:
-            missing = _TABLES - names
+            missing = _TABLES - names - _ADDED_IN_3
             if missing:
                 raise BudgetStoreError(
                     f"{path} is not a fedsafe budget store (missing tables {sorted(missing)})"

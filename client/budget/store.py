@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from client.budget.anchor import StoreAnchor
 from client.budget.judge import data_refusal, judge_charge, replay_differences, unit_refusal
+from client.budget.overlap import has_records, put_records, shared_records
 from client.budget.records import (
     Acknowledgement,
     BudgetStoreError,
@@ -26,12 +28,15 @@ from client.budget.records import (
     StoreIntegrityError,
 )
 from client.budget.schema import (
+    SCHEMA_VERSION,
     acks_table,
     charges_table,
     datasets_table,
+    migrate,
     open_engine,
     refusals_table,
     releases_table,
+    schema_version,
 )
 from client.budget.summaries import SummariesMixin
 from client.policy import SitePolicy
@@ -114,6 +119,12 @@ class BudgetStore(SummariesMixin):
             except sa_exc.SQLAlchemyError as err:
                 engine.dispose()
                 raise StoreIntegrityError(f"budget store {path} cannot be read: {err}") from err
+        if create:  # a writer (the site) migrates an older store under its signed head
+            with store._transaction(write=False) as conn:
+                current = schema_version(conn) == str(SCHEMA_VERSION)
+            if not current:
+                with store._write() as conn:
+                    migrate(conn)
         return store
 
     def close(self) -> None:
@@ -287,8 +298,10 @@ class BudgetStore(SummariesMixin):
         round: int,
         policy: SitePolicy,
         fingerprint: str | None,
+        records: np.ndarray | None,
     ) -> PolicyRefusedError | None:
-        """Refuse another unit, other rows under this name, or these rows under another name."""
+        """Refuse another unit, other rows under this name, or these (or some of these) rows
+        under another name."""
         ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
         pin = self._pin(conn, dataset_id)
         if pin is not None:
@@ -304,8 +317,7 @@ class BudgetStore(SummariesMixin):
                     policy,
                     **ids,
                 )
-            return None
-        if fingerprint:
+        elif fingerprint:
             other = conn.execute(
                 select(datasets_table).where(datasets_table.c.fingerprint == fingerprint)
             ).first()
@@ -317,7 +329,34 @@ class BudgetStore(SummariesMixin):
                     policy,
                     **ids,
                 )
-        return None
+        return None if records is None else self.overlap_refusal(conn, records, policy, **ids)
+
+    def overlap_refusal(
+        self,
+        conn: Connection,
+        records: np.ndarray,
+        policy: SitePolicy,
+        *,
+        dataset_id: str,
+        run_id: str,
+        round: int,
+    ) -> PolicyRefusedError | None:
+        """Refuse records that another data set of this store already holds (and spent on)."""
+        shared = shared_records(conn, records, exclude=dataset_id)
+        if not shared:
+            return None
+        named = ", ".join(f"'{d}' ({n} records)" for d, n in shared)
+        return data_refusal(
+            f"{sum(n for _, n in shared)} of these {len(np.unique(records))} records are "
+            f"already accounted in data set {named}; they have spent that budget, and a new "
+            "name (or a row added or dropped) does not start a new one. Fix: use dataset_id "
+            f"'{shared[0][0]}' and record the changed rows with `fedsafe site acknowledge "
+            "--data` (the history carries over)",
+            policy,
+            dataset_id=dataset_id,
+            run_id=run_id,
+            round=round,
+        )
 
     def reserve(
         self,
@@ -329,6 +368,7 @@ class BudgetStore(SummariesMixin):
         policy: SitePolicy,
         purpose: str | None,
         fingerprint: str | None = None,
+        records: np.ndarray | None = None,
         binding: dict[str, Any] | None = None,
         kind: Kind = "train",
         at_time: datetime | None = None,
@@ -338,7 +378,9 @@ class BudgetStore(SummariesMixin):
         Check and write happen in one BEGIN IMMEDIATE transaction, so two processes on the
         same store cannot both pass the cap. The full planned steps are charged up front: a
         crash mid-round leaves the store over-counting, never under-counting. The first charge
-        pins the data set's unit (delta, accountant) and fingerprint. A round already charged
+        pins the data set's unit (delta, accountant), fingerprint and `records` (the rows'
+        content hashes: a new data set sharing any of them with another is refused). A round
+        already charged
         (resumed or replayed) is not charged again: its reservation comes back with
         `replayed=True` if the replay asks for exactly the bound parameters (noise, rate,
         steps, delta, accountant and `binding`), and is refused naming what differs otherwise.
@@ -373,7 +415,9 @@ class BudgetStore(SummariesMixin):
                     **ids,
                 )
             if refusal is None:
-                refusal = self._pin_refusal(conn, policy=policy, fingerprint=fingerprint, **ids)
+                refusal = self._pin_refusal(
+                    conn, policy=policy, fingerprint=fingerprint, records=records, **ids
+                )
             if refusal is None:
                 history = [_row_charge(r) for r in self._rows(conn, dataset_id)]
                 refusal = judge_charge(
@@ -391,6 +435,7 @@ class BudgetStore(SummariesMixin):
                     policy=policy,
                     purpose=purpose,
                     fingerprint=fingerprint,
+                    records=records,
                     binding=binding,
                     kind=kind,
                     time=time,
@@ -414,9 +459,12 @@ class BudgetStore(SummariesMixin):
         binding: dict[str, Any] | None,
         kind: Kind,
         time: str,
+        records: np.ndarray | None = None,
         status: str = "reserved",
     ) -> Reservation:
         pin = self._pin(conn, dataset_id)
+        if records is not None and not has_records(conn, dataset_id):
+            put_records(conn, dataset_id, records)
         if pin is None:
             conn.execute(
                 insert(datasets_table).values(

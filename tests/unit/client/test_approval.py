@@ -260,3 +260,31 @@ def test_a_worker_told_to_stop_while_starting_exits_at_once(kit: Path, tmp_path:
         assert worker.wait(timeout=15) == 0
     finally:
         worker.kill()
+
+
+def test_site_status_checks_the_store_against_the_sites_signed_head(
+    kit: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    from client.budget import BudgetStore, StoreAnchor
+    from client.policy import SitePolicy
+    from common.privacy.accountants import Charge
+
+    cfg = load_site_config(kit)
+    with BudgetStore.open(cfg.budget_store, anchor=StoreAnchor.from_keys_dir(cfg.keys_dir)) as s:
+        for rnd in (1, 2):
+            s.reserve(
+                dataset_id="d",
+                run_id="r",
+                round=rnd,
+                charge=Charge(1.5, 0.05, 20),
+                policy=SitePolicy(max_epsilon=50.0),
+                purpose=None,
+            )
+    assert main(["site", "status", "--config", str(kit), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["budget"][0]["rounds"] == 2
+    with sqlite3.connect(cfg.budget_store) as db:
+        db.execute("DELETE FROM budget_charges WHERE id = 2")
+    assert main(["site", "status", "--config", str(kit), "--json"]) == 2
+    assert "changed outside fedsafe" in capsys.readouterr().err

@@ -318,10 +318,31 @@ def test_other_rows_under_the_same_name_are_refused(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     site = _site(cfg)
     train_round(cfg, site, _state(cfg), _ctx())
-    data = dataclasses.replace(site.data, raw_fingerprint="0" * 64)
+    hashes = site.data.record_hashes.copy()
+    hashes[0] ^= 1  # one record edited
+    data = dataclasses.replace(site.data, raw_hashes=hashes)
 
     with pytest.raises(FedsafeError, match="rows of 'heart_disease/cleveland' changed"):
         train_round(cfg, dataclasses.replace(site, data=data), _state(cfg), _ctx(2))
+
+
+def test_the_same_rows_plus_one_under_another_name_keep_their_budget(tmp_path: Path) -> None:
+    """Found in review: one duplicated row made a new fingerprint, so a new name started afresh."""
+    cfg = _cfg(tmp_path)
+    site = _site(cfg)
+    train_round(cfg, site, _state(cfg), _ctx())
+    x = np.concatenate([site.data.x_train, site.data.x_train[:1]])
+    y = np.concatenate([site.data.y_train, site.data.y_train[:1]])
+    hashes = np.concatenate([site.data.record_hashes, [np.uint64(12345)]])
+    grown = dataclasses.replace(site.data, x_train=x, y_train=y, raw_hashes=hashes)
+    assert grown.fingerprint != site.data.fingerprint
+    renamed = dataclasses.replace(site, dataset_id="cleveland-plus-one", data=grown)
+
+    with pytest.raises(FedsafeError, match=r"304 of these 305 records are already accounted"):
+        train_round(cfg, renamed, _state(cfg), _ctx(2))
+    with BudgetStore.open(_store(cfg), anchor=site.anchor) as store:
+        assert store.refusals("cleveland-plus-one")[0].reason == "data"
+        assert store.history("cleveland-plus-one") == []
 
 
 # --- what leaves besides the DP update ------------------------------------------------------

@@ -107,9 +107,10 @@ def test_default_output_sits_by_the_store(store_path: Path) -> None:
 
 def test_near_cap_is_flagged(store_path: Path) -> None:
     report = build_site_report(store_path)
+    findings = [f for f in report["findings"] if "NOT VERIFIED" not in f["text"]]
 
-    assert report["findings"][0]["level"] == "bad"  # the cap is reached: 3 of 3 rounds
-    assert "reached the cap" in report["findings"][0]["text"]
+    assert findings[0]["level"] == "bad"  # the cap is reached: 3 of 3 rounds
+    assert "reached the cap" in findings[0]["text"]
 
 
 def test_missing_store_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
@@ -123,3 +124,37 @@ def test_missing_store_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
 def test_bad_cap_is_rejected(store_path: Path) -> None:
     with pytest.raises(ValueError, match="cap"):
         build_site_report(store_path, cap=-1.0)
+
+
+def test_report_with_keys_refuses_an_edited_store_and_says_unverified_without(
+    tmp_path: Path,
+) -> None:
+    """Whoever can write the store file cannot make the report show a smaller spend."""
+    import sqlite3
+
+    from client.budget import StoreAnchor
+    from common.crypto.pki import init_site_keys
+
+    keys_dir = tmp_path / "keys"
+    init_site_keys(keys_dir, "cleveland")
+    path = tmp_path / "b.db"
+    with BudgetStore.open(path, anchor=StoreAnchor.from_keys_dir(keys_dir)) as store:
+        for rnd in (1, 2):
+            store.reserve(
+                dataset_id="d",
+                run_id="r",
+                round=rnd,
+                charge=ROUND,
+                policy=SitePolicy(max_epsilon=50.0),
+                purpose=None,
+            )
+    unverified = build_site_report(path)
+    assert unverified["verified"] is False
+    assert "NOT VERIFIED" in unverified["findings"][0]["text"]
+    verified = build_site_report(path, keys_dir=keys_dir)
+    assert verified["verified"] is True
+    assert not any("NOT VERIFIED" in f["text"] for f in verified["findings"])
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM budget_charges WHERE id = 2")
+    code, _, err = _cli("--store", str(path), "--keys", str(keys_dir))
+    assert code == 2 and "changed outside fedsafe" in err

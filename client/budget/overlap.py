@@ -1,0 +1,63 @@
+"""Which records each data set holds, so a renamed or re-cut data set cannot start afresh.
+
+A data set is identified by the fingerprint of its rows, but a fingerprint changes with a
+single added or dropped row: the same patients under a new name plus one extra row would be
+a "new" data set with a fresh budget. The store therefore keeps, per data set, the sorted
+64-bit content hashes of its records (never the rows, and only at the site), and a new data
+set that shares any record with one already accounted is refused: the shared records have
+already spent that data set's budget. The table is covered by the signed head like every
+other row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import Connection, delete, insert, inspect, select
+
+from client.budget.schema import records_table
+
+__all__ = ["pack", "unpack", "put_records", "has_records", "shared_records"]
+
+
+def pack(hashes: np.ndarray) -> bytes:
+    """Sorted, unique, little-endian uint64: one canonical byte string per record set."""
+    return np.unique(np.asarray(hashes, dtype=np.uint64)).astype("<u8").tobytes()
+
+
+def unpack(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<u8")
+
+
+def _has_table(conn: Connection) -> bool:
+    return bool(inspect(conn).has_table(records_table.name))
+
+
+def put_records(conn: Connection, dataset_id: str, hashes: np.ndarray) -> None:
+    """Record (or replace, after an acknowledged change) the data set's record hashes."""
+    blob = pack(hashes)
+    conn.execute(delete(records_table).where(records_table.c.dataset_id == dataset_id))
+    conn.execute(
+        insert(records_table).values(dataset_id=dataset_id, count=len(blob) // 8, hashes=blob)
+    )
+
+
+def has_records(conn: Connection, dataset_id: str) -> bool:
+    if not _has_table(conn):
+        return False
+    query = select(records_table.c.count).where(records_table.c.dataset_id == dataset_id)
+    return conn.execute(query).first() is not None
+
+
+def shared_records(conn: Connection, hashes: np.ndarray, *, exclude: str) -> list[tuple[str, int]]:
+    """(data set, records in common) for every other data set sharing a record with these."""
+    if not _has_table(conn):
+        return []
+    mine = np.unique(np.asarray(hashes, dtype=np.uint64))
+    found = []
+    for row in conn.execute(select(records_table).order_by(records_table.c.dataset_id)):
+        if row.dataset_id == exclude:
+            continue
+        common = int(np.intersect1d(mine, unpack(row.hashes), assume_unique=True).size)
+        if common:
+            found.append((str(row.dataset_id), common))
+    return found
