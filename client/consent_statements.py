@@ -1,4 +1,4 @@
-"""A simulated site's own consent: it signs its grant at the roll call and its withdrawal in time."""
+"""A simulated site's own consent: it signs its grant at roll call and its withdrawal in time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ClientApp in-process: what a site sends back is model-shaped arrays and scalar metrics only."""
+"""The ClientApp in-process: a site sends back model-shaped arrays and scalar metrics only."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_train_reply_carries_only_model_shaped_arrays_and_scalars(cfg: Experimen
     sent = content[keys.ARRAYS]
     expected = msg.content[keys.ARRAYS]
     assert list(sent.keys()) == list(expected.keys())
-    for name in expected.keys():
+    for name in expected:
         assert sent[name].shape == expected[name].shape
     n_rows = site.n_train
     assert all(n_rows not in a.shape for a in sent.values())  # nothing is row-shaped
@@ -149,7 +149,7 @@ def test_a_replayed_round_gets_the_same_update_without_a_new_charge(cfg: Experim
     assert bytes(first[keys.ATTESTATION]["signature"]) == bytes(
         again[keys.ATTESTATION]["signature"]
     )
-    for name in first[keys.ARRAYS].keys():
+    for name in first[keys.ARRAYS]:
         assert np.array_equal(first[keys.ARRAYS][name].numpy(), again[keys.ARRAYS][name].numpy())
     store = BudgetStore.open(Path(cfg.runs_dir) / "sites" / "cleveland" / "budget.sqlite")
     assert len(store.history("heart_disease/cleveland")) == 1

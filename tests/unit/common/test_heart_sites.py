@@ -1,4 +1,4 @@
-"""The four real hospitals: sizes, label balance, seeded stratified splits, site-local preprocessing."""
+"""The four real hospitals: sizes, label balance, seeded stratified splits, local preprocessing."""
 
 from __future__ import annotations
 
