@@ -35,8 +35,11 @@ test: env
 test-heavy: env
 	$(VENV)/bin/python -m pytest -q -m heavy $(ARGS)
 
+LINT_DIRS := common server client simulations tests
+
 lint: env
-	$(VENV)/bin/ruff check common server client simulations tests
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 	$(VENV)/bin/mypy common server client simulations
 
 sweep: env

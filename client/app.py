@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -47,7 +48,7 @@ _BAD_REQUEST = (KeyError, ValueError, TypeError, RuntimeError)
 
 def _round_context(msg: Message, *, train: bool) -> RoundContext:
     """The round a message asks for, checked: a valid run id and a round >= 1."""
-    instructions = msg.content[keys.CONFIG]
+    instructions = msg.content.config_records[keys.CONFIG]
     run_id = check_name("run-id", instructions[keys.RUN_ID], source="the coordinator's message")
     server_round = instructions[keys.SERVER_ROUND]
     if isinstance(server_round, bool) or not isinstance(server_round, int) or server_round < 1:
@@ -55,10 +56,19 @@ def _round_context(msg: Message, *, train: bool) -> RoundContext:
     purpose = instructions[keys.PURPOSE] if train or keys.PURPOSE in instructions else ""
     if not isinstance(purpose, str):
         raise TypeError(f"purpose must be a string, got {type(purpose).__name__}")
-    mu = float(instructions.get(keys.PROXIMAL_MU, 0.0)) if train else 0.0
+    mu = instructions.get(keys.PROXIMAL_MU, 0.0) if train else 0.0
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)):
+        raise TypeError(f"proximal-mu must be a number, got {type(mu).__name__}")
     if not (math.isfinite(mu) and mu >= 0):
         raise ValueError(f"proximal-mu must be a finite float >= 0, got {mu!r}")
-    return RoundContext(run_id=run_id, server_round=server_round, purpose=purpose, proximal_mu=mu)
+    return RoundContext(
+        run_id=run_id, server_round=server_round, purpose=purpose, proximal_mu=float(mu)
+    )
+
+
+def _metric_record(metrics: Mapping[str, float]) -> MetricRecord:
+    """Scalar metrics as a MetricRecord (copied: its dict parameter is invariant in the value)."""
+    return MetricRecord(dict(metrics))
 
 
 def _refuse(msg: Message, site: str, err: Exception) -> Message:
@@ -76,7 +86,7 @@ def _update_record(
 ) -> dict[str, object]:
     """The reply's records; with sealed updates the arrays travel only as ciphertext."""
     records: dict[str, object] = {
-        keys.METRICS: MetricRecord(outcome.metrics),
+        keys.METRICS: _metric_record(outcome.metrics),
         keys.ATTESTATION: ConfigRecord(outcome.attestation),
     }
     if not cfg.security.sealed_updates:
@@ -137,7 +147,7 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         except _BAD_REQUEST as err:
             return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
         try:
-            state = msg.content[keys.ARRAYS].to_torch_state_dict()
+            state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
             update = _update_record(run_cfg, site, ctx, train_round(run_cfg, site, state, ctx))
         except FedsafeError as err:
             return _refuse(msg, site.name, err)
@@ -154,13 +164,13 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         except _BAD_REQUEST as err:
             return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
         try:
-            state = msg.content[keys.ARRAYS].to_torch_state_dict()
+            state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
             metrics = evaluate_round(run_cfg, site, state, ctx)
         except FedsafeError as err:
             return _refuse(msg, site.name, err)
         except _BAD_REQUEST as err:
             return _refuse(msg, site.name, MalformedRequestError(f"malformed request: {err}"))
-        records: dict[str, object] = {keys.METRICS: MetricRecord(metrics)}
+        records: dict[str, object] = {keys.METRICS: _metric_record(metrics)}
         if SITE_CONFIG not in context.node_config:  # a simulated site withdrawing before next round
             withdrawal = withdrawals_record(
                 run_cfg, site.name, site.signing_key, next_round=ctx.server_round + 1

@@ -1,9 +1,11 @@
-"""A simulated site's own consent: it signs its grant at the roll call and its withdrawal in time."""
+"""A simulated site's own consent: it signs its grant at roll call and its withdrawal in time."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+
+from flwr.app import ConfigRecordValues
 
 from common.config import ConsentEntry, ExperimentConfig
 from common.consent import (
@@ -33,7 +35,7 @@ def _record_id(cfg: ExperimentConfig, site: str, index: int) -> str:
 
 def grants_record(
     cfg: ExperimentConfig, site: str, private_pem: bytes, public_pem: bytes
-) -> dict[str, str]:
+) -> dict[str, ConfigRecordValues]:
     """Signed grants as one JSON text for a ConfigRecord; the server verifies before storing."""
     now = datetime.now(UTC)
     grants = []
@@ -61,7 +63,7 @@ def grants_record(
 
 def withdrawals_record(
     cfg: ExperimentConfig, site: str, private_pem: bytes, *, next_round: int
-) -> dict[str, str] | None:
+) -> dict[str, ConfigRecordValues] | None:
     """Withdrawals the site signs now because its consent ends at `next_round` (None if none)."""
     items = _withdrawals(cfg, site, private_pem, next_round=next_round)
     return {"json": json.dumps({"grants": [], "withdrawals": items})} if items else None

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from client.budget import BudgetStore, StoreAnchor
-from common.crypto.pki import load_signing_private_key
 from client.site_config import SiteConfig, load_site_config
 from common.config import ExperimentConfig
+from common.crypto.pki import load_signing_private_key
 from common.errors import ConfigError
 from common.flower_env import OFFLINE_FLOWER_ENV
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,8 @@ def ensure_site_keys(directory: Path, site: str) -> tuple[bytes, bytes]:
     """The site's Ed25519 signing key pair, created once (0600) and reused."""
     key = directory / "signing.key"
     if not key.exists():
-        try:
+        with contextlib.suppress(KeyExistsError):  # another process of the site just made it
             init_site_keys(directory, site)
-        except KeyExistsError:
-            pass  # another process of the same site created it a moment ago
     return load_signing_private_key(key), load_signing_public_key(directory / "signing.pub")
 
 

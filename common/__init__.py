@@ -1,1 +1,1 @@
-"""fedsafe primitives shared by the server, the sites and the simulations; imports no project package."""
+"""fedsafe primitives shared by the server, sites and simulations; imports no project package."""

@@ -101,9 +101,11 @@ def open_statement(statement: str, record: Mapping[str, Any], public_pem: bytes)
     """Verify and parse a signed statement of the expected kind; raises IntegrityError otherwise."""
     try:
         text = str(record["payload"])
-        signature = bytes(record["signature"])
+        signature = record["signature"]
     except (KeyError, TypeError, ValueError):
         raise IntegrityError("statement is missing its payload or signature") from None
+    if not isinstance(signature, bytes):  # bytes(n) of an int n would allocate n bytes
+        raise IntegrityError("statement signature is not bytes")
     crypto.verify(public_pem, text.encode(), signature)
     payload = json.loads(text)
     if canonical_bytes(payload) != text.encode() or payload.get("statement") != statement:

@@ -513,7 +513,7 @@ def _coerce(key: str, value: Any, tp: Any, source: str | None) -> Any:
         }
     if origin is tuple:
         (item_tp, *_) = typing.get_args(tp)
-        if dataclasses.is_dataclass(item_tp):
+        if isinstance(item_tp, type) and dataclasses.is_dataclass(item_tp):
             if not isinstance(value, (list, tuple)):
                 raise fail
             return tuple(
@@ -552,7 +552,7 @@ def _coerce(key: str, value: Any, tp: Any, source: str | None) -> Any:
 
 
 def from_dict(
-    cls: type[Any], data: dict[str, Any], *, source: str | None = None, prefix: str = ""
+    cls: type[Any], data: dict[Any, Any], *, source: str | None = None, prefix: str = ""
 ) -> Any:
     """Build a frozen config dataclass from nested plain data, strictly.
 
@@ -574,7 +574,7 @@ def from_dict(
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, source=source, prefix=f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(f"{prefix}{name}", value, tp, source)

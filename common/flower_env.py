@@ -1,4 +1,4 @@
-"""Flower runs offline and silent everywhere fedsafe starts it: no telemetry, update checks or installs."""
+"""Flower runs offline and silent wherever fedsafe starts it: no telemetry, updates or installs."""
 
 from __future__ import annotations
 

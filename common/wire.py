@@ -17,7 +17,7 @@ _HEADER = struct.Struct(">BI")  # version, length of the JSON index
 
 
 def pack_arrays(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Version byte, a JSON index of (name, dtype, shape, size), then the raw little-endian bytes."""
+    """Version byte, a JSON index of (name, dtype, shape, size), then raw little-endian bytes."""
     index, chunks = [], []
     for name, value in arrays.items():
         array = np.ascontiguousarray(value)

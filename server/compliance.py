@@ -299,7 +299,9 @@ class Compliance:
         if keys.ARRAYS in content:
             raise RejectedUpdateError(f"site '{site}': update carries both sealed and plain arrays")
         try:
-            blob = bytes(content[keys.SEALED]["blob"])
+            blob = content.config_records[keys.SEALED]["blob"]
+            if not isinstance(blob, bytes):  # bytes(n) of an int n would allocate n bytes
+                raise TypeError(f"sealed blob is {type(blob).__name__}, not bytes")
             plain = crypto.open_sealed(
                 self.coordinator.sealing_private,
                 blob,
@@ -333,7 +335,8 @@ class Compliance:
             ) from None
         if not isinstance(signed, dict):
             raise RejectedUpdateError(f"site '{site}': attestation is not a JSON object")
-        received = arrays_digest({k: v.numpy() for k, v in content[keys.ARRAYS].items()})
+        arrays = content.array_records[keys.ARRAYS]
+        received = arrays_digest({k: v.numpy() for k, v in arrays.items()})
         expected = {
             "site": site,
             "run_id": self.run_id,
@@ -351,9 +354,12 @@ class Compliance:
         return site
 
     def record_attestation(self, site: str, content: RecordDict) -> None:
-        statement = content[keys.ATTESTATION]
+        statement = content.config_records[keys.ATTESTATION]
         signed = json.loads(str(statement["payload"]))
-        payload = {"site": site, "signature": bytes(statement["signature"]).hex(), "signed": signed}
+        signature = statement["signature"]
+        if not isinstance(signature, bytes):  # verify_update has checked it; never reached
+            raise RejectedUpdateError(f"site '{site}': attestation signature is not bytes")
+        payload = {"site": site, "signature": signature.hex(), "signed": signed}
         self.attestations.append(signed)
         self._pending.append((records.ATTESTATION, payload))
 

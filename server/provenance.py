@@ -14,7 +14,7 @@ __all__ = ["code_version", "config_hash"]
 
 
 def code_version() -> str:
-    """The git commit of this checkout (with '+dirty' if it has changes), else the package version."""
+    """The git commit of this checkout ("+dirty" if it has changes), else the package version."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(

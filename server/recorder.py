@@ -15,6 +15,7 @@ from flwr.app import RecordDict
 from common import keys
 from common.config import ExperimentConfig, to_dict
 from server.bounds import cap_weights
+from server.validation import scalar_metrics
 
 __all__ = ["RunRecorder", "clean_json"]
 
@@ -122,7 +123,7 @@ class RunRecorder:
         metrics.jsonl only, so an operator can see how far honest updates move and tune
         strategy.max_update_norm."""
         name = self._name(node_id, content)
-        metrics = {k: float(v) for k, v in content[keys.METRICS].items()}
+        metrics = scalar_metrics(content)
         site = self._site(name)
         site.trained_rounds.append(server_round)
         site.train = metrics
@@ -161,7 +162,7 @@ class RunRecorder:
 
     def site_evaluated(self, server_round: int, node_id: int, content: RecordDict) -> None:
         name = self._name(node_id, content)
-        metrics = {k: float(v) for k, v in content[keys.METRICS].items()}
+        metrics = scalar_metrics(content)
         self._site(name).evaluation = metrics
         self._write({"round": server_round, "site": name, "phase": "evaluate", **metrics})
 
@@ -214,7 +215,7 @@ class RunRecorder:
         """Write summary.json; its numbers come only from what the sites reported."""
         self._metrics.close()
         wall = time.perf_counter() - self._t0
-        sites = {}
+        sites: dict[str, dict[str, Any]] = {}
         for name in sorted(self.sites):
             s = self.sites[name]
             dp = self.cfg.privacy.enabled

@@ -193,11 +193,13 @@ class RecordingStrategy(Strategy):
             self.compliance.error("strategy", str(err), server_round)
             return None, None
         digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
+        # The aggregate's scalar metrics (finite_weighted_mean makes only scalars).
+        scalars = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float)}
         self.compliance.round_aggregated(
             server_round,
             list(sites.values()),
             digest,
-            dict(metrics or {}),
+            scalars,
             weights={sites[n]: w for n, w in weights.items()},
         )
         self._latest = arrays

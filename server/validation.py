@@ -16,6 +16,7 @@ __all__ = [
     "check_train_reply",
     "check_evaluate_reply",
     "reply_site_name",
+    "scalar_metrics",
 ]
 
 _TRAIN = {keys.ARRAYS, keys.METRICS, keys.SITE, keys.ATTESTATION}
@@ -44,6 +45,18 @@ def reply_site_name(content: RecordDict) -> str:
     return str(site[keys.SITE_NAME])
 
 
+def _scalar(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedReplyError(f"metric '{name}' is not a scalar number")
+    return float(value)
+
+
+def scalar_metrics(content: RecordDict) -> dict[str, float]:
+    """The reply's metric record as floats; a value that is not a scalar number is malformed."""
+    metrics = content.metric_records[keys.METRICS]
+    return {name: _scalar(name, value) for name, value in metrics.items()}
+
+
 def _check_records(
     content: RecordDict, metric_names: tuple[str, ...], allowed: set[str], *, required: set[str]
 ) -> None:
@@ -66,7 +79,7 @@ def _check_records(
         if math.isnan(value) and name != keys.AUROC:
             raise MalformedReplyError(f"metric '{name}' is NaN")
     if keys.NUM_EXAMPLES in metrics:
-        count = float(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
+        count = _scalar(keys.NUM_EXAMPLES, metrics[keys.NUM_EXAMPLES])
         if not (math.isfinite(count) and count > 0):
             raise MalformedReplyError(f"'{keys.NUM_EXAMPLES}' must be finite and > 0")
     reply_site_name(content)
@@ -91,8 +104,9 @@ def check_train_reply(content: RecordDict, reference: ArrayRecord) -> None:
             )
         if not np.isfinite(got.numpy()).all():
             raise MalformedReplyError(f"array '{name}' holds NaN or infinite values")
+    metrics = scalar_metrics(content)
     for name in (keys.DELTA, keys.STEPS, keys.SAMPLE_RATE, keys.NOISE_MULTIPLIER):
-        if float(content[keys.METRICS][name]) < 0:
+        if metrics[name] < 0:
             raise MalformedReplyError(f"metric '{name}' is negative")
 
 

@@ -6,8 +6,9 @@ import json
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.config import ExperimentConfig, to_dict
 from common.errors import FedsafeError
@@ -15,6 +16,10 @@ from common.layout import coordinator_keys_dir, federation_sites
 from common.privacy.plan_table import format_plan, plan_to_json
 from server.checkpoint import checkpoint_to_resume
 from simulations.planning import plan_simulation
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
 
 __all__ = ["simulate", "format_table", "write_config"]
 
@@ -46,12 +51,18 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
 
     _quiet_flower()
 
+    build_server_app: Callable[[ExperimentConfig, Path], ServerApp]
+    build_client_app: Callable[[ExperimentConfig], ClientApp]
     if cfg.security.secure_aggregation:
-        from client.secagg import build_secagg_client_app as build_client_app
-        from server.secagg import build_secagg_server_app as build_server_app
+        from client.secagg import build_secagg_client_app
+        from server.secagg import build_secagg_server_app
+
+        build_server_app, build_client_app = build_secagg_server_app, build_secagg_client_app
     else:
-        from client.app import build_client_app
-        from server.app import build_server_app
+        from client.app import build_client_app as plain_client_app
+        from server.app import build_server_app as plain_server_app
+
+        build_server_app, build_client_app = plain_server_app, plain_client_app
 
     sites = federation_sites(cfg)
     if cfg.strategy.min_sites > len(sites):

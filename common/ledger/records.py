@@ -48,7 +48,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import rfc8785
 
@@ -129,28 +129,32 @@ class Entry:
         }
 
 
-def _check_json(value: object, path: str) -> None:
+# What canonical JSON holds; `_check_json` returns its argument once it is known to be one.
+JsonValue: TypeAlias = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+def _check_json(value: object, path: str) -> JsonValue:
     # json.dumps would silently accept tuples, coerce int keys and write NaN; a hash chain
     # needs one unambiguous byte form, so reject anything that would not round-trip exactly.
     if value is None or isinstance(value, bool | int | str):
-        return
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(
                 f"canonical JSON: non-finite float {value!r} at {path}; NaN and infinity "
                 "are not JSON and cannot be hashed reproducibly (store null or a string)"
             )
-        return
+        return value
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"canonical JSON: key {key!r} at {path} must be str")
             _check_json(item, f"{path}.{key}")
-        return
+        return value
     if isinstance(value, list):
         for index, item in enumerate(value):
             _check_json(item, f"{path}[{index}]")
-        return
+        return value
     raise TypeError(
         f"canonical JSON: {type(value).__name__} at {path} is not allowed "
         "(use dict, list, str, int, finite float, bool or None)"
@@ -159,9 +163,9 @@ def _check_json(value: object, path: str) -> None:
 
 def canonical_bytes(value: object) -> bytes:
     """RFC 8785 (JCS) bytes of ``value``: the exact bytes that are hashed and signed."""
-    _check_json(value, "$")
+    checked = _check_json(value, "$")
     try:
-        return rfc8785.dumps(value)
+        return rfc8785.dumps(checked)
     except rfc8785.CanonicalizationError as err:  # e.g. an integer beyond +-2**53
         raise ValueError(f"canonical JSON (RFC 8785): {err}") from None
 

@@ -1,4 +1,4 @@
-"""Two real 2-round simulations: four regional banks (Lending Club) and an imaging study (digits CNN)."""
+"""Two real 2-round simulations: four regional banks (Lending Club), imaging (a digits CNN)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ def _run(tmp_path: Path, *overrides: str) -> dict:  # type: ignore[type-arg]
         cfg = config_from_hydra(
             compose(
                 config_name="config",
-                overrides=[*overrides, f"runs_dir={tmp_path}", "training.rounds=2", "federation.fresh_budget=true"],
+                overrides=[
+                    *overrides,
+                    f"runs_dir={tmp_path}",
+                    "training.rounds=2",
+                    "federation.fresh_budget=true",
+                ],
             )
         )
     return simulate(cfg, tmp_path / "run")

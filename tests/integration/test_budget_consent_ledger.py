@@ -1,4 +1,4 @@
-"""Real simulations: a site's cap binds, a withdrawal excludes, budgets persist across runs, the ledger verifies."""
+"""Real simulations: a site's cap binds, a withdrawal excludes, budgets persist, ledger verifies."""
 
 from __future__ import annotations
 

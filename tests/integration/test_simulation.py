@@ -1,8 +1,9 @@
-"""A real Flower simulation of the four hospitals: cumulative epsilon, falling loss, honest summary."""
+"""A real Flower simulation of four hospitals: cumulative epsilon, falling loss, honest summary."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_epsilon_is_cumulative_and_equals_the_accountant_on_real_steps(
             per_site[line["site"]].append(line)
     for site, rounds in per_site.items():
         eps = [r["epsilon"] for r in rounds]
-        assert all(a < b for a, b in zip(eps, eps[1:])), site
+        assert all(a < b for a, b in itertools.pairwise(eps)), site
         history = [(r["noise-multiplier"], r["sample-rate"], int(r["steps"])) for r in rounds]
         assert eps[-1] == pytest.approx(epsilon_for(history, delta=cfg.privacy.delta))
         assert eps[-1] <= cfg.privacy.target_epsilon

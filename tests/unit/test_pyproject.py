@@ -12,7 +12,10 @@ FLWR = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]
 
 
 def test_flower_components_are_the_shared_app_builders() -> None:
-    assert FLWR["app"]["components"] == {"serverapp": "server.app:app", "clientapp": "client.app:app"}
+    assert FLWR["app"]["components"] == {
+        "serverapp": "server.app:app",
+        "clientapp": "client.app:app",
+    }
 
 
 def test_declared_run_config_keys_equal_the_defaults_except_the_short_run() -> None:

@@ -1,4 +1,4 @@
-"""The ClientApp in-process: what a site sends back is model-shaped arrays and scalar metrics only."""
+"""The ClientApp in-process: a site sends back model-shaped arrays and scalar metrics only."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from client.app import build_client_app
+from client.app import REFUSAL_CODE, build_client_app
 from common import keys
 from common.config import ExperimentConfig, from_dict
 from common.data import dataset_info, load_site
@@ -79,13 +79,46 @@ def test_train_reply_carries_only_model_shaped_arrays_and_scalars(cfg: Experimen
     sent = content[keys.ARRAYS]
     expected = msg.content[keys.ARRAYS]
     assert list(sent.keys()) == list(expected.keys())
-    for name in expected.keys():
+    for name in expected:
         assert sent[name].shape == expected[name].shape
     n_rows = site.n_train
     assert all(n_rows not in a.shape for a in sent.values())  # nothing is row-shaped
     assert set(content[keys.METRICS].keys()) == set(keys.TRAIN_METRICS)
     assert all(isinstance(v, float) for v in content[keys.METRICS].values())
     assert dict(content[keys.SITE]) == {keys.SITE_NAME: "switzerland"}
+
+
+@pytest.mark.parametrize("kind", ["train", "evaluate"])
+def test_a_model_sent_as_another_record_kind_is_refused_not_raised(
+    cfg: ExperimentConfig, kind: str
+) -> None:
+    msg = _message(cfg, kind, 1)
+    msg.content[keys.ARRAYS] = ConfigRecord({"w": 1.0})  # the model's name, not an ArrayRecord
+
+    reply = build_client_app(cfg)(msg, _context(0))
+
+    assert reply.has_error() and reply.error.code == REFUSAL_CODE
+    assert "malformed request" in str(reply.error.reason)
+
+
+@pytest.mark.parametrize("mu", ["0.5", [0.5], True])
+def test_a_proximal_mu_that_is_not_a_number_is_refused(cfg: ExperimentConfig, mu: object) -> None:
+    msg = _message(cfg, "train", 1)
+    msg.content[keys.CONFIG][keys.PROXIMAL_MU] = mu
+
+    reply = build_client_app(cfg)(msg, _context(0))
+
+    assert reply.has_error() and reply.error.code == REFUSAL_CODE
+    assert "proximal-mu" in str(reply.error.reason)
+
+
+def test_a_config_sent_as_a_metric_record_is_refused(cfg: ExperimentConfig) -> None:
+    msg = _message(cfg, "train", 1)
+    msg.content[keys.CONFIG] = MetricRecord({keys.SERVER_ROUND: 1})
+
+    reply = build_client_app(cfg)(msg, _context(0))
+
+    assert reply.has_error() and reply.error.code == REFUSAL_CODE
 
 
 def test_epsilon_is_cumulative_over_rounds_through_context_state(cfg: ExperimentConfig) -> None:
@@ -150,7 +183,7 @@ def test_a_replayed_round_gets_the_same_update_without_a_new_charge(cfg: Experim
     assert bytes(first[keys.ATTESTATION]["signature"]) == bytes(
         again[keys.ATTESTATION]["signature"]
     )
-    for name in first[keys.ARRAYS].keys():
+    for name in first[keys.ARRAYS]:
         assert np.array_equal(first[keys.ARRAYS][name].numpy(), again[keys.ARRAYS][name].numpy())
     store = BudgetStore.open(Path(cfg.runs_dir) / "sites" / "cleveland" / "budget.sqlite")
     assert len(store.history("heart_disease/cleveland")) == 1

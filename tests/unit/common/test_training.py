@@ -87,7 +87,10 @@ def test_proximal_step_pulls_towards_the_global_weights() -> None:
     )
     train_local(free, x, y, proximal_mu=0.0, **kwargs)  # type: ignore[arg-type]
     train_local(held, x, y, proximal_mu=1.0, **kwargs)  # type: ignore[arg-type]
-    dist = lambda m: sum(float((p - s).norm()) for p, s in zip(m.parameters(), start))  # noqa: E731
+
+    def dist(model: torch.nn.Module) -> float:
+        return sum(float((p - s).norm()) for p, s in zip(model.parameters(), start, strict=True))
+
     assert dist(held) < dist(free)
 
 

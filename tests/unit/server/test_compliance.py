@@ -11,8 +11,16 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from common import crypto, keys
-from common.attestation import arrays_digest, attestation_payload, identity_payload, sign_statement
+from common.attestation import (
+    ATTESTATION,
+    arrays_digest,
+    attestation_payload,
+    identity_payload,
+    open_statement,
+    sign_statement,
+)
 from common.config import PrivacyConfig
+from common.errors import IntegrityError
 from common.ledger import Ledger
 from common.privacy.accountants import epsilon_for
 from common.wire import pack_arrays, sealing_context
@@ -101,6 +109,16 @@ def test_a_flipped_byte_is_refused(compliance: Compliance, tmp_path: Path, posit
         compliance.unseal(1, 7, content, required=True)
 
 
+@pytest.mark.parametrize(
+    "blob", [-1, 2**40, "blob", [1, 2, 3]], ids=["negative", "huge", "str", "ints"]
+)
+def test_a_sealed_blob_that_is_not_bytes_is_refused(compliance: Compliance, blob: object) -> None:
+    # bytes(n) of an int n is n zero bytes: -1 raised ValueError, 2**40 would allocate a terabyte
+    content = RecordDict({keys.SEALED: ConfigRecord({"blob": blob})})
+    with pytest.raises(RejectedUpdateError, match="does not open"):
+        compliance.unseal(1, 7, content, required=True)
+
+
 def test_plaintext_is_refused_when_sealing_is_required(compliance: Compliance) -> None:
     content = RecordDict({keys.ARRAYS: ArrayRecord({"w": Array(ARRAYS["w"])})})
     with pytest.raises(RejectedUpdateError, match="was not sealed"):
@@ -148,6 +166,17 @@ def test_a_valid_attestation_is_accepted(
     compliance: Compliance, site_keys: tuple[bytes, bytes]
 ) -> None:
     assert compliance.verify_update(1, 7, _attested(site_keys[0])) == "cleveland"
+
+
+@pytest.mark.parametrize("signature", [-1, 2**40, "list"], ids=["negative", "huge", "ints"])
+def test_a_statement_signature_that_is_not_bytes_is_refused(
+    site_keys: tuple[bytes, bytes], signature: object
+) -> None:
+    statement = dict(_attested(site_keys[0])[keys.ATTESTATION])
+    if signature == "list":  # the genuine signature's bytes, as a list of ints
+        signature = list(statement["signature"])
+    with pytest.raises(IntegrityError):
+        open_statement(ATTESTATION, statement | {"signature": signature}, site_keys[1])
 
 
 def test_a_forged_attestation_is_dropped(compliance: Compliance) -> None:
