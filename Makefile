@@ -37,20 +37,26 @@ test-heavy: env
 
 LINT_DIRS := common server client simulations tests
 
+# mypy sees the folders as the installed package does (fedsafe.common, ...): through a link
+# named `fedsafe` to this checkout, in an ignored build folder.
+MYPY_ROOT := .build/mypy
+
 lint: env
 	$(VENV)/bin/ruff check $(LINT_DIRS)
 	$(VENV)/bin/ruff format --check $(LINT_DIRS)
-	$(VENV)/bin/mypy common server client simulations
+	mkdir -p $(MYPY_ROOT) && ln -sfn "$(CURDIR)" $(MYPY_ROOT)/fedsafe
+	MYPYPATH=$(MYPY_ROOT) $(VENV)/bin/mypy --explicit-package-bases \
+	  $(addprefix $(MYPY_ROOT)/fedsafe/,common server client simulations)
 
 sweep: env
 	# fresh stores per job: a non-private job would otherwise leave every site's epsilon infinite
 	$(VENV)/bin/fedsafe simulate -m privacy=eps1,eps3,eps8,off federation.fresh_budget=true $(ARGS)
 
 bench: env
-	$(VENV)/bin/python -m simulations.bench $(ARGS)
+	$(VENV)/bin/python -m fedsafe.simulations.bench $(ARGS)
 
 fashion-mnist:
 	apt-get update -q && apt-get install -y -q dataset-fashion-mnist
 
 clean:
-	rm -rf $(VENV) runs outputs multirun .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) runs outputs multirun .build .pytest_cache .ruff_cache .mypy_cache

@@ -11,15 +11,15 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.consent_statements import grants_record, withdrawals_record
-from client.local_round import RoundContext, RoundOutcome, evaluate_round, train_round
-from client.site import SiteRuntime, deployed_site, simulated_site
-from common import crypto, keys
-from common.attestation import identity_payload, sign_statement
-from common.config import ExperimentConfig, from_flat
-from common.errors import ConfigError, FedsafeError
-from common.names import check_name
-from common.wire import pack_arrays, sealing_context
+from fedsafe.client.consent_statements import grants_record, withdrawals_record
+from fedsafe.client.local_round import RoundContext, RoundOutcome, evaluate_round, train_round
+from fedsafe.client.site import SiteRuntime, deployed_site, simulated_site
+from fedsafe.common import crypto, keys
+from fedsafe.common.attestation import identity_payload, sign_statement
+from fedsafe.common.config import ExperimentConfig, from_flat
+from fedsafe.common.errors import ConfigError, FedsafeError
+from fedsafe.common.names import check_name
+from fedsafe.common.wire import pack_arrays, sealing_context
 
 __all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG"]
 
@@ -111,7 +111,7 @@ def _update_record(
 def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
     """The ClientApp; `cfg` None means read it from Flower's run config (as `flwr run` does)."""
     if cfg is not None and cfg.security.secure_aggregation:
-        from client.secagg import build_secagg_client_app
+        from fedsafe.client.secagg import build_secagg_client_app
 
         return build_secagg_client_app(cfg)
     app = ClientApp()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from common.errors import ConfigError, FedsafeError
+from fedsafe.common.errors import ConfigError, FedsafeError
 
 __all__ = [
     "APPROVED_KEY",

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.budget import (
+from fedsafe.client.budget import (
     BudgetStore,
     BudgetStoreError,
     StoreAnchor,
     acknowledge_data,
     acknowledge_store,
 )
-from common.errors import FedsafeError
+from fedsafe.common.errors import FedsafeError
 
 __all__ = [
     "add_budget_parser",
@@ -200,10 +200,10 @@ def add_budget_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _anchor_and_store(args: argparse.Namespace) -> tuple[StoreAnchor, Path, Any]:
     """From site.yaml, or from a store path and keys folder (a simulated site's folder)."""
-    from common.crypto.pki import load_signing_private_key
+    from fedsafe.common.crypto.pki import load_signing_private_key
 
     if args.config is not None:
-        from client.site_config import load_site_config
+        from fedsafe.client.site_config import load_site_config
 
         site = load_site_config(args.config)
         anchor = StoreAnchor.in_keys_dir(site.keys_dir, load_signing_private_key(site.signing_key))
@@ -225,7 +225,7 @@ def run_acknowledge(
         if args.data:
             if site is None:
                 raise BudgetStoreError("--data needs --config site.yaml (to read the data)")
-            from common.config import ExperimentConfig
+            from fedsafe.common.config import ExperimentConfig
 
             data = site.load_data(ExperimentConfig())
             with BudgetStore.open(store_path, create=False, anchor=anchor) as store:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from client.budget_cli import add_acknowledge_parser, add_budget_parser
-from client.deploy import add_start_parser
-from client.site_admin import add_approve_parser, add_status_parser
-from client.site_kit import add_init_parser
-from client.site_report import add_site_report_parser
+from fedsafe.client.budget_cli import add_acknowledge_parser, add_budget_parser
+from fedsafe.client.deploy import add_start_parser
+from fedsafe.client.site_admin import add_approve_parser, add_status_parser
+from fedsafe.client.site_kit import add_init_parser
+from fedsafe.client.site_report import add_site_report_parser
 
 __all__ = ["add_site_parser"]
 

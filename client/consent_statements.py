@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from flwr.app import ConfigRecordValues
 
-from common.config import ConsentEntry, ExperimentConfig
-from common.consent import (
+from fedsafe.common.config import ConsentEntry, ExperimentConfig
+from fedsafe.common.consent import (
     ConsentRecord,
     parse_time,
     sign_consent,

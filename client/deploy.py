@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.budget import BudgetStore, StoreAnchor
-from client.site_config import SiteConfig, load_site_config
-from common.config import ExperimentConfig
-from common.crypto.pki import load_signing_private_key
-from common.errors import ConfigError
-from common.flower_env import OFFLINE_FLOWER_ENV
+from fedsafe.client.budget import BudgetStore, StoreAnchor
+from fedsafe.client.site_config import SiteConfig, load_site_config
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.crypto.pki import load_signing_private_key
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.flower_env import OFFLINE_FLOWER_ENV
 
 __all__ = [
     "SiteCheck",
@@ -135,8 +135,8 @@ def secret_path(cfg: SiteConfig) -> Path:
 
 
 def _start_worker_mode(args: argparse.Namespace, cfg: SiteConfig, out: TextIO) -> int:
-    from client.supervise import Supervisor, worker_command, write_secret
-    from client.worker import check_flower_version
+    from fedsafe.client.supervise import Supervisor, worker_command, write_secret
+    from fedsafe.client.worker import check_flower_version
 
     check_flower_version()
     address = runtime_address(cfg)

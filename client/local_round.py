@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from client.budget import (
+from fedsafe.client.budget import (
     BudgetStore,
     PolicyRefusedError,
     RoundRefusedError,
@@ -20,19 +20,19 @@ from client.budget import (
     record_nonprivate,
     round_lock,
 )
-from client.site import SiteRuntime
-from client.update_cache import load_update, save_update
-from common import keys
-from common.attestation import arrays_digest, attestation_payload, sign_statement
-from common.config import ExperimentConfig, to_dict
-from common.data import SiteData, dataset_info
-from common.models import model_for
-from common.privacy import Charge
-from common.privacy.plan_table import expected_rounds
-from common.privacy.planner import plan_site
-from common.privacy.randomness import Randomness, site_randomness
-from common.release_policy import release_count, release_evaluation
-from common.training import (
+from fedsafe.client.site import SiteRuntime
+from fedsafe.client.update_cache import load_update, save_update
+from fedsafe.common import keys
+from fedsafe.common.attestation import arrays_digest, attestation_payload, sign_statement
+from fedsafe.common.config import ExperimentConfig, to_dict
+from fedsafe.common.data import SiteData, dataset_info
+from fedsafe.common.models import model_for
+from fedsafe.common.privacy import Charge
+from fedsafe.common.privacy.plan_table import expected_rounds
+from fedsafe.common.privacy.planner import plan_site
+from fedsafe.common.privacy.randomness import Randomness, site_randomness
+from fedsafe.common.release_policy import release_count, release_evaluation
+from fedsafe.common.training import (
     DpSettings,
     LocalResult,
     balanced_class_weights,

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from common.config import ACCOUNTANTS
-from common.errors import ConfigError
+from fedsafe.common.config import ACCOUNTANTS
+from fedsafe.common.errors import ConfigError
 
 __all__ = ["SitePolicy", "load_policy", "POLICY_KEYS"]
 

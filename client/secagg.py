@@ -25,16 +25,22 @@ from flwr.compat.client.client import Client
 from flwr.compat.client.numpy_client import NumPyClient
 from flwr.compat.common import recorddict_compat as compat
 
-from client.app import REFUSAL_CODE, _runtime
-from client.local_round import RoundContext, evaluate_round, train_round
-from client.site import SiteRuntime
-from common import keys
-from common.config import ExperimentConfig, from_flat
-from common.data import dataset_info
-from common.errors import FedsafeError
-from common.flower_env import apply_offline_flower_env
-from common.models import model_for
-from common.secagg import PRG_KEY, PRG_NAME, UnmaskRefusedError, check_unmask_request, hardened_prg
+from fedsafe.client.app import REFUSAL_CODE, _runtime
+from fedsafe.client.local_round import RoundContext, evaluate_round, train_round
+from fedsafe.client.site import SiteRuntime
+from fedsafe.common import keys
+from fedsafe.common.config import ExperimentConfig, from_flat
+from fedsafe.common.data import dataset_info
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.flower_env import apply_offline_flower_env
+from fedsafe.common.models import model_for
+from fedsafe.common.secagg import (
+    PRG_KEY,
+    PRG_NAME,
+    UnmaskRefusedError,
+    check_unmask_request,
+    hardened_prg,
+)
 
 __all__ = [
     "SECAGG_REFUSAL_CODE",
@@ -282,5 +288,6 @@ def build_secagg_client_app(
     return ClientApp(client_fn=client_fn, mods=[hardened_secaggplus_mod])
 
 
-# `flwr run` with `clientapp = "client.secagg:app"` (and `serverapp = "server.secagg:app"`).
+# `flwr run` with `clientapp = "fedsafe.client.secagg:app"`
+# (and `serverapp = "fedsafe.server.secagg:app"`).
 app = build_secagg_client_app()

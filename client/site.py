@@ -9,18 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from client.budget import StoreAnchor
-from client.policy import SitePolicy
-from common.config import ExperimentConfig
-from common.crypto.pki import (
+from fedsafe.client.budget import StoreAnchor
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.crypto.pki import (
     KeyExistsError,
     init_site_keys,
     load_signing_private_key,
     load_signing_public_key,
 )
-from common.data import SiteData, load_site
-from common.layout import coordinator_dir, dataset_id_for, simulated_site_dir, site_index
-from common.release_policy import ReleasePolicy
+from fedsafe.common.data import SiteData, load_site
+from fedsafe.common.layout import coordinator_dir, dataset_id_for, simulated_site_dir, site_index
+from fedsafe.common.release_policy import ReleasePolicy
 
 __all__ = ["SiteRuntime", "deployed_site", "simulated_site", "ensure_site_keys"]
 
@@ -116,7 +116,7 @@ def _site_data(site: Any, cfg: ExperimentConfig) -> SiteData:
 
 def deployed_site(site_yaml: Path, cfg: ExperimentConfig) -> SiteRuntime:
     """A real site, from its own site.yaml (read each time): its file, store, policy and key."""
-    from client.site_config import load_site_config
+    from fedsafe.client.site_config import load_site_config
 
     site = load_site_config(site_yaml)
     private = load_signing_private_key(site.signing_key)

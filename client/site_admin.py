@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.approval import add_approval, check_hash, fab_sha256
-from client.site_config import load_site_config
-from common.errors import ConfigError, FedsafeError
+from fedsafe.client.approval import add_approval, check_hash, fab_sha256
+from fedsafe.client.site_config import load_site_config
+from fedsafe.common.errors import ConfigError, FedsafeError
 
 __all__ = ["add_approve_parser", "add_status_parser", "run_approve", "run_status", "site_status"]
 
@@ -36,7 +36,7 @@ def run_approve(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 def site_status(site_yaml: Path) -> dict[str, Any]:
     """The site's identity, where it connects, the code it serves and its budget per dataset."""
-    from client.budget import BudgetStore, StoreAnchor
+    from fedsafe.client.budget import BudgetStore, StoreAnchor
 
     cfg = load_site_config(site_yaml)
     budget: list[dict[str, Any]] = []

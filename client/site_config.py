@@ -12,13 +12,13 @@ from typing import Any
 
 import yaml
 
-from client.approval import ApprovedCode, parse_approved
-from client.policy import SitePolicy, load_policy
-from common.config import ExperimentConfig
-from common.crypto.pki import KeyFileError, load_sealing_public_key
-from common.data.base import SiteData
-from common.errors import ConfigError
-from common.release_policy import DEPLOYED_DEFAULT, ReleasePolicy
+from fedsafe.client.approval import ApprovedCode, parse_approved
+from fedsafe.client.policy import SitePolicy, load_policy
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.crypto.pki import KeyFileError, load_sealing_public_key
+from fedsafe.common.data.base import SiteData
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.release_policy import DEPLOYED_DEFAULT, ReleasePolicy
 
 __all__ = [
     "SiteConfig",
@@ -100,7 +100,7 @@ class SiteConfig:
         The split fraction and seed come from the run's config so that every site splits
         the same way; the encoding is fitted on this site's training rows only.
         """
-        from common.data.site_file import site_data_from_file
+        from fedsafe.common.data.site_file import site_data_from_file
 
         return site_data_from_file(
             self.data,

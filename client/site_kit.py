@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.site_config import parse_address
-from common.crypto.pki import KeyFileError, init_site_keys, load_sealing_public_key
+from fedsafe.client.site_config import parse_address
+from fedsafe.common.crypto.pki import KeyFileError, init_site_keys, load_sealing_public_key
 
 __all__ = ["SiteKit", "init_site_kit", "render_site_yaml", "add_init_parser", "run_init"]
 

@@ -10,17 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.budget import BudgetStore, BudgetStoreError, StoreAnchor
-from common.errors import FedsafeError
-from common.privacy.accountants import epsilon_for
-from common.report import (
+from fedsafe.client.budget import BudgetStore, BudgetStoreError, StoreAnchor
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.privacy.accountants import epsilon_for
+from fedsafe.common.report import (
     SITE_REPORT_FORMAT,
     WrittenReport,
     render_site_html,
     write_html_and_json,
 )
-from common.report.findings import site_findings
-from common.report.inputs import clean_numbers
+from fedsafe.common.report.findings import site_findings
+from fedsafe.common.report.inputs import clean_numbers
 
 __all__ = ["add_site_report_parser", "build_site_report", "run_site_report", "write_site_report"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from common.errors import FedsafeError
+from fedsafe.common.errors import FedsafeError
 
 __all__ = ["write_secret", "Supervisor", "BACKOFF_S", "worker_command"]
 
@@ -51,7 +51,7 @@ def worker_command(site_yaml: Path, runtime_api: str, secret: Path) -> list[str]
         sys.executable,
         "-P",
         "-m",
-        "client.worker",
+        "fedsafe.client.worker",
         "--config",
         str(site_yaml),
         "--runtime-api",

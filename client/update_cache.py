@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.wire import pack_arrays, unpack_arrays
+from fedsafe.common.wire import pack_arrays, unpack_arrays
 
 __all__ = ["CachedUpdate", "save_update", "load_update"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from common.errors import FedsafeError
-from common.flower_env import apply_offline_flower_env
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.flower_env import apply_offline_flower_env
 
 __all__ = ["FLOWER_VERSION", "check_flower_version", "SiteWorker", "main"]
 
@@ -36,7 +36,7 @@ _CLAIM_METHODS = (
 log = logging.getLogger("fedsafe.worker")
 
 if TYPE_CHECKING:
-    from client.site_config import SiteConfig
+    from fedsafe.client.site_config import SiteConfig
 
 
 def check_flower_version(found: str | None = None) -> None:
@@ -71,8 +71,8 @@ class SiteWorker:
         )
         from flwr.supercore.runtime import RuntimeHttpClient
 
-        from client.app import build_client_app  # the site's installed ClientApp
-        from client.site_config import load_site_config
+        from fedsafe.client.app import build_client_app  # the site's installed ClientApp
+        from fedsafe.client.site_config import load_site_config
 
         self.site_yaml = Path(site_yaml).resolve()
         self.runtime_api = _loopback(runtime_api)
@@ -127,9 +127,9 @@ class SiteWorker:
         from flwr.supercore.runtime import RuntimeHttpClient
         from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
-        from client.app import SITE_CONFIG
-        from client.approval import APPROVAL_CODE, approve_command, fab_sha256
-        from client.worker_io import heartbeat_fn, pull_task_input
+        from fedsafe.client.app import SITE_CONFIG
+        from fedsafe.client.approval import APPROVAL_CODE, approve_command, fab_sha256
+        from fedsafe.client.worker_io import heartbeat_fn, pull_task_input
 
         client = RuntimeHttpClient.from_server_address(
             self.runtime_api,
@@ -202,7 +202,7 @@ class SiteWorker:
             "site worker for %s: Flower %s, ClientApp %s, Runtime API %s (pid %d)",
             self.cfg.name,
             FLOWER_VERSION,
-            sys.modules["client.app"].__file__,
+            sys.modules["fedsafe.client.app"].__file__,
             self.runtime_api,
             os.getpid(),
         )

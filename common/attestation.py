@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from common import crypto
-from common.errors import IntegrityError
-from common.ledger.records import canonical_bytes, canonical_json
+from fedsafe.common import crypto
+from fedsafe.common.errors import IntegrityError
+from fedsafe.common.ledger.records import canonical_bytes, canonical_json
 
 __all__ = [
     "arrays_digest",

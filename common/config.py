@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from common.errors import ConfigError
-from common.names import check_name
-from common.release_policy import ReleasePolicy
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.names import check_name
+from fedsafe.common.release_policy import ReleasePolicy
 
 __all__ = [
     "DatasetConfig",

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from common.crypto import public_key_fingerprint, sign, verify
-from common.errors import IntegrityError
-from common.ledger.records import canonical_bytes, format_time
+from fedsafe.common.crypto import public_key_fingerprint, sign, verify
+from fedsafe.common.errors import IntegrityError
+from fedsafe.common.ledger.records import canonical_bytes, format_time
 
 __all__ = [
     "withdrawal_to_dict",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.config import ExperimentConfig
-from common.data import site_names
-from common.errors import ConfigError
-from common.names import check_name
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.data import site_names
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.names import check_name
 
 __all__ = [
     "simulated_site_dir",

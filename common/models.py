@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from common.config import ModelConfig
-from common.data.base import DatasetInfo
-from common.errors import ConfigError
+from fedsafe.common.config import ModelConfig
+from fedsafe.common.data.base import DatasetInfo
+from fedsafe.common.errors import ConfigError
 
 __all__ = ["model_for", "MODELS", "build_model"]
 

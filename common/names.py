@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from common.errors import ConfigError
+from fedsafe.common.errors import ConfigError
 
 __all__ = ["NAME_PATTERN", "is_valid_name", "check_name"]
 

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from common import keys
-from common.errors import ConfigError
+from fedsafe.common import keys
+from fedsafe.common.errors import ConfigError
 
 __all__ = [
     "ReleasePolicy",

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from common.crypto import keystream
-from common.errors import FedsafeError
+from fedsafe.common.crypto import keystream
+from fedsafe.common.errors import FedsafeError
 
 __all__ = [
     "FLWR_SERIES",

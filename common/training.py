@@ -11,9 +11,14 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 
-from common.privacy.dp_sgd import batches_per_epoch, poisson_batches, private_parts, site_loss
-from common.privacy.randomness import Randomness
-from common.release_policy import EvalCounts
+from fedsafe.common.privacy.dp_sgd import (
+    batches_per_epoch,
+    poisson_batches,
+    private_parts,
+    site_loss,
+)
+from fedsafe.common.privacy.randomness import Randomness
+from fedsafe.common.release_policy import EvalCounts
 
 __all__ = [
     "balanced_class_weights",

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from common.errors import IntegrityError
+from fedsafe.common.errors import IntegrityError
 
 __all__ = ["pack_arrays", "unpack_arrays", "sealing_context", "FORMAT_VERSION"]
 

@@ -7,11 +7,11 @@ import copy
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
 
-from common import keys
-from common.config import StrategyConfig
-from server.bounds import cap_weights, distance
-from server.strategies import finite_weighted_mean
-from server.validation import MalformedReplyError
+from fedsafe.common import keys
+from fedsafe.common.config import StrategyConfig
+from fedsafe.server.bounds import cap_weights, distance
+from fedsafe.server.strategies import finite_weighted_mean
+from fedsafe.server.validation import MalformedReplyError
 
 __all__ = ["AggregateRejectedError", "capped_weights", "checked_aggregate", "evaluate_metrics"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import ExperimentConfig, from_flat
-from server.federation import run_federation
+from fedsafe.common.config import ExperimentConfig, from_flat
+from fedsafe.server.federation import run_federation
 
 __all__ = ["app", "build_server_app", "new_run_dir"]
 
@@ -32,7 +32,7 @@ def build_server_app(cfg: ExperimentConfig | None = None, run_dir: Path | None =
             cfg if cfg is not None else from_flat(dict(context.run_config), source="run config")
         )
         if run_cfg.security.secure_aggregation:
-            from server.secagg import run_secure_federation
+            from fedsafe.server.secagg import run_secure_federation
 
             run_secure_federation(grid, context, run_cfg, run_dir or new_run_dir(run_cfg))
             return

@@ -13,11 +13,11 @@ from typing import Any
 
 from flwr.app import MetricRecord
 
-from common import keys
-from common.config import PrivacyConfig
-from common.errors import FedsafeError
-from common.privacy.accountants import epsilon_for
-from server.validation import RejectedUpdateError
+from fedsafe.common import keys
+from fedsafe.common.config import PrivacyConfig
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.privacy.accountants import epsilon_for
+from fedsafe.server.validation import RejectedUpdateError
 
 __all__ = ["check_attested", "MAX_EXAMPLES", "one_round_epsilon"]
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ArrayRecord
 
-from server.validation import MalformedReplyError
+from fedsafe.server.validation import MalformedReplyError
 
 __all__ = ["cap_weights", "distance", "check_update_norm"]
 

@@ -19,10 +19,10 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from common import crypto
-from common.config import ExperimentConfig
-from common.errors import FedsafeError, IntegrityError
-from server.resume_config import bound_config, bound_config_hash, changed_keys
+from fedsafe.common import crypto
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.errors import FedsafeError, IntegrityError
+from fedsafe.server.resume_config import bound_config, bound_config_hash, changed_keys
 
 __all__ = [
     "Checkpoint",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from server.consent_cli import add_consent_parser
-from server.deploy import add_server_parser
-from server.deploy_certs import add_certs_parser
+from fedsafe.server.consent_cli import add_consent_parser
+from fedsafe.server.deploy import add_server_parser
+from fedsafe.server.deploy_certs import add_certs_parser
 
 __all__ = ["add_server_parsers"]
 

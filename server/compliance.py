@@ -17,24 +17,24 @@ from typing import Any
 
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from common import crypto, keys
-from common.attestation import ATTESTATION, IDENTITY, arrays_digest, open_statement
-from common.config import PrivacyConfig
-from common.consent import SignedConsent, withdrawal_from_dict, withdrawal_to_dict
-from common.crypto.pki import (
+from fedsafe.common import crypto, keys
+from fedsafe.common.attestation import ATTESTATION, IDENTITY, arrays_digest, open_statement
+from fedsafe.common.config import PrivacyConfig
+from fedsafe.common.consent import SignedConsent, withdrawal_from_dict, withdrawal_to_dict
+from fedsafe.common.crypto.pki import (
     init_server_sealing_key,
     init_server_signing_key,
     load_sealing_private_key,
     load_signing_private_key,
     load_signing_public_key,
 )
-from common.errors import ConfigError, FedsafeError, IntegrityError
-from common.ledger import Ledger, records
-from common.names import check_name
-from common.wire import sealing_context, unpack_arrays
-from server.attested import check_attested
-from server.consent import ConsentRegistry
-from server.validation import RejectedUpdateError, reply_site_name
+from fedsafe.common.errors import ConfigError, FedsafeError, IntegrityError
+from fedsafe.common.ledger import Ledger, records
+from fedsafe.common.names import check_name
+from fedsafe.common.wire import sealing_context, unpack_arrays
+from fedsafe.server.attested import check_attested
+from fedsafe.server.consent import ConsentRegistry
+from fedsafe.server.validation import RejectedUpdateError, reply_site_name
 
 __all__ = ["Compliance", "CoordinatorKeys", "RejectedUpdateError"]
 

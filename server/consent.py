@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
-from common.consent import (
+from fedsafe.common.consent import (
     ConsentRecord,
     SignedConsent,
     Withdrawal,
@@ -36,9 +36,9 @@ from common.consent import (
     verify_consent,
     verify_withdrawal,
 )
-from common.errors import ConfigError, ConsentError, IntegrityError
-from common.files import private_file
-from common.ledger.records import format_time
+from fedsafe.common.errors import ConfigError, ConsentError, IntegrityError
+from fedsafe.common.files import private_file
+from fedsafe.common.ledger.records import format_time
 
 __all__ = [
     "DEFAULT_FILENAME",

@@ -9,17 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from common.consent import (
+from fedsafe.common.consent import (
     ConsentRecord,
     new_record_id,
     parse_time,
     sign_consent,
     sign_withdrawal,
 )
-from common.crypto.pki import load_signing_private_key, load_signing_public_key
-from common.errors import ConfigError
-from common.ledger.records import format_time
-from server.consent import ConsentEntry, ConsentRegistry
+from fedsafe.common.crypto.pki import load_signing_private_key, load_signing_public_key
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.ledger.records import format_time
+from fedsafe.server.consent import ConsentEntry, ConsentRegistry
 
 __all__ = [
     "add_consent_parser",

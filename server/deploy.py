@@ -13,14 +13,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from common.crypto.pki import (
+from fedsafe.common.crypto.pki import (
     init_server_sealing_key,
     init_server_signing_key,
     load_auth_public_key,
     load_signing_public_key,
 )
-from server.deploy_config import ServerDeployConfig, load_server_config
-from server.deploy_flower import (
+from fedsafe.server.deploy_config import ServerDeployConfig, load_server_config
+from fedsafe.server.deploy_flower import (
     list_nodes,
     list_runs,
     register_site,
@@ -28,14 +28,14 @@ from server.deploy_flower import (
     submit_run,
     write_connection,
 )
-from server.deploy_process import (
+from fedsafe.server.deploy_process import (
     DeployError,
     ManagedProcess,
     flower_bin,
     flower_env,
     wait_for_port,
 )
-from server.deploy_resume import refuse_restart, resume_target, with_resume
+from fedsafe.server.deploy_resume import refuse_restart, resume_target, with_resume
 
 __all__ = [
     "superlink_command",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from common.crypto.pki import init_ca, issue_server_certificate
+from fedsafe.common.crypto.pki import init_ca, issue_server_certificate
 
 __all__ = ["add_certs_parser", "run_certs_init", "run_certs_server"]
 

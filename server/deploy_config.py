@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from common.config import ExperimentConfig, from_flat, to_flat
-from common.errors import ConfigError
+from fedsafe.common.config import ExperimentConfig, from_flat, to_flat
+from fedsafe.common.errors import ConfigError
 
 __all__ = [
     "ServerDeployConfig",

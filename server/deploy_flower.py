@@ -13,8 +13,8 @@ from typing import Any
 
 import tomli_w
 
-from server.deploy_config import ServerDeployConfig
-from server.deploy_process import DeployError, flower_bin, flower_env
+from fedsafe.server.deploy_config import ServerDeployConfig
+from fedsafe.server.deploy_process import DeployError, flower_bin, flower_env
 
 __all__ = [
     "CONNECTION",

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from common.errors import FedsafeError
-from common.flower_env import OFFLINE_FLOWER_ENV
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.flower_env import OFFLINE_FLOWER_ENV
 
 __all__ = [
     "DeployError",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from common.errors import ConfigError, FedsafeError
-from common.names import check_name
-from server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint
-from server.deploy_config import ServerDeployConfig
-from server.deploy_process import DeployError
-from server.resume_config import bound_config, changed_keys
+from fedsafe.common.errors import ConfigError, FedsafeError
+from fedsafe.common.names import check_name
+from fedsafe.server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint
+from fedsafe.server.deploy_config import ServerDeployConfig
+from fedsafe.server.deploy_process import DeployError
+from fedsafe.server.resume_config import bound_config, changed_keys
 
 __all__ = ["ResumeTarget", "resume_target", "with_resume", "refuse_restart"]
 

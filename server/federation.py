@@ -14,26 +14,26 @@ from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from safetensors.torch import save_file
 
-from common import crypto, keys
-from common.config import ExperimentConfig
-from common.data import dataset_info
-from common.layout import coordinator_keys_dir, federation_sites, simulated_site_dir
-from common.ledger import Ledger, records
-from common.models import model_for
-from server.checkpoint import (
+from fedsafe.common import crypto, keys
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.data import dataset_info
+from fedsafe.common.layout import coordinator_keys_dir, federation_sites, simulated_site_dir
+from fedsafe.common.ledger import Ledger, records
+from fedsafe.common.models import model_for
+from fedsafe.server.checkpoint import (
     Checkpoint,
     checkpoint_to_resume,
     restore_strategy,
     save_checkpoint,
     strategy_state,
 )
-from server.compliance import Compliance, CoordinatorKeys
-from server.consent import ConsentRegistry
-from server.provenance import code_version, config_hash
-from server.recorder import RunRecorder
-from server.resume_config import bound_config, bound_config_hash
-from server.roster import roll_call, wait_for_sites
-from server.strategy import RecordingStrategy, build_strategy
+from fedsafe.server.compliance import Compliance, CoordinatorKeys
+from fedsafe.server.consent import ConsentRegistry
+from fedsafe.server.provenance import code_version, config_hash
+from fedsafe.server.recorder import RunRecorder
+from fedsafe.server.resume_config import bound_config, bound_config_hash
+from fedsafe.server.roster import roll_call, wait_for_sites
+from fedsafe.server.strategy import RecordingStrategy, build_strategy
 
 __all__ = ["MODEL_FILE", "run_federation", "save_model", "open_compliance"]
 

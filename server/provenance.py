@@ -7,8 +7,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from common.config import ExperimentConfig, to_dict
-from common.ledger.records import canonical_bytes
+from fedsafe.common.config import ExperimentConfig, to_dict
+from fedsafe.common.ledger.records import canonical_bytes
 
 __all__ = ["code_version", "config_hash"]
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from flwr.app import RecordDict
 
-from common import keys
-from common.config import ExperimentConfig, to_dict
-from server.bounds import cap_weights
-from server.validation import scalar_metrics
+from fedsafe.common import keys
+from fedsafe.common.config import ExperimentConfig, to_dict
+from fedsafe.server.bounds import cap_weights
+from fedsafe.server.validation import scalar_metrics
 
 __all__ = ["RunRecorder", "clean_json"]
 

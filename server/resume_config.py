@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from common.config import ExperimentConfig, to_dict
-from common.ledger.records import canonical_bytes
+from fedsafe.common.config import ExperimentConfig, to_dict
+from fedsafe.common.ledger.records import canonical_bytes
 
 __all__ = ["BOUND_SECTIONS", "RESOURCE_KEYS", "bound_config", "bound_config_hash", "changed_keys"]
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from flwr.serverapp.strategy import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum, Strategy
 
-from common.config import StrategyConfig
-from common.errors import ConfigError
+from fedsafe.common.config import StrategyConfig
+from fedsafe.common.errors import ConfigError
 
 __all__ = ["ROBUST", "required_sites"]
 

@@ -8,9 +8,9 @@ import time
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from common import keys
-from common.errors import FedsafeError
-from server.compliance import Compliance, RejectedUpdateError
+from fedsafe.common import keys
+from fedsafe.common.errors import FedsafeError
+from fedsafe.server.compliance import Compliance, RejectedUpdateError
 
 __all__ = ["wait_for_sites", "roll_call"]
 

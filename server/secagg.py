@@ -31,17 +31,17 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid, ServerApp
 
-from common import keys
-from common.config import ExperimentConfig, from_flat
-from common.data import dataset_info
-from common.errors import FedsafeError
-from common.flower_env import apply_offline_flower_env
-from common.models import model_for
-from common.secagg import PRG_KEY, PRG_NAME, SecAggSizing, hardened_prg, secagg_sizing
-from server.app import new_run_dir
-from server.federation import MODEL_FILE, save_model
-from server.recorder import RunRecorder
-from server.roster import wait_for_sites
+from fedsafe.common import keys
+from fedsafe.common.config import ExperimentConfig, from_flat
+from fedsafe.common.data import dataset_info
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.flower_env import apply_offline_flower_env
+from fedsafe.common.models import model_for
+from fedsafe.common.secagg import PRG_KEY, PRG_NAME, SecAggSizing, hardened_prg, secagg_sizing
+from fedsafe.server.app import new_run_dir
+from fedsafe.server.federation import MODEL_FILE, save_model
+from fedsafe.server.recorder import RunRecorder
+from fedsafe.server.roster import wait_for_sites
 
 __all__ = [
     "DEFAULT_CLIPPING_RANGE",
@@ -274,7 +274,7 @@ def run_secure_federation(
 def _rewrite_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     import json
 
-    from server.recorder import clean_json
+    from fedsafe.server.recorder import clean_json
 
     (run_dir / "summary.json").write_text(
         json.dumps(clean_json(summary), indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -303,5 +303,6 @@ def build_secagg_server_app(
     return app
 
 
-# `flwr run` with `serverapp = "server.secagg:app"` (and `clientapp = "client.secagg:app"`).
+# `flwr run` with `serverapp = "fedsafe.server.secagg:app"`
+# (and `clientapp = "fedsafe.client.secagg:app"`).
 app = build_secagg_server_app()

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
-from common import keys
-from common.config import StrategyConfig
-from common.errors import ConfigError
-from server.robust import ROBUST
+from fedsafe.common import keys
+from fedsafe.common.config import StrategyConfig
+from fedsafe.common.errors import ConfigError
+from fedsafe.server.robust import ROBUST
 
 __all__ = ["STRATEGIES", "build_strategy", "finite_weighted_mean"]
 

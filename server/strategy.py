@@ -11,22 +11,22 @@ from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from common import keys
-from common.attestation import arrays_digest
-from common.config import StrategyConfig
-from common.errors import IntegrityError
-from server.aggregate import (
+from fedsafe.common import keys
+from fedsafe.common.attestation import arrays_digest
+from fedsafe.common.config import StrategyConfig
+from fedsafe.common.errors import IntegrityError
+from fedsafe.server.aggregate import (
     AggregateRejectedError,
     capped_weights,
     checked_aggregate,
     evaluate_metrics,
 )
-from server.bounds import check_update_norm
-from server.compliance import Compliance
-from server.recorder import RunRecorder
-from server.roster import roll_call
-from server.strategies import STRATEGIES, build_strategy, finite_weighted_mean
-from server.validation import (
+from fedsafe.server.bounds import check_update_norm
+from fedsafe.server.compliance import Compliance
+from fedsafe.server.recorder import RunRecorder
+from fedsafe.server.roster import roll_call
+from fedsafe.server.strategies import STRATEGIES, build_strategy, finite_weighted_mean
+from fedsafe.server.validation import (
     MalformedReplyError,
     RejectedUpdateError,
     check_evaluate_reply,

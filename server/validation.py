@@ -7,8 +7,8 @@ import math
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-from common import keys
-from common.errors import FedsafeError
+from fedsafe.common import keys
+from fedsafe.common.errors import FedsafeError
 
 __all__ = [
     "MalformedReplyError",

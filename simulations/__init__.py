@@ -1,5 +1,5 @@
 """Entry points: the `fedsafe` command, Hydra-configured local simulations and benchmarks."""
 
-from common.flower_env import apply_offline_flower_env
+from fedsafe.common.flower_env import apply_offline_flower_env
 
 apply_offline_flower_env()

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from common.errors import LedgerError
-from common.ledger import Ledger, export_csv, export_json
-from common.ledger.audit import INTACT, TAMPERED, UNVERIFIABLE, Anchors, audit_ledger
+from fedsafe.common.errors import LedgerError
+from fedsafe.common.ledger import Ledger, export_csv, export_json
+from fedsafe.common.ledger.audit import INTACT, TAMPERED, UNVERIFIABLE, Anchors, audit_ledger
 
 __all__ = ["add_audit_parser", "add_anchor_arguments", "anchors_from", "resolve_ledger"]
 

@@ -7,22 +7,22 @@ import importlib
 import logging
 import sys
 
-from common.errors import FedsafeError
+from fedsafe.common.errors import FedsafeError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # (module, function): each function adds its own subcommand(s) to the top-level subparsers.
 COMMANDS: tuple[tuple[str, str], ...] = (
-    ("simulations.privacy_cli", "add_privacy_parser"),  # fedsafe privacy epsilon|noise|plan
-    ("simulations.audit_cli", "add_audit_parser"),  # fedsafe audit verify|export
-    ("simulations.report_cli", "add_report_parser"),  # fedsafe report RUN_DIR
-    ("server.cli", "add_server_parsers"),  # fedsafe server|certs|consent ...
-    ("client.cli", "add_site_parser"),  # fedsafe site init|start|budget|report
+    ("fedsafe.simulations.privacy_cli", "add_privacy_parser"),  # fedsafe privacy epsilon|noise|plan
+    ("fedsafe.simulations.audit_cli", "add_audit_parser"),  # fedsafe audit verify|export
+    ("fedsafe.simulations.report_cli", "add_report_parser"),  # fedsafe report RUN_DIR
+    ("fedsafe.server.cli", "add_server_parsers"),  # fedsafe server|certs|consent ...
+    ("fedsafe.client.cli", "add_site_parser"),  # fedsafe site init|start|budget|report
 )
 
 
 def _simulate(argv: list[str]) -> int:
-    from simulations import run
+    from fedsafe.simulations import run
 
     sys.argv = ["fedsafe simulate", *argv]
     run.main()

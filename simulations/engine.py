@@ -10,12 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.config import ExperimentConfig, to_dict
-from common.errors import FedsafeError
-from common.layout import coordinator_keys_dir, federation_sites
-from common.privacy.plan_table import format_plan, plan_to_json
-from server.checkpoint import checkpoint_to_resume
-from simulations.planning import plan_simulation
+from fedsafe.common.config import ExperimentConfig, to_dict
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.layout import coordinator_keys_dir, federation_sites
+from fedsafe.common.privacy.plan_table import format_plan, plan_to_json
+from fedsafe.server.checkpoint import checkpoint_to_resume
+from fedsafe.simulations.planning import plan_simulation
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
@@ -54,13 +54,13 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     build_server_app: Callable[[ExperimentConfig, Path], ServerApp]
     build_client_app: Callable[[ExperimentConfig], ClientApp]
     if cfg.security.secure_aggregation:
-        from client.secagg import build_secagg_client_app
-        from server.secagg import build_secagg_server_app
+        from fedsafe.client.secagg import build_secagg_client_app
+        from fedsafe.server.secagg import build_secagg_server_app
 
         build_server_app, build_client_app = build_secagg_server_app, build_secagg_client_app
     else:
-        from client.app import build_client_app as plain_client_app
-        from server.app import build_server_app as plain_server_app
+        from fedsafe.client.app import build_client_app as plain_client_app
+        from fedsafe.server.app import build_server_app as plain_server_app
 
         build_server_app, build_client_app = plain_server_app, plain_client_app
 

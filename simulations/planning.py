@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.budget import BudgetStore
-from common.config import ExperimentConfig
-from common.data import load_sites
-from common.errors import ConfigError
-from common.layout import dataset_id_for, federation_sites, simulated_site_dir
-from common.privacy import Charge
-from common.privacy.plan_table import FederationPlan, plan_federation
+from fedsafe.client.budget import BudgetStore
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.data import load_sites
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.layout import dataset_id_for, federation_sites, simulated_site_dir
+from fedsafe.common.privacy import Charge
+from fedsafe.common.privacy.plan_table import FederationPlan, plan_federation
 
 __all__ = ["plan_simulation"]
 

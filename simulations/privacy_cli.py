@@ -8,11 +8,11 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from common.config import MAX_CAP, MAX_DELTA, MAX_EPSILON, MAX_NOISE, MAX_ROUNDS
-from common.errors import PrivacyError
-from common.names import check_name
-from common.privacy import ACCOUNTANTS, Charge, epsilon_for, noise_for_target
-from common.privacy.plan_table import format_plan, plan_federation, plan_to_json
+from fedsafe.common.config import MAX_CAP, MAX_DELTA, MAX_EPSILON, MAX_NOISE, MAX_ROUNDS
+from fedsafe.common.errors import PrivacyError
+from fedsafe.common.names import check_name
+from fedsafe.common.privacy import ACCOUNTANTS, Charge, epsilon_for, noise_for_target
+from fedsafe.common.privacy.plan_table import format_plan, plan_federation, plan_to_json
 
 __all__ = ["add_privacy_parser"]
 
@@ -110,7 +110,7 @@ def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, object]
 
 def _prior(stores: dict[str, object]) -> dict[str, list[Charge]]:
     """Each site's history from its own budget store (one data set per store)."""
-    from client.budget import BudgetStore
+    from fedsafe.client.budget import BudgetStore
 
     prior = {}
     for site, path in stores.items():
@@ -127,8 +127,8 @@ def _prior(stores: dict[str, object]) -> dict[str, list[Charge]]:
 def _plan(args: argparse.Namespace) -> int:
     sites = _pairs(args.site, "--site", int)
     if not sites:
-        from common.config import DatasetConfig
-        from common.data import load_sites
+        from fedsafe.common.config import DatasetConfig
+        from fedsafe.common.data import load_sites
 
         sites = {s.site: s.n_train for s in load_sites(DatasetConfig())}
     caps = _pairs(args.cap, "--cap", float)

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from common.ledger.audit import Anchors
-from common.report import ReportError, write_run_report
-from simulations.audit_cli import UNVERIFIABLE_EXIT, add_anchor_arguments, anchors_from
+from fedsafe.common.ledger.audit import Anchors
+from fedsafe.common.report import ReportError, write_run_report
+from fedsafe.simulations.audit_cli import UNVERIFIABLE_EXIT, add_anchor_arguments, anchors_from
 
 __all__ = ["add_report_parser", "run_report", "write_report"]
 

@@ -11,14 +11,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from common.config import ExperimentConfig, from_dict
-from common.errors import ConfigError, FedsafeError
-from common.layout import coordinator_keys_dir, federation_sites
-from common.ledger.audit import Anchors
-from common.names import check_name
-from server.checkpoint import checkpoint_to_resume
-from simulations.engine import format_table, simulate
-from simulations.report_cli import write_report
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.errors import ConfigError, FedsafeError
+from fedsafe.common.layout import coordinator_keys_dir, federation_sites
+from fedsafe.common.ledger.audit import Anchors
+from fedsafe.common.names import check_name
+from fedsafe.server.checkpoint import checkpoint_to_resume
+from fedsafe.simulations.engine import format_table, simulate
+from fedsafe.simulations.report_cli import write_report
 
 __all__ = ["main", "config_from_hydra"]
 
@@ -89,7 +89,7 @@ def config_from_hydra(cfg: DictConfig) -> ExperimentConfig:
     return from_dict(ExperimentConfig, data, source=_SOURCE)
 
 
-@hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="pkg://fedsafe.conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Returns pooled held-out accuracy so sweeps can compare jobs."""
     try:

@@ -1,9 +1,9 @@
 """A site's own persistent, tamper-evident privacy budget (SQLite + a head signed by the site)."""
 
-from client.budget.acknowledge import acknowledge_data, acknowledge_store
-from client.budget.anchor import StoreAnchor
-from client.budget.lock import round_lock
-from client.budget.records import (
+from fedsafe.client.budget.acknowledge import acknowledge_data, acknowledge_store
+from fedsafe.client.budget.anchor import StoreAnchor
+from fedsafe.client.budget.lock import round_lock
+from fedsafe.client.budget.records import (
     Acknowledgement,
     BudgetStoreError,
     ChargeRecord,
@@ -16,9 +16,9 @@ from client.budget.records import (
     RunSummary,
     StoreIntegrityError,
 )
-from client.budget.releases import record_evaluation, record_nonprivate
-from client.budget.schema import SCHEMA_VERSION
-from client.budget.store import NONPRIVATE_CHARGE, BudgetStore
+from fedsafe.client.budget.releases import record_evaluation, record_nonprivate
+from fedsafe.client.budget.schema import SCHEMA_VERSION
+from fedsafe.client.budget.store import NONPRIVATE_CHARGE, BudgetStore
 
 __all__ = [
     "Acknowledgement",

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, insert, select, update
 
-from client.budget.anchor import StoreAnchor, detail_json, state_digest
-from client.budget.overlap import put_records
-from client.budget.records import BudgetStoreError, StoreIntegrityError
-from client.budget.schema import (
+from fedsafe.client.budget.anchor import StoreAnchor, detail_json, state_digest
+from fedsafe.client.budget.overlap import put_records
+from fedsafe.client.budget.records import BudgetStoreError, StoreIntegrityError
+from fedsafe.client.budget.schema import (
     acks_table,
     charges_table,
     datasets_table,
@@ -19,7 +19,7 @@ from client.budget.schema import (
     open_engine,
     store_id,
 )
-from client.budget.store import BudgetStore
+from fedsafe.client.budget.store import BudgetStore
 
 __all__ = ["acknowledge_store", "acknowledge_data"]
 

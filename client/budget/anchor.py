@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from client.budget.records import StoreIntegrityError
-from client.budget.schema import charges_table, metadata, store_id
-from common import crypto
-from common.errors import IntegrityError
+from fedsafe.client.budget.records import StoreIntegrityError
+from fedsafe.client.budget.schema import charges_table, metadata, store_id
+from fedsafe.common import crypto
+from fedsafe.common.errors import IntegrityError
 
 __all__ = ["StoreAnchor", "HEAD_STATEMENT", "state_digest", "Head"]
 
@@ -104,7 +104,7 @@ class StoreAnchor:
     @classmethod
     def from_keys_dir(cls, keys_dir: Path) -> StoreAnchor:
         """The anchor of the site whose signing.key is in `keys_dir` (for the operator tools)."""
-        from common.crypto.pki import load_signing_private_key
+        from fedsafe.common.crypto.pki import load_signing_private_key
 
         key = load_signing_private_key(Path(keys_dir) / "signing.key")
         return cls.in_keys_dir(Path(keys_dir), key)

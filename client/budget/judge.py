@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from client.budget.records import PolicyRefusedError, RoundRefusedError
-from client.policy import SitePolicy
-from common.errors import AccountantError
-from common.privacy.accountants import Charge, epsilon_for
+from fedsafe.client.budget.records import PolicyRefusedError, RoundRefusedError
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.errors import AccountantError
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
 
 __all__ = ["judge_charge", "replay_differences", "unit_refusal", "data_refusal"]
 

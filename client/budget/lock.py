@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from client.budget.records import BudgetStoreError
+from fedsafe.client.budget.records import BudgetStoreError
 
 __all__ = ["round_lock"]
 

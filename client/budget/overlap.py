@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import Connection, delete, insert, inspect, select
 
-from client.budget.schema import records_table
+from fedsafe.client.budget.schema import records_table
 
 __all__ = ["pack", "unpack", "put_records", "has_records", "shared_records"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from common.errors import BudgetExceededError, FedsafeError
-from common.privacy.accountants import Charge
+from fedsafe.common.errors import BudgetExceededError, FedsafeError
+from fedsafe.common.privacy.accountants import Charge
 
 __all__ = [
     "BudgetStoreError",

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert, select
 
-from client.budget.judge import judge_charge
-from client.budget.records import PolicyRefusedError, RoundRefusedError
-from client.budget.schema import charges_table, releases_table
-from client.budget.store import NONPRIVATE_CHARGE, BudgetStore, _row_charge
-from client.policy import SitePolicy
-from common.privacy.accountants import Charge
+from fedsafe.client.budget.judge import judge_charge
+from fedsafe.client.budget.records import PolicyRefusedError, RoundRefusedError
+from fedsafe.client.budget.schema import charges_table, releases_table
+from fedsafe.client.budget.store import NONPRIVATE_CHARGE, BudgetStore, _row_charge
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.privacy.accountants import Charge
 
 __all__ = ["record_nonprivate", "record_evaluation"]
 

@@ -23,9 +23,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from client.budget.records import BudgetStoreError
-from common.files import private_file
-from common.sqlite_setup import configure_sqlite
+from fedsafe.client.budget.records import BudgetStoreError
+from fedsafe.common.files import private_file
+from fedsafe.common.sqlite_setup import configure_sqlite
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -13,10 +13,10 @@ import numpy as np
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
 
-from client.budget.anchor import StoreAnchor
-from client.budget.judge import data_refusal, judge_charge, replay_differences, unit_refusal
-from client.budget.overlap import has_records, put_records, shared_records
-from client.budget.records import (
+from fedsafe.client.budget.anchor import StoreAnchor
+from fedsafe.client.budget.judge import data_refusal, judge_charge, replay_differences, unit_refusal
+from fedsafe.client.budget.overlap import has_records, put_records, shared_records
+from fedsafe.client.budget.records import (
     Acknowledgement,
     BudgetStoreError,
     ChargeRecord,
@@ -27,7 +27,7 @@ from client.budget.records import (
     RoundRefusedError,
     StoreIntegrityError,
 )
-from client.budget.schema import (
+from fedsafe.client.budget.schema import (
     SCHEMA_VERSION,
     acks_table,
     charges_table,
@@ -38,10 +38,10 @@ from client.budget.schema import (
     releases_table,
     schema_version,
 )
-from client.budget.summaries import SummariesMixin
-from client.policy import SitePolicy
-from common.errors import PrivacyError
-from common.privacy.accountants import Charge, epsilon_for
+from fedsafe.client.budget.summaries import SummariesMixin
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.errors import PrivacyError
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
 
 __all__ = ["BudgetStore", "NONPRIVATE_CHARGE"]
 

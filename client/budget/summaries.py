@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from client.budget.records import DatasetSummary, RunSummary
-from client.budget.schema import charges_table, datasets_table, refusals_table
-from common.privacy.accountants import Charge, epsilon_for
+from fedsafe.client.budget.records import DatasetSummary, RunSummary
+from fedsafe.client.budget.schema import charges_table, datasets_table, refusals_table
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
 
 __all__ = ["SummariesMixin"]
 

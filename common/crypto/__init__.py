@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from common.crypto.hashing import keystream, sha256_hex
-from common.crypto.randomness import os_random_bytes
-from common.crypto.sealing import generate_sealing_key, open_sealed, seal
-from common.crypto.signing import (
+from fedsafe.common.crypto.hashing import keystream, sha256_hex
+from fedsafe.common.crypto.randomness import os_random_bytes
+from fedsafe.common.crypto.sealing import generate_sealing_key, open_sealed, seal
+from fedsafe.common.crypto.signing import (
     generate_signing_key,
     public_key_fingerprint,
     public_key_of,

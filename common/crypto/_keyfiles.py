@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from common.errors import FedsafeError
+from fedsafe.common.errors import FedsafeError
 
 __all__ = [
     "KeyFileError",

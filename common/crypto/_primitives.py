@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from common.errors import IntegrityError
+from fedsafe.common.errors import IntegrityError
 
 __all__ = [
     "ED25519_SIGNATURE_LEN",

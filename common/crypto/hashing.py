@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from common.crypto import _primitives as _p
+from fedsafe.common.crypto import _primitives as _p
 
 __all__ = ["MIN_SEED_LEN", "sha256_hex", "keystream"]
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.crypto import _primitives as _p
-from common.crypto._keyfiles import (
+from fedsafe.common.crypto import _primitives as _p
+from fedsafe.common.crypto._keyfiles import (
     KeyExistsError,
     KeyFileError,
     ensure_directory,

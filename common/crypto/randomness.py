@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from common.crypto.hashing import keystream
+from fedsafe.common.crypto.hashing import keystream
 
 __all__ = ["os_random_bytes"]
 

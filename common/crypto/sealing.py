@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from common.crypto import _primitives as _p
-from common.errors import IntegrityError
+from fedsafe.common.crypto import _primitives as _p
+from fedsafe.common.errors import IntegrityError
 
 __all__ = ["SEAL_VERSION", "generate_sealing_key", "seal", "open_sealed"]
 

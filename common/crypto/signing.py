@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from common.crypto import _primitives as _p
-from common.crypto.hashing import sha256_hex
-from common.errors import IntegrityError
+from fedsafe.common.crypto import _primitives as _p
+from fedsafe.common.crypto.hashing import sha256_hex
+from fedsafe.common.errors import IntegrityError
 
 __all__ = [
     "SIGNATURE_VERSION",

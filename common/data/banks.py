@@ -7,11 +7,11 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from common.config import DatasetConfig
-from common.data.base import DatasetInfo, SiteData, partition_rows, tabular_site
-from common.data.registry import register_dataset
-from common.data.schema import NumericScale, TabularSchema
-from common.errors import DataError
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data.base import DatasetInfo, SiteData, partition_rows, tabular_site
+from fedsafe.common.data.registry import register_dataset
+from fedsafe.common.data.schema import NumericScale, TabularSchema
+from fedsafe.common.errors import DataError
 
 __all__ = [
     "CENSUS_REGIONS",

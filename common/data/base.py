@@ -10,11 +10,11 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from common.config import DatasetConfig
-from common.data.partition import partition_dirichlet, partition_iid
-from common.data.preprocess import encode_tabular
-from common.data.schema import TabularSchema
-from common.data.split import array_record_hashes, hash_split, record_hashes
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data.partition import partition_dirichlet, partition_iid
+from fedsafe.common.data.preprocess import encode_tabular
+from fedsafe.common.data.schema import TabularSchema
+from fedsafe.common.data.split import array_record_hashes, hash_split, record_hashes
 
 __all__ = [
     "DatasetInfo",

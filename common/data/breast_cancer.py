@@ -6,10 +6,10 @@ from functools import cache
 
 import numpy as np
 
-from common.config import DatasetConfig
-from common.data.base import DatasetInfo, SiteData, partition_rows, split_arrays
-from common.data.preprocess import scale_by_range
-from common.data.registry import register_dataset
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data.base import DatasetInfo, SiteData, partition_rows, split_arrays
+from fedsafe.common.data.preprocess import scale_by_range
+from fedsafe.common.data.registry import register_dataset
 
 __all__ = ["breast_cancer_arrays", "BREAST_CANCER_RANGES"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import DataError
+from fedsafe.common.errors import DataError
 
 __all__ = ["read_idx"]
 

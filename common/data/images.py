@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import DatasetConfig
-from common.data.base import DatasetInfo, SiteData, partition_rows, split_arrays
-from common.data.idx import read_idx
-from common.data.registry import register_dataset
-from common.errors import DataError
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data.base import DatasetInfo, SiteData, partition_rows, split_arrays
+from fedsafe.common.data.idx import read_idx
+from fedsafe.common.data.registry import register_dataset
+from fedsafe.common.errors import DataError
 
 __all__ = ["FASHION_MNIST_DIR", "fashion_mnist_dir", "digits_arrays", "fashion_mnist_arrays"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.errors import DataError
+from fedsafe.common.errors import DataError
 
 __all__ = ["partition_iid", "partition_dirichlet"]
 

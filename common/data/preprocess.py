@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.data.schema import NumericScale, TabularSchema
+from fedsafe.common.data.schema import NumericScale, TabularSchema
 
 __all__ = ["encode_tabular", "encode_records", "scale_column", "scale_by_range"]
 

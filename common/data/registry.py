@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from common.config import DatasetConfig
-from common.data.base import DatasetInfo, SiteData
-from common.errors import DataError
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data.base import DatasetInfo, SiteData
+from fedsafe.common.errors import DataError
 
 __all__ = ["DatasetEntry", "DATASETS", "register_dataset", "get_dataset", "dataset_info"]
 

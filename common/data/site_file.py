@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.config import DatasetConfig
-from common.data.base import DatasetInfo, SiteData
-from common.data.preprocess import encode_tabular
-from common.data.registry import register_dataset
-from common.data.site_schema import SiteFileSchema, load_site_schema
-from common.data.split import hash_split, record_hashes
-from common.errors import DataError
-from common.names import is_valid_name
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data.base import DatasetInfo, SiteData
+from fedsafe.common.data.preprocess import encode_tabular
+from fedsafe.common.data.registry import register_dataset
+from fedsafe.common.data.site_schema import SiteFileSchema, load_site_schema
+from fedsafe.common.data.split import hash_split, record_hashes
+from fedsafe.common.errors import DataError
+from fedsafe.common.names import is_valid_name
 
 __all__ = ["LoadedSiteFile", "load_site_file", "site_data_from_file", "site_file_names"]
 

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import yaml
 
-from common.data.schema import OUTSIDE_RULES, SCALE_KINDS, NumericScale, TabularSchema
-from common.errors import DataError
+from fedsafe.common.data.schema import OUTSIDE_RULES, SCALE_KINDS, NumericScale, TabularSchema
+from fedsafe.common.errors import DataError
 
 __all__ = ["ColumnSpec", "SiteFileSchema", "load_site_schema", "COLUMN_TYPES", "MISSING_POLICIES"]
 

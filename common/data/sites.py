@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 
-from common.config import DatasetConfig
-from common.data.base import SiteData
-from common.data.registry import dataset_info, get_dataset
-from common.errors import DataError
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data.base import SiteData
+from fedsafe.common.data.registry import dataset_info, get_dataset
+from fedsafe.common.errors import DataError
 
 __all__ = ["SiteData", "site_names", "load_site", "load_sites"]
 

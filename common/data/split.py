@@ -17,7 +17,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from common.errors import DataError
+from fedsafe.common.errors import DataError
 
 __all__ = ["record_hashes", "array_record_hashes", "hash_split"]
 

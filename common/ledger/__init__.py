@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from common.ledger.export import export_csv, export_json
-from common.ledger.provenance import provenance_card
-from common.ledger.records import (
+from fedsafe.common.ledger.export import export_csv, export_json
+from fedsafe.common.ledger.provenance import provenance_card
+from fedsafe.common.ledger.records import (
     ATTESTATION,
     CONSENT_DECISION,
     DROPOUT,
@@ -22,8 +22,13 @@ from common.ledger.records import (
     entry_hash,
     head_message,
 )
-from common.ledger.store import Ledger
-from common.ledger.verify import LedgerTamperedError, VerifyResult, load_site_keys, verify_ledger
+from fedsafe.common.ledger.store import Ledger
+from fedsafe.common.ledger.verify import (
+    LedgerTamperedError,
+    VerifyResult,
+    load_site_keys,
+    verify_ledger,
+)
 
 __all__ = [
     "ATTESTATION",

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import crypto
-from common.errors import FedsafeError, LedgerError
-from common.ledger.records import HEAD_SIGNED, RUN_STARTED
-from common.ledger.store import Ledger
-from common.ledger.verify import (
+from fedsafe.common import crypto
+from fedsafe.common.errors import FedsafeError, LedgerError
+from fedsafe.common.ledger.records import HEAD_SIGNED, RUN_STARTED
+from fedsafe.common.ledger.store import Ledger
+from fedsafe.common.ledger.verify import (
     LedgerTamperedError,
     VerifyResult,
     load_site_keys,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from common.ledger.records import canonical_json
-from common.ledger.store import Ledger
+from fedsafe.common.ledger.records import canonical_json
+from fedsafe.common.ledger.store import Ledger
 
 __all__ = ["EXPORT_FORMAT", "CSV_COLUMNS", "export_json", "export_csv"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import LedgerError
-from common.ledger.records import (
+from fedsafe.common.errors import LedgerError
+from fedsafe.common.ledger.records import (
     ATTESTATION,
     DROPOUT,
     ERROR,
@@ -17,7 +17,7 @@ from common.ledger.records import (
     RUN_STARTED,
     Entry,
 )
-from common.ledger.store import Ledger
+from fedsafe.common.ledger.store import Ledger
 
 __all__ = ["RUN_FIELDS", "provenance_card"]
 

@@ -26,9 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from common import crypto
-from common.errors import LedgerError
-from common.ledger.records import (
+from fedsafe.common import crypto
+from fedsafe.common.errors import LedgerError
+from fedsafe.common.ledger.records import (
     GENESIS_PREV_HASH,
     HEAD_SIGNED,
     Entry,
@@ -38,7 +38,7 @@ from common.ledger.records import (
     format_time,
     head_message,
 )
-from common.sqlite_setup import configure_sqlite
+from fedsafe.common.sqlite_setup import configure_sqlite
 
 __all__ = ["Ledger", "ledger_table", "to_url", "write_witness", "WITNESS_FORMAT"]
 

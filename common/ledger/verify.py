@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import crypto
-from common.errors import FedsafeError, IntegrityError, LedgerError
-from common.ledger.records import (
+from fedsafe.common import crypto
+from fedsafe.common.errors import FedsafeError, IntegrityError, LedgerError
+from fedsafe.common.ledger.records import (
     ATTESTATION,
     GENESIS_PREV_HASH,
     HEAD_SIGNED,
@@ -24,7 +24,7 @@ from common.ledger.records import (
     head_message,
     legacy_entry_hash,
 )
-from common.ledger.store import WITNESS_FORMAT, Ledger
+from fedsafe.common.ledger.store import WITNESS_FORMAT, Ledger
 
 __all__ = [
     "LedgerTamperedError",

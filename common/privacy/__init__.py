@@ -1,6 +1,6 @@
 """Differential-privacy accounting: accountants by name over a site's whole history."""
 
-from common.privacy.accountants import (
+from fedsafe.common.privacy.accountants import (
     ACCOUNTANTS,
     Accountant,
     Charge,

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from common.errors import AccountantError, PrivacyError
+from fedsafe.common.errors import AccountantError, PrivacyError
 
 __all__ = [
     "ACCOUNTANTS",

@@ -20,7 +20,7 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from common.privacy.randomness import Randomness
+from fedsafe.common.privacy.randomness import Randomness
 
 __all__ = [
     "SiteDPOptimizer",

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.config import PrivacyConfig, TrainingConfig
-from common.privacy.accountants import Charge, epsilon_for, noise_for_target
-from common.privacy.planner import plan_site
+from fedsafe.common.config import PrivacyConfig, TrainingConfig
+from fedsafe.common.privacy.accountants import Charge, epsilon_for, noise_for_target
+from fedsafe.common.privacy.planner import plan_site
 
 __all__ = [
     "FederationPlan",

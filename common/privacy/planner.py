@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from common.config import PrivacyConfig, TrainingConfig
-from common.privacy.accountants import noise_for_target
+from fedsafe.common.config import PrivacyConfig, TrainingConfig
+from fedsafe.common.privacy.accountants import noise_for_target
 
 __all__ = ["SitePlan", "plan_site"]
 
@@ -39,7 +39,7 @@ def plan_site(
     rounds = training.rounds if rounds is None else rounds
     total = steps_per_round * rounds
     if privacy.noise_multiplier is not None:
-        from common.privacy.accountants import epsilon_for
+        from fedsafe.common.privacy.accountants import epsilon_for
 
         eps = epsilon_for(
             [(privacy.noise_multiplier, sample_rate, total)],

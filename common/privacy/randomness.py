@@ -16,8 +16,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from common.crypto import os_random_bytes
-from common.errors import PrivacyError
+from fedsafe.common.crypto import os_random_bytes
+from fedsafe.common.errors import PrivacyError
 
 __all__ = [
     "Randomness",

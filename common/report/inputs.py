@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from common.errors import FedsafeError
+from fedsafe.common.errors import FedsafeError
 
 __all__ = ["ReportError", "clean_numbers", "file_sha256", "read_metrics", "read_summary"]
 

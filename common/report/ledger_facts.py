@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from common.errors import FedsafeError
-from common.ledger import (
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.ledger import (
     ATTESTATION,
     CONSENT_DECISION,
     DROPOUT,
@@ -21,7 +21,7 @@ from common.ledger import (
     RUN_STARTED,
     Ledger,
 )
-from common.ledger.audit import TAMPERED, Anchors, audit_ledger
+from fedsafe.common.ledger.audit import TAMPERED, Anchors, audit_ledger
 
 __all__ = ["LEDGER_FILE", "NO_LEDGER", "check_ledger", "read_ledger"]
 

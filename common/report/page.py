@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.report.findings import worst_first
-from common.report.fmt import esc, tag
-from common.report.style import CSS
+from fedsafe.common.report.findings import worst_first
+from fedsafe.common.report.fmt import esc, tag
+from fedsafe.common.report.style import CSS
 
 __all__ = ["LEVEL_NAMES", "document", "findings_list"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.report.fmt import esc, num, table, tag
-from common.report.run_data import STATUSES
-from common.report.svg import Series, line_chart
+from fedsafe.common.report.fmt import esc, num, table, tag
+from fedsafe.common.report.run_data import STATUSES
+from fedsafe.common.report.svg import Series, line_chart
 
 __all__ = ["participation_section", "utility_section"]
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.ledger.audit import Anchors
-from common.report.findings import findings
-from common.report.inputs import clean_numbers, file_sha256, read_metrics, read_summary
-from common.report.ledger_facts import NO_LEDGER, check_ledger, read_ledger
+from fedsafe.common.ledger.audit import Anchors
+from fedsafe.common.report.findings import findings
+from fedsafe.common.report.inputs import clean_numbers, file_sha256, read_metrics, read_summary
+from fedsafe.common.report.ledger_facts import NO_LEDGER, check_ledger, read_ledger
 
 __all__ = [
     "REPORT_FORMAT",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.report.findings import NEAR_CAP
-from common.report.fmt import esc, num, pct, table, tag
-from common.report.page import document, findings_list
-from common.report.run_activity import participation_section, utility_section
-from common.report.run_record import ledger_section, manifest_section
-from common.report.svg import Rule, Series, line_chart
+from fedsafe.common.report.findings import NEAR_CAP
+from fedsafe.common.report.fmt import esc, num, pct, table, tag
+from fedsafe.common.report.page import document, findings_list
+from fedsafe.common.report.run_activity import participation_section, utility_section
+from fedsafe.common.report.run_record import ledger_section, manifest_section
+from fedsafe.common.report.svg import Rule, Series, line_chart
 
 __all__ = ["render_run_html"]
 

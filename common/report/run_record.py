@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.report.fmt import esc, num, table, tag
+from fedsafe.common.report.fmt import esc, num, table, tag
 
 __all__ = ["ledger_section", "manifest_section"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.report.findings import NEAR_CAP
-from common.report.fmt import esc, num, pct, table, tag
-from common.report.page import document, findings_list
-from common.report.svg import Rule, Series, line_chart
+from fedsafe.common.report.findings import NEAR_CAP
+from fedsafe.common.report.fmt import esc, num, pct, table, tag
+from fedsafe.common.report.page import document, findings_list
+from fedsafe.common.report.svg import Rule, Series, line_chart
 
 __all__ = ["SITE_REPORT_FORMAT", "render_site_html"]
 

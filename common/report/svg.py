@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from common.report.fmt import esc
+from fedsafe.common.report.fmt import esc
 
 __all__ = ["PALETTE", "Series", "Rule", "line_chart", "nice_ticks"]
 

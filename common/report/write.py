@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common.ledger.audit import Anchors
-from common.report.run_data import build_run_report
-from common.report.run_html import render_run_html
+from fedsafe.common.ledger.audit import Anchors
+from fedsafe.common.report.run_data import build_run_report
+from fedsafe.common.report.run_html import render_run_html
 
 __all__ = ["WrittenReport", "json_path_for", "write_html_and_json", "write_run_report"]
 

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from simulations.bench import BENCHES
-from simulations.bench.rows import Row, format_table, rows_to_json
+from fedsafe.simulations.bench import BENCHES
+from fedsafe.simulations.bench.rows import Row, format_table, rows_to_json
 
 __all__ = ["main", "run_benches"]
 
 
 def _one(name: str, quick: bool, shared: dict[str, Any]) -> list[Row]:
-    from simulations.bench import crypto_ledger, dp_step, fixed_cost, round_overhead, scale
-    from simulations.bench.breakdown import breakdown_rows
+    from fedsafe.simulations.bench import crypto_ledger, dp_step, fixed_cost, round_overhead, scale
+    from fedsafe.simulations.bench.breakdown import breakdown_rows
 
     if name == "dp_step":
         return dp_step.run(quick=quick)
@@ -43,7 +43,7 @@ def _one(name: str, quick: bool, shared: dict[str, Any]) -> list[Row]:
     if name == "scale":
         return scale.run(quick=quick)
     if name == "deploy":
-        from simulations.bench import deploy_rounds
+        from fedsafe.simulations.bench import deploy_rounds
 
         return deploy_rounds.run(quick=quick)
     return fixed_cost.run(quick=quick, results=shared.get("runs"))

@@ -14,9 +14,9 @@ from flwr.serverapp.strategy import FedAvg
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.config import ExperimentConfig
-from common.data import dataset_info, load_site, site_names
-from common.models import model_for
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.data import dataset_info, load_site, site_names
+from fedsafe.common.models import model_for
 
 __all__ = ["TimedFedAvg", "build_baseline_apps", "BASELINE_NOISE"]
 

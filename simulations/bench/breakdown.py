@@ -10,27 +10,27 @@ from pathlib import Path
 
 import torch
 
-from simulations.bench.rows import Row, summarize
-from simulations.bench.timing import interleave
+from fedsafe.simulations.bench.rows import Row, summarize
+from fedsafe.simulations.bench.timing import interleave
 
 __all__ = ["breakdown_rows"]
 
 
 def _components(tmp: Path) -> dict[str, Callable[[], object]]:
     """One site's (Cleveland's) train round, cut into its parts, plus the server's share."""
-    from client.budget import BudgetStore
-    from client.site import simulated_site
-    from common import crypto
-    from common.attestation import arrays_digest, attestation_payload, sign_statement
-    from common.config import ExperimentConfig, from_dict
-    from common.data import dataset_info
-    from common.ledger import Ledger, records
-    from common.models import model_for
-    from common.privacy import Charge
-    from common.privacy.planner import plan_site
-    from common.privacy.randomness import OsRandomness
-    from common.training import DpSettings, eval_counts, train_local
-    from common.wire import pack_arrays, sealing_context
+    from fedsafe.client.budget import BudgetStore
+    from fedsafe.client.site import simulated_site
+    from fedsafe.common import crypto
+    from fedsafe.common.attestation import arrays_digest, attestation_payload, sign_statement
+    from fedsafe.common.config import ExperimentConfig, from_dict
+    from fedsafe.common.data import dataset_info
+    from fedsafe.common.ledger import Ledger, records
+    from fedsafe.common.models import model_for
+    from fedsafe.common.privacy import Charge
+    from fedsafe.common.privacy.planner import plan_site
+    from fedsafe.common.privacy.randomness import OsRandomness
+    from fedsafe.common.training import DpSettings, eval_counts, train_local
+    from fedsafe.common.wire import pack_arrays, sealing_context
 
     cfg = from_dict(
         ExperimentConfig,
@@ -77,7 +77,7 @@ def _components(tmp: Path) -> dict[str, Callable[[], object]]:
             store.spent(site.dataset_id, delta=1e-5, accountant="rdp")
 
     def plan_uncached() -> None:
-        from common.privacy import accountants
+        from fedsafe.common.privacy import accountants
 
         plan_site.cache_clear()
         accountants._rdp_one_step.cache_clear()

@@ -7,15 +7,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from simulations.bench.rows import Row, summarize
-from simulations.bench.timing import interleave
+from fedsafe.simulations.bench.rows import Row, summarize
+from fedsafe.simulations.bench.timing import interleave
 
 __all__ = ["run", "seal_sign_rows", "ledger_rows"]
 
 
 def seal_sign_rows(*, repeats: int, sizes_mb: tuple[int, ...] = (1, 10)) -> list[Row]:
     """MB/s of seal (X25519 + AES-256-GCM) + Ed25519 sign of the ciphertext, per update size."""
-    from common import crypto
+    from fedsafe.common import crypto
 
     _, sealing_public = crypto.generate_sealing_key()
     signing_private, _ = crypto.generate_signing_key()
@@ -49,7 +49,7 @@ def seal_sign_rows(*, repeats: int, sizes_mb: tuple[int, ...] = (1, 10)) -> list
 
 
 def _append_rates(ledger: object, *, singles: int, batches: int) -> tuple[float, float]:
-    from common.ledger import records
+    from fedsafe.common.ledger import records
 
     payload = {"site": "s", "round": 1, "decision": "granted", "reason": "ok"}
     start = time.perf_counter()
@@ -65,7 +65,7 @@ def _append_rates(ledger: object, *, singles: int, batches: int) -> tuple[float,
 
 def ledger_rows(*, repeats: int, verify_entries: int) -> list[Row]:
     """Append rates (one transaction per entry; append_many of 100) and full-verify rate."""
-    from common.ledger import Ledger, records, verify_ledger
+    from fedsafe.common.ledger import Ledger, records, verify_ledger
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedsafe-ledger-") as tmp:

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import yaml
 
-from client.approval import add_approval
-from client.site_kit import init_site_kit
-from common.crypto.pki import (
+from fedsafe.client.approval import add_approval
+from fedsafe.client.site_kit import init_site_kit
+from fedsafe.common.crypto.pki import (
     init_ca,
     init_server_sealing_key,
     init_server_signing_key,
     issue_server_certificate,
 )
-from server.deploy_config import load_server_config
-from server.deploy_flower import staged_fab_hash
-from server.deploy_process import free_port
+from fedsafe.server.deploy_config import load_server_config
+from fedsafe.server.deploy_flower import staged_fab_hash
+from fedsafe.server.deploy_process import free_port
 
 __all__ = ["Deployment", "make_deployment", "HOSPITALS"]
 
@@ -37,7 +37,7 @@ class Deployment:
 
 
 def _write_heart_site(kit: Path, hospital: str) -> None:
-    from common.data.heart import HEART_SCHEMA, HEART_SITES, heart_disease_frame
+    from fedsafe.common.data.heart import HEART_SCHEMA, HEART_SITES, heart_disease_frame
 
     lines = ["version: 1", "missing: impute", "columns:"]
     lines += [f"  {c}: numeric" for c in HEART_SCHEMA.numeric]
@@ -52,7 +52,7 @@ def _write_heart_site(kit: Path, hospital: str) -> None:
 
 
 def _grant(registry: Path, site: str, key: Path) -> None:
-    from simulations.cli import main
+    from fedsafe.simulations.cli import main
 
     with contextlib.redirect_stdout(io.StringIO()):
         code = main(

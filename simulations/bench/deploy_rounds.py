@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server.deploy_flower import project_root
-from server.deploy_process import ManagedProcess, flower_env
-from simulations.bench.deploy_kits import Deployment, make_deployment
-from simulations.bench.rows import Row, summarize
+from fedsafe.server.deploy_flower import project_root
+from fedsafe.server.deploy_process import ManagedProcess, flower_env
+from fedsafe.simulations.bench.deploy_kits import Deployment, make_deployment
+from fedsafe.simulations.bench.rows import Row, summarize
 
 __all__ = ["run", "run_mode", "FLOWER_POLLS_S"]
 
 FLOWER_POLLS_S = {"supernode_idle_poll": 3.0, "supernode_reply_wait": 0.5, "grid_poll": 3.0}
 _SERVED = re.compile(r"served (\w+) in ([\d.]+) s \(pull ([\d.]+), app ([\d.]+), push ([\d.]+);")
-_FEDSAFE = [sys.executable, "-m", "simulations.cli"]
+_FEDSAFE = [sys.executable, "-m", "fedsafe.simulations.cli"]
 
 
 def run_mode(dep: Deployment, isolation: str, *, timeout_s: float) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def run(*, quick: bool) -> list[Row]:
             results[isolation] = run_mode(dep, isolation, timeout_s=timeout)
             print(f"[bench] deploy {isolation}: {results[isolation]['round_s']}", file=sys.stderr)
         rows = rows_from(results["subprocess"], results["process"])
-        from simulations.bench.worker_modes import run as worker_modes
+        from fedsafe.simulations.bench.worker_modes import run as worker_modes
 
         rows += worker_modes(quick=quick, site_yaml=dep.site_yaml["site-a"])
     return rows

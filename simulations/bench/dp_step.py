@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.models import build_model
-from simulations.bench.rows import Row, summarize
-from simulations.bench.timing import interleave
+from fedsafe.common.models import build_model
+from fedsafe.simulations.bench.rows import Row, summarize
+from fedsafe.simulations.bench.timing import interleave
 
 __all__ = ["MODES", "Case", "CASES", "make_step", "bench_case", "run"]
 
@@ -199,8 +199,8 @@ def bench_case(case: Case, *, repeats: int, inner: int) -> list[Row]:
 
 def _train_local_rows(*, repeats: int) -> list[Row]:
     """A whole local epoch as fedsafe runs it (Opacus parts, site-CSPRNG Poisson batches)."""
-    from common.privacy.randomness import OsRandomness
-    from common.training import DpSettings, train_local
+    from fedsafe.common.privacy.randomness import OsRandomness
+    from fedsafe.common.training import DpSettings, train_local
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((243, 31)).astype(np.float32)  # Cleveland's training rows: 243 x 31

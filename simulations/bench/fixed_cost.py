@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from simulations.bench.rows import Row, summarize
-from simulations.bench.sims import hospitals_config
-from simulations.bench.spawn import run_worker
+from fedsafe.simulations.bench.rows import Row, summarize
+from fedsafe.simulations.bench.sims import hospitals_config
+from fedsafe.simulations.bench.spawn import run_worker
 
 __all__ = ["run", "rows_from_results", "PHASES"]
 

@@ -6,10 +6,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from simulations.bench.breakdown import breakdown_rows
-from simulations.bench.rows import Row, summarize
-from simulations.bench.sims import hospitals_config, steady_rounds
-from simulations.bench.spawn import run_worker
+from fedsafe.simulations.bench.breakdown import breakdown_rows
+from fedsafe.simulations.bench.rows import Row, summarize
+from fedsafe.simulations.bench.sims import hospitals_config, steady_rounds
+from fedsafe.simulations.bench.spawn import run_worker
 
 __all__ = ["run", "rows_from_results", "interleaved_runs", "TARGET"]
 

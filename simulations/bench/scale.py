@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from simulations.bench.rows import Row
-from simulations.bench.spawn import run_worker
+from fedsafe.simulations.bench.rows import Row
+from fedsafe.simulations.bench.spawn import run_worker
 
 __all__ = ["run", "scale_config", "dataset_for", "count_site_files"]
 
@@ -25,7 +25,7 @@ def dataset_for(num_sites: int) -> tuple[dict[str, Any], str]:
     can, as flattened 784-pixel vectors for the same MLP. Without its files, digits serves
     up to 179 sites (10 rows each) and larger federations are not run.
     """
-    from common.data.images import FASHION_MNIST_DIR, fashion_mnist_dir
+    from fedsafe.common.data.images import FASHION_MNIST_DIR, fashion_mnist_dir
 
     if any(fashion_mnist_dir().glob("train-images-idx3-ubyte*")):
         return {"name": "fashion_mnist", "partition": "iid", "num_sites": num_sites}, (

@@ -67,9 +67,9 @@ def _instrument_flower() -> None:
 
 
 def _run_fedsafe(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    import server.federation as federation
-    from server.recorder import RunRecorder
-    from simulations.engine import simulate
+    import fedsafe.server.federation as federation
+    from fedsafe.server.recorder import RunRecorder
+    from fedsafe.simulations.engine import simulate
 
     _wrap(federation, "wait_for_sites", "server_main_start", None)
     _wrap(federation, "roll_call", "roll_call_start", "roll_call_end")
@@ -89,8 +89,8 @@ def _run_fedsafe(cfg: Any, run_dir: Path) -> dict[str, Any]:
 def _run_baseline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from flwr.simulation import run_simulation
 
-    from common.data import site_names
-    from simulations.bench.baseline_app import build_baseline_apps
+    from fedsafe.common.data import site_names
+    from fedsafe.simulations.bench.baseline_app import build_baseline_apps
 
     _mark("imported")
     _mark("simulate_call")
@@ -121,7 +121,7 @@ def main(spec_path: str) -> None:
     import opacus  # noqa: F401
     import torch  # noqa: F401
 
-    from common.config import ExperimentConfig, from_dict
+    from fedsafe.common.config import ExperimentConfig, from_dict
 
     _instrument_flower()
     cfg = from_dict(ExperimentConfig, spec["config"])

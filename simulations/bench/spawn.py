@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulations.bench.timing import TreeMemory
+from fedsafe.simulations.bench.timing import TreeMemory
 
 __all__ = ["run_worker"]
 
@@ -46,7 +46,7 @@ def run_worker(
     spawn = time.time()
     with log.open("w") as handle:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "simulations.bench.sim_worker", str(spec_path)],
+            [sys.executable, "-m", "fedsafe.simulations.bench.sim_worker", str(spec_path)],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=env,

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from simulations.bench.rows import Row, summarize
+from fedsafe.simulations.bench.rows import Row, summarize
 
 __all__ = ["run", "import_seconds", "fork_seconds"]
 
@@ -32,7 +32,7 @@ def fork_seconds(repeats: int, *, torch_op: bool) -> list[float]:
     torch op, which initialises its thread pool again) has exited."""
     import torch
 
-    import client.app  # noqa: F401 - the state a forked child would inherit
+    import fedsafe.client.app  # noqa: F401 - the state a forked child would inherit
 
     out = []
     for _ in range(repeats):
@@ -49,8 +49,8 @@ def fork_seconds(repeats: int, *, torch_op: bool) -> list[float]:
 
 def site_load_seconds(site_yaml: Path, repeats: int) -> list[float]:
     """Reading site.yaml, the data file (schema-checked) and the keys, as each message does."""
-    from client.site import deployed_site
-    from common.config import ExperimentConfig
+    from fedsafe.client.site import deployed_site
+    from fedsafe.common.config import ExperimentConfig
 
     out = []
     for _ in range(repeats):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from simulations.engine import simulate
-from simulations.run import config_from_hydra
+from fedsafe.simulations.engine import simulate
+from fedsafe.simulations.run import config_from_hydra
 
 pytestmark = pytest.mark.slow
 

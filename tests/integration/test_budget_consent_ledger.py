@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from client.budget import BudgetStore
-from common.config import ExperimentConfig, from_dict
-from common.layout import simulated_site_dir
-from common.ledger import Ledger, provenance_card
-from common.privacy import epsilon_for
-from simulations.cli import main as fedsafe
-from simulations.engine import simulate
+from fedsafe.client.budget import BudgetStore
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.layout import simulated_site_dir
+from fedsafe.common.ledger import Ledger, provenance_card
+from fedsafe.common.privacy import epsilon_for
+from fedsafe.simulations.cli import main as fedsafe
+from fedsafe.simulations.engine import simulate
 
 pytestmark = pytest.mark.slow
 

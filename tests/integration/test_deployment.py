@@ -18,25 +18,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from client.approval import add_approval
-from client.budget import BudgetStore
-from client.deploy import supernode_command, supernode_env
-from client.site_config import load_site_config
-from client.site_kit import init_site_kit
-from common.crypto.pki import (
+from fedsafe.client.approval import add_approval
+from fedsafe.client.budget import BudgetStore
+from fedsafe.client.deploy import supernode_command, supernode_env
+from fedsafe.client.site_config import load_site_config
+from fedsafe.client.site_kit import init_site_kit
+from fedsafe.common.crypto.pki import (
     init_ca,
     init_server_sealing_key,
     init_server_signing_key,
     issue_server_certificate,
 )
-from server.deploy import READY_FILE
-from server.deploy_config import load_server_config
-from server.deploy_flower import project_root, staged_fab_hash
-from server.deploy_process import ManagedProcess, flower_env, free_port
+from fedsafe.server.deploy import READY_FILE
+from fedsafe.server.deploy_config import load_server_config
+from fedsafe.server.deploy_flower import project_root, staged_fab_hash
+from fedsafe.server.deploy_process import ManagedProcess, flower_env, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
-FEDSAFE = [sys.executable, "-m", "simulations.cli"]
+FEDSAFE = [sys.executable, "-m", "fedsafe.simulations.cli"]
 PURPOSE = "cardiology-research"  # ComplianceConfig's default purpose
 HOSPITALS = {"site-a": "cleveland", "site-b": "hungary", "site-c": "va_long_beach"}
 
@@ -55,7 +55,7 @@ class Federation:
 
 def _write_heart_site(kit: Path, hospital: str) -> None:
     """One real hospital's rows as the site's CSV, and the schema all sites agreed."""
-    from common.data.heart import HEART_SCHEMA, HEART_SITES, heart_disease_frame
+    from fedsafe.common.data.heart import HEART_SCHEMA, HEART_SITES, heart_disease_frame
 
     lines = ["version: 1", "missing: impute", "columns:"]
     lines += [f"  {c}: numeric" for c in HEART_SCHEMA.numeric]

@@ -19,31 +19,31 @@ from typing import Any
 import pytest
 import yaml
 
-from client.approval import add_approval
-from client.budget import BudgetStore
-from client.site_kit import init_site_kit
-from common.crypto.pki import (
+from fedsafe.client.approval import add_approval
+from fedsafe.client.budget import BudgetStore
+from fedsafe.client.site_kit import init_site_kit
+from fedsafe.common.crypto.pki import (
     init_ca,
     init_server_sealing_key,
     init_server_signing_key,
     issue_server_certificate,
 )
-from common.ledger import Ledger
-from server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
-from server.deploy_config import ServerDeployConfig, load_server_config
-from server.deploy_flower import project_root, staged_fab_hash
-from server.deploy_process import (
+from fedsafe.common.ledger import Ledger
+from fedsafe.server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
+from fedsafe.server.deploy_config import ServerDeployConfig, load_server_config
+from fedsafe.server.deploy_flower import project_root, staged_fab_hash
+from fedsafe.server.deploy_process import (
     DeployError,
     ManagedProcess,
     descendants,
     flower_env,
     free_port,
 )
-from server.deploy_resume import resume_target, with_resume
-from server.resume_config import bound_config
-from simulations.cli import main
+from fedsafe.server.deploy_resume import resume_target, with_resume
+from fedsafe.server.resume_config import bound_config
+from fedsafe.simulations.cli import main
 
-FEDSAFE = [sys.executable, "-m", "simulations.cli"]
+FEDSAFE = [sys.executable, "-m", "fedsafe.simulations.cli"]
 PURPOSE = "cardiology-research"  # ComplianceConfig's default purpose
 HOSPITALS = {"site-a": "cleveland", "site-b": "hungary", "site-c": "va_long_beach"}
 # Long enough for a healthy site's round on a loaded 2-core machine (one ClientApp process per
@@ -68,7 +68,7 @@ class Kits:
 
 def _write_heart_site(kit: Path, hospital: str) -> None:
     """One real hospital's rows as the site's CSV, and the schema all sites agreed."""
-    from common.data.heart import HEART_SCHEMA, HEART_SITES, heart_disease_frame
+    from fedsafe.common.data.heart import HEART_SCHEMA, HEART_SITES, heart_disease_frame
 
     lines = ["version: 1", "missing: impute", "columns:"]
     lines += [f"  {c}: numeric" for c in HEART_SCHEMA.numeric]

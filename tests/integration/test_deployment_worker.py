@@ -35,11 +35,11 @@ from test_deployment_faults import (  # same folder: pytest puts it on sys.path
     _wait_ready,
 )
 
-from client.budget import BudgetStore
-from client.deploy import secret_path
-from client.site_config import load_site_config
-from server.deploy_flower import APP_PACKAGES, project_root
-from server.deploy_process import ManagedProcess, descendants, free_port
+from fedsafe.client.budget import BudgetStore
+from fedsafe.client.deploy import secret_path
+from fedsafe.client.site_config import load_site_config
+from fedsafe.server.deploy_flower import APP_PACKAGES, project_root
+from fedsafe.server.deploy_process import ManagedProcess, descendants, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
@@ -86,7 +86,7 @@ def _claim_without_the_secret(address: str, secret: bytes | None) -> list[str]:
     )
     from flwr.supercore.runtime import RuntimeHttpClient
 
-    from client.worker import _CLAIM_METHODS
+    from fedsafe.client.worker import _CLAIM_METHODS
 
     interceptors: list[object] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
     if secret is not None:

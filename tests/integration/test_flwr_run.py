@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from common.flower_env import OFFLINE_FLOWER_ENV
+from fedsafe.common.flower_env import OFFLINE_FLOWER_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 ROOT = Path(__file__).resolve().parents[2]

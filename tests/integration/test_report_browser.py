@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from simulations.report_cli import write_report
+from fedsafe.simulations.report_cli import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 HELPER = Path(__file__).resolve().parents[1] / "unit" / "common" / "report" / "_report_run.py"

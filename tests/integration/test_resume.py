@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from client.budget import BudgetStore
-from common.ledger import Ledger, verify_ledger
-from server.checkpoint import CHECKPOINT, load_checkpoint
+from fedsafe.client.budget import BudgetStore
+from fedsafe.common.ledger import Ledger, verify_ledger
+from fedsafe.server.checkpoint import CHECKPOINT, load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
@@ -30,7 +30,7 @@ def _command(runs: Path, run_id: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "simulations.cli",
+        "fedsafe.simulations.cli",
         "simulate",
         f"runs_dir={runs}",
         f"run_id={run_id}",

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from common.attestation import ATTESTATION, arrays_digest, open_statement
-from common.config import ExperimentConfig, from_dict
-from common.crypto.pki import load_signing_public_key
-from common.flower_env import apply_offline_flower_env
-from common.layout import simulated_site_dir
-from common.secagg import PRG_NAME, SecAggSizing, aggregate_error_bound
+from fedsafe.common.attestation import ATTESTATION, arrays_digest, open_statement
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.crypto.pki import load_signing_public_key
+from fedsafe.common.flower_env import apply_offline_flower_env
+from fedsafe.common.layout import simulated_site_dir
+from fedsafe.common.secagg import PRG_NAME, SecAggSizing, aggregate_error_bound
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +33,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Pat
     apply_offline_flower_env()
     from flwr.simulation import run_simulation
 
-    from client.secagg import build_secagg_client_app
-    from server.secagg import build_secagg_server_app
-    from simulations.engine import _quiet_flower
+    from fedsafe.client.secagg import build_secagg_client_app
+    from fedsafe.server.secagg import build_secagg_server_app
+    from fedsafe.simulations.engine import _quiet_flower
 
     _quiet_flower()
     runs = tmp_path_factory.mktemp("runs")

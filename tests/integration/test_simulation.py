@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from safetensors.torch import load_file
 
-from common.config import ExperimentConfig, from_dict
-from common.privacy import epsilon_for
-from simulations.engine import format_table, simulate
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.privacy import epsilon_for
+from fedsafe.simulations.engine import format_table, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,7 @@ def test_sealed_updates_reach_the_same_model_as_plain_fedavg(
     """Same data, same (test-only, seeded) noise: sealing changes nothing but the transport."""
     import torch
 
-    from common.privacy.randomness import TEST_SEED_ENV
+    from fedsafe.common.privacy.randomness import TEST_SEED_ENV
 
     monkeypatch.setenv(TEST_SEED_ENV, "11")  # the sites' own switch; Ray's actors inherit it
     models = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from common.config import ExperimentConfig, from_flat, to_flat
+from fedsafe.common.config import ExperimentConfig, from_flat, to_flat
 
 ROOT = Path(__file__).resolve().parents[2]
 FLWR = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]
@@ -13,8 +13,8 @@ FLWR = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]
 
 def test_flower_components_are_the_shared_app_builders() -> None:
     assert FLWR["app"]["components"] == {
-        "serverapp": "server.app:app",
-        "clientapp": "client.app:app",
+        "serverapp": "fedsafe.server.app:app",
+        "clientapp": "fedsafe.client.app:app",
     }
 
 
@@ -28,6 +28,19 @@ def test_declared_run_config_keys_equal_the_defaults_except_the_short_run() -> N
     }
     assert differing == {}
     assert from_flat(declared).training.rounds == 3
+
+
+def test_every_package_folder_installs_under_fedsafe() -> None:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        "fedsafe." + ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("common", "server", "client", "simulations", "conf")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == folders
+    assert setuptools["package-dir"] == {
+        f"fedsafe.{top}": top for top in ("common", "server", "client", "simulations", "conf")
+    }
 
 
 def test_no_legacy_federation_table_for_flower_to_rewrite() -> None:

@@ -17,23 +17,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from client.approval import (
+from fedsafe.client.approval import (
     ApprovedCode,
     add_approval,
     approve_command,
     check_hash,
     parse_approved,
 )
-from client.deploy import run_start, supernode_env
-from client.site_admin import run_approve
-from client.site_config import load_site_config
-from client.site_kit import init_site_kit
-from client.supervise import Supervisor, write_secret
-from client.worker import FLOWER_VERSION, SiteWorker, check_flower_version
-from common.crypto.pki import init_ca, init_server_sealing_key
-from common.errors import ConfigError, FedsafeError
-from server.deploy_process import free_port
-from simulations.cli import main
+from fedsafe.client.deploy import run_start, supernode_env
+from fedsafe.client.site_admin import run_approve
+from fedsafe.client.site_config import load_site_config
+from fedsafe.client.site_kit import init_site_kit
+from fedsafe.client.supervise import Supervisor, write_secret
+from fedsafe.client.worker import FLOWER_VERSION, SiteWorker, check_flower_version
+from fedsafe.common.crypto.pki import init_ca, init_server_sealing_key
+from fedsafe.common.errors import ConfigError, FedsafeError
+from fedsafe.server.deploy_process import free_port
+from fedsafe.simulations.cli import main
 
 HASH = "ab" * 32
 SCHEMA = (
@@ -145,7 +145,7 @@ def test_site_start_dry_run_shows_the_supervised_pair(kit: Path) -> None:
     supernode, worker = text.strip().splitlines()[-2:]
     assert "--isolation process" in supernode and "--superexec-auth-secret-file" in supernode
     assert "--host 127.0.0.1" in supernode
-    assert " -P -m client.worker " in worker and "--secret-file" in worker
+    assert " -P -m fedsafe.client.worker " in worker and "--secret-file" in worker
     assert "--runtime-dependency-install" not in supernode
     env = supernode_env(load_site_config(kit))  # the SuperNode's and the worker's environment
     assert (
@@ -233,8 +233,8 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 def test_a_long_lived_worker_reads_the_data_once_and_again_when_it_changes(kit: Path) -> None:
-    from client.site import deployed_site
-    from common.config import ExperimentConfig
+    from fedsafe.client.site import deployed_site
+    from fedsafe.common.config import ExperimentConfig
 
     cfg = ExperimentConfig()
     first = deployed_site(kit, cfg)
@@ -251,7 +251,7 @@ def test_a_worker_told_to_stop_while_starting_exits_at_once(kit: Path, tmp_path:
 
     secret = write_secret(tmp_path / "home" / "superexec.secret")
     address = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-P", "-m", "client.worker", "--config", str(kit),
+    command = [sys.executable, "-P", "-m", "fedsafe.client.worker", "--config", str(kit),
                "--runtime-api", address, "--secret-file", str(secret)]  # fmt: skip
     worker = subprocess.Popen(command, env=dict(os.environ))
     time.sleep(1.0)  # importing torch and the ClientApp, or already polling a closed port
@@ -267,9 +267,9 @@ def test_site_status_checks_the_store_against_the_sites_signed_head(
 ) -> None:
     import sqlite3
 
-    from client.budget import BudgetStore, StoreAnchor
-    from client.policy import SitePolicy
-    from common.privacy.accountants import Charge
+    from fedsafe.client.budget import BudgetStore, StoreAnchor
+    from fedsafe.client.policy import SitePolicy
+    from fedsafe.common.privacy.accountants import Charge
 
     cfg = load_site_config(kit)
     with BudgetStore.open(cfg.budget_store, anchor=StoreAnchor.from_keys_dir(cfg.keys_dir)) as s:

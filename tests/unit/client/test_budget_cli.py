@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from client.budget import BudgetStore, BudgetStoreError, RoundRefusedError
-from client.budget_cli import add_budget_parser, budget_report
-from client.policy import SitePolicy
-from common.privacy.accountants import Charge, epsilon_for
+from fedsafe.client.budget import BudgetStore, BudgetStoreError, RoundRefusedError
+from fedsafe.client.budget_cli import add_budget_parser, budget_report
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
 
 ROUND = Charge(1.5, 0.05, 20)
 
@@ -150,9 +150,9 @@ def test_empty_store_says_so(tmp_path: Path) -> None:
 
 def test_acknowledge_cli_records_the_decision_and_the_site_trains_again(tmp_path: Path) -> None:
     """A store replaced behind the site's back: refused, then acknowledged on the record."""
-    from client.budget import StoreAnchor, StoreIntegrityError
-    from client.budget_cli import add_acknowledge_parser
-    from common.crypto.pki import init_site_keys, load_signing_private_key
+    from fedsafe.client.budget import StoreAnchor, StoreIntegrityError
+    from fedsafe.client.budget_cli import add_acknowledge_parser
+    from fedsafe.common.crypto.pki import init_site_keys, load_signing_private_key
 
     keys_dir = tmp_path / "keys"
     init_site_keys(keys_dir, "cleveland")
@@ -192,8 +192,8 @@ def test_budget_report_with_keys_refuses_an_edited_store_and_says_unverified_wit
     tmp_path: Path,
 ) -> None:
     """Found in review: the report showed a tampered store's smaller spend without a word."""
-    from client.budget import StoreAnchor
-    from common.crypto.pki import init_site_keys, load_signing_private_key
+    from fedsafe.client.budget import StoreAnchor
+    from fedsafe.common.crypto.pki import init_site_keys, load_signing_private_key
 
     keys_dir = tmp_path / "keys"
     init_site_keys(keys_dir, "cleveland")

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.budget import BudgetStore, PolicyRefusedError, StoreAnchor, StoreIntegrityError
-from client.budget.acknowledge import acknowledge_store
-from client.budget.releases import record_nonprivate
-from client.budget.schema import SCHEMA_VERSION
-from client.policy import SitePolicy
-from common.crypto.pki import init_site_keys
-from common.privacy.accountants import Charge
+from fedsafe.client.budget import BudgetStore, PolicyRefusedError, StoreAnchor, StoreIntegrityError
+from fedsafe.client.budget.acknowledge import acknowledge_store
+from fedsafe.client.budget.releases import record_nonprivate
+from fedsafe.client.budget.schema import SCHEMA_VERSION
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.crypto.pki import init_site_keys
+from fedsafe.common.privacy.accountants import Charge
 
 ROUND = Charge(1.5, 0.05, 20)
 POLICY = SitePolicy(max_epsilon=50.0)

@@ -9,9 +9,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.budget import BudgetStore, PolicyRefusedError, RoundRefusedError
-from client.policy import SitePolicy
-from common.privacy.accountants import Charge, epsilon_for
+from fedsafe.client.budget import BudgetStore, PolicyRefusedError, RoundRefusedError
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
 
 DELTA = 1e-5
 # A few (noise, rate) pairs so that RDP's per-pair cache keeps each example fast.

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from client.budget import BudgetStore
-from client.policy import SitePolicy
-from common.privacy.accountants import Charge, epsilon_for
+from fedsafe.client.budget import BudgetStore
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 90.0
@@ -25,9 +25,9 @@ PLANNED = Charge(1.5, 0.05, 10)
 CHILD = """
 import sys
 from pathlib import Path
-from client.budget import BudgetStore
-from client.policy import SitePolicy
-from common.privacy.accountants import Charge
+from fedsafe.client.budget import BudgetStore
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.privacy.accountants import Charge
 
 store = BudgetStore.open(Path(sys.argv[1]))
 policy = SitePolicy(max_epsilon=50.0)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from client.budget import (
+from fedsafe.client.budget import (
     BudgetStore,
     BudgetStoreError,
     PolicyRefusedError,
     Reservation,
     RoundRefusedError,
 )
-from client.policy import SitePolicy
-from common.errors import BudgetExceededError, PrivacyError
-from common.privacy.accountants import Charge, epsilon_for
+from fedsafe.client.policy import SitePolicy
+from fedsafe.common.errors import BudgetExceededError, PrivacyError
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
 
 ROUND = Charge(noise_multiplier=1.5, sample_rate=0.05, steps=20)
 POLICY = SitePolicy(max_epsilon=3.0, delta=1e-5)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from client.app import REFUSAL_CODE, build_client_app
-from common import keys
-from common.config import ExperimentConfig, from_dict
-from common.data import dataset_info, load_site
-from common.models import build_model
-from common.privacy import epsilon_for
+from fedsafe.client.app import REFUSAL_CODE, build_client_app
+from fedsafe.common import keys
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.data import dataset_info, load_site
+from fedsafe.common.models import build_model
+from fedsafe.common.privacy import epsilon_for
 
 
 @pytest.fixture(autouse=True)
@@ -149,10 +149,10 @@ def test_evaluate_reply_has_metrics_and_no_arrays(cfg: ExperimentConfig) -> None
 
 
 def test_a_sealed_reply_carries_no_plaintext_arrays(tmp_path: Path) -> None:
-    from common import crypto
-    from common.crypto.pki import init_server_sealing_key, load_sealing_private_key
-    from common.layout import coordinator_dir
-    from common.wire import sealing_context, unpack_arrays
+    from fedsafe.common import crypto
+    from fedsafe.common.crypto.pki import init_server_sealing_key, load_sealing_private_key
+    from fedsafe.common.layout import coordinator_dir
+    from fedsafe.common.wire import sealing_context, unpack_arrays
 
     cfg = from_dict(ExperimentConfig, {"runs_dir": str(tmp_path), "training": {"rounds": 2}})
     key_file, _ = init_server_sealing_key(coordinator_dir(cfg) / "keys")
@@ -172,7 +172,7 @@ def test_a_sealed_reply_carries_no_plaintext_arrays(tmp_path: Path) -> None:
 
 
 def test_a_replayed_round_gets_the_same_update_without_a_new_charge(cfg: ExperimentConfig) -> None:
-    from client.budget import BudgetStore
+    from fedsafe.client.budget import BudgetStore
 
     app, msg = build_client_app(cfg), _message(cfg, "train", 1)
     first = app(msg, _context(0)).content

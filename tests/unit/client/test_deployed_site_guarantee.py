@@ -14,17 +14,17 @@ import pytest
 import torch
 import yaml
 
-from client.budget import BudgetStore, StoreIntegrityError
-from client.deploy import check_site
-from client.local_round import RoundContext, evaluate_round, train_round
-from client.site import deployed_site
-from client.site_kit import init_site_kit
-from common.config import ExperimentConfig, from_dict
-from common.crypto.pki import init_ca, init_server_sealing_key
-from common.data import dataset_info
-from common.errors import FedsafeError
-from common.models import build_model
-from common.privacy.randomness import TEST_SEED_ENV
+from fedsafe.client.budget import BudgetStore, StoreIntegrityError
+from fedsafe.client.deploy import check_site
+from fedsafe.client.local_round import RoundContext, evaluate_round, train_round
+from fedsafe.client.site import deployed_site
+from fedsafe.client.site_kit import init_site_kit
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.crypto.pki import init_ca, init_server_sealing_key
+from fedsafe.common.data import dataset_info
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.models import build_model
+from fedsafe.common.privacy.randomness import TEST_SEED_ENV
 
 SCHEMA = """\
 target: {column: default, positive: [yes], negative: [no]}

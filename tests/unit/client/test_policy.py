@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from client.policy import POLICY_KEYS, SitePolicy, load_policy
-from common.errors import ConfigError
+from fedsafe.client.policy import POLICY_KEYS, SitePolicy, load_policy
+from fedsafe.common.errors import ConfigError
 
 SOURCE = "/sites/cleveland/site.yaml"
 

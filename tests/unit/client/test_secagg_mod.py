@@ -21,7 +21,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 from flwr.compat.common import recorddict_compat as compat
 
-from client.secagg import (
+from fedsafe.client.secagg import (
     SECAGG_REFUSAL_CODE,
     SecAggSiteClient,
     UpdateOutOfRangeError,
@@ -29,12 +29,12 @@ from client.secagg import (
     audit_dir,
     hardened_secaggplus_mod,
 )
-from client.site import simulated_site
-from common import keys
-from common.config import ExperimentConfig, from_dict
-from common.data import dataset_info
-from common.models import model_for
-from common.secagg import PATCH_POINTS, PRG_KEY, PRG_NAME, chacha_rand_gen
+from fedsafe.client.site import simulated_site
+from fedsafe.common import keys
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.data import dataset_info
+from fedsafe.common.models import model_for
+from fedsafe.common.secagg import PATCH_POINTS, PRG_KEY, PRG_NAME, chacha_rand_gen
 
 NID = 7
 client_mod = importlib.import_module(PATCH_POINTS[0][0])

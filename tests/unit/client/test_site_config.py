@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from client.deploy import NODE_CONFIG_KEY, check_site, run_start, supernode_command
-from client.policy import SitePolicy
-from client.site_config import REQUIRED_KEYS, SiteConfig, load_site_config
-from client.site_kit import init_site_kit
-from common.config import ExperimentConfig
-from common.crypto.pki import KeyFileError, init_ca, init_server_sealing_key
-from common.errors import ConfigError, DataError
+from fedsafe.client.deploy import NODE_CONFIG_KEY, check_site, run_start, supernode_command
+from fedsafe.client.policy import SitePolicy
+from fedsafe.client.site_config import REQUIRED_KEYS, SiteConfig, load_site_config
+from fedsafe.client.site_kit import init_site_kit
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.crypto.pki import KeyFileError, init_ca, init_server_sealing_key
+from fedsafe.common.errors import ConfigError, DataError
 
 SCHEMA = """\
 target: {column: default, positive: [yes], negative: [no]}

@@ -17,20 +17,20 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from client import local_round
-from client.app import build_client_app
-from client.budget import BudgetStore, StoreAnchor, StoreIntegrityError, acknowledge_store
-from client.local_round import RoundContext, evaluate_round, round_seed, train_round
-from client.site import simulated_site
-from common import keys
-from common.attestation import arrays_digest
-from common.config import ExperimentConfig, from_dict
-from common.data import dataset_info
-from common.errors import FedsafeError
-from common.models import build_model
-from common.privacy.randomness import TEST_SEED_ENV, SeededRandomness
-from common.release_policy import ReleasePolicy
-from common.training import DpSettings, train_local
+from fedsafe.client import local_round
+from fedsafe.client.app import build_client_app
+from fedsafe.client.budget import BudgetStore, StoreAnchor, StoreIntegrityError, acknowledge_store
+from fedsafe.client.local_round import RoundContext, evaluate_round, round_seed, train_round
+from fedsafe.client.site import simulated_site
+from fedsafe.common import keys
+from fedsafe.common.attestation import arrays_digest
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.data import dataset_info
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.models import build_model
+from fedsafe.common.privacy.randomness import TEST_SEED_ENV, SeededRandomness
+from fedsafe.common.release_policy import ReleasePolicy
+from fedsafe.common.training import DpSettings, train_local
 
 SITES = ("cleveland", "hungary", "va_long_beach", "switzerland")
 
@@ -120,7 +120,7 @@ def test_the_config_seed_does_not_regenerate_the_noise(tmp_path: Path) -> None:
 def test_a_deployed_site_refuses_the_test_only_seed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from common.privacy.randomness import site_randomness
+    from fedsafe.common.privacy.randomness import site_randomness
 
     monkeypatch.setenv(TEST_SEED_ENV, "3")
     with pytest.raises(FedsafeError, match="test-only"):
@@ -268,7 +268,7 @@ def test_deleting_the_signed_head_is_detected(tmp_path: Path) -> None:
 
 
 def test_a_head_signed_by_another_key_is_refused(tmp_path: Path) -> None:
-    from common import crypto
+    from fedsafe.common import crypto
 
     cfg = _cfg(tmp_path)
     _two_rounds(cfg)
@@ -277,8 +277,8 @@ def test_a_head_signed_by_another_key_is_refused(tmp_path: Path) -> None:
         crypto.generate_signing_key()[0],
     )
     with BudgetStore.open(_store(cfg)) as store, store._engine.connect() as conn:  # noqa: SLF001
-        from client.budget.anchor import state_digest
-        from client.budget.schema import store_id
+        from fedsafe.client.budget.anchor import state_digest
+        from fedsafe.client.budget.schema import store_id
 
         forger.write(store=store_id(conn), digest=state_digest(conn), pending=None, charges=0)
     with pytest.raises(StoreIntegrityError, match="does not verify with this site's key"):
@@ -556,11 +556,11 @@ def test_a_malformed_model_is_refused_before_anything_is_charged(tmp_path: Path)
 _RACE = """
 import json, sys
 from pathlib import Path
-from client.local_round import RoundContext, train_round
-from client.site import simulated_site
-from common.config import ExperimentConfig, from_dict
-from common.data import dataset_info
-from common.models import build_model
+from fedsafe.client.local_round import RoundContext, train_round
+from fedsafe.client.site import simulated_site
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.data import dataset_info
+from fedsafe.common.models import build_model
 cfg = from_dict(ExperimentConfig, {"runs_dir": sys.argv[1], "training": {"rounds": 3},
                 "security": {"sealed_updates": False}})
 info = dataset_info(cfg.dataset.name)

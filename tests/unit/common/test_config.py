@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ExperimentConfig, from_dict, from_flat, load_json, to_dict, to_flat
-from common.errors import ConfigError
+from fedsafe.common.config import (
+    ExperimentConfig,
+    from_dict,
+    from_flat,
+    load_json,
+    to_dict,
+    to_flat,
+)
+from fedsafe.common.errors import ConfigError
 
 
 def test_defaults_round_trip_through_dict_and_flat() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from common.consent import (
+from fedsafe.common.consent import (
     CONSENT_DOMAIN,
     ConsentRecord,
     SignedConsent,
@@ -19,8 +19,8 @@ from common.consent import (
     verify_withdrawal,
     withdrawal_bytes,
 )
-from common.crypto import generate_signing_key, public_key_fingerprint
-from common.errors import IntegrityError
+from fedsafe.common.crypto import generate_signing_key, public_key_fingerprint
+from fedsafe.common.errors import IntegrityError
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from client.budget import BudgetStore
-from common.files import private_file
-from server.consent import ConsentRegistry
+from fedsafe.client.budget import BudgetStore
+from fedsafe.common.files import private_file
+from fedsafe.server.consent import ConsentRegistry
 
 
 def _mode(path: Path) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.config import DatasetConfig
-from common.data import dataset_info, load_site, load_sites, site_names
-from common.errors import DataError
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data import dataset_info, load_site, load_sites, site_names
+from fedsafe.common.errors import DataError
 
 EXPECTED = {"cleveland": 304, "hungary": 293, "va_long_beach": 200, "switzerland": 123}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.config import ExperimentConfig, from_dict
-from common.errors import ConfigError
-from common.layout import federation_sites, site_index
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.layout import federation_sites, site_index
 
 
 def _cfg(**federation: object) -> ExperimentConfig:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from common.metrics import fairness_gap
+from fedsafe.common.metrics import fairness_gap
 
 
 def test_gap_is_best_minus_worst_and_nan_sites_are_ignored() -> None:

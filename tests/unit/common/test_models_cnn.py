@@ -9,13 +9,13 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
-from common.config import MODELS as CONFIG_MODELS
-from common.config import DatasetConfig
-from common.data import dataset_info, load_site
-from common.errors import ConfigError
-from common.models import MODELS, build_model
-from common.privacy.randomness import OsRandomness
-from common.training import DpSettings, evaluate, train_local
+from fedsafe.common.config import MODELS as CONFIG_MODELS
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data import dataset_info, load_site
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.models import MODELS, build_model
+from fedsafe.common.privacy.randomness import OsRandomness
+from fedsafe.common.training import DpSettings, evaluate, train_local
 
 
 def test_registry_names_match_the_config_schema() -> None:

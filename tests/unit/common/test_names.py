@@ -2,8 +2,8 @@
 
 import pytest
 
-from common.errors import ConfigError
-from common.names import check_name, is_valid_name
+from fedsafe.common.errors import ConfigError
+from fedsafe.common.names import check_name, is_valid_name
 
 
 @pytest.mark.parametrize("name", ["cleveland", "bank_west", "run-2026.12.01", "A1"])

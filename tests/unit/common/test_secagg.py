@@ -10,9 +10,9 @@ from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 from flwr.supercore.primitives.asymmetric import generate_key_pairs
 
-from common.crypto import keystream
-from common.errors import FedsafeError
-from common.secagg import (
+from fedsafe.common.crypto import keystream
+from fedsafe.common.errors import FedsafeError
+from fedsafe.common.secagg import (
     FLWR_SERIES,
     PATCH_POINTS,
     UnmaskRefusedError,

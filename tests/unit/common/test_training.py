@@ -7,9 +7,9 @@ import math
 import numpy as np
 import torch
 
-from common.models import build_model
-from common.privacy.randomness import OsRandomness, SeededRandomness
-from common.training import DpSettings, dp_sample_rate, evaluate, train_local
+from fedsafe.common.models import build_model
+from fedsafe.common.privacy.randomness import OsRandomness, SeededRandomness
+from fedsafe.common.training import DpSettings, dp_sample_rate, evaluate, train_local
 
 
 def _data(n: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +106,7 @@ def test_auroc_is_nan_when_the_held_out_split_has_one_class() -> None:
 
 
 def test_balanced_weights_lift_the_rare_class_and_skip_absent_ones() -> None:
-    from common.training import balanced_class_weights
+    from fedsafe.common.training import balanced_class_weights
 
     weights = balanced_class_weights(np.array([0] * 19 + [1]), 3)
     assert weights[1] == 19 * weights[0] and weights[2] == 0
@@ -114,7 +114,7 @@ def test_balanced_weights_lift_the_rare_class_and_skip_absent_ones() -> None:
 
 
 def test_weighted_dp_training_predicts_the_rare_class_more_often() -> None:
-    from common.training import balanced_class_weights
+    from fedsafe.common.training import balanced_class_weights
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 5)).astype(np.float32)

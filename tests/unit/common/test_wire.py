@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.errors import IntegrityError
-from common.wire import pack_arrays, sealing_context, unpack_arrays
+from fedsafe.common.errors import IntegrityError
+from fedsafe.common.wire import pack_arrays, sealing_context, unpack_arrays
 
 
 def _arrays() -> dict[str, np.ndarray]:

@@ -30,16 +30,21 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from common import crypto, keys
-from common.attestation import arrays_digest, attestation_payload, identity_payload, sign_statement
-from common.config import ExperimentConfig, PrivacyConfig, StrategyConfig, from_dict
-from common.consent import ConsentRecord, sign_consent
-from common.ledger import Ledger
-from common.privacy.accountants import epsilon_for
-from server.compliance import Compliance, CoordinatorKeys
-from server.consent import ConsentRegistry
-from server.recorder import RunRecorder
-from server.strategy import RecordingStrategy, build_strategy
+from fedsafe.common import crypto, keys
+from fedsafe.common.attestation import (
+    arrays_digest,
+    attestation_payload,
+    identity_payload,
+    sign_statement,
+)
+from fedsafe.common.config import ExperimentConfig, PrivacyConfig, StrategyConfig, from_dict
+from fedsafe.common.consent import ConsentRecord, sign_consent
+from fedsafe.common.ledger import Ledger
+from fedsafe.common.privacy.accountants import epsilon_for
+from fedsafe.server.compliance import Compliance, CoordinatorKeys
+from fedsafe.server.consent import ConsentRegistry
+from fedsafe.server.recorder import RunRecorder
+from fedsafe.server.strategy import RecordingStrategy, build_strategy
 
 RUN = "run-hostile"
 PURPOSE = "research"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from server.bounds import cap_weights, check_update_norm, distance
-from server.validation import MalformedReplyError
+from fedsafe.server.bounds import cap_weights, check_update_norm, distance
+from fedsafe.server.validation import MalformedReplyError
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save
 
-from common import crypto
-from common.config import ExperimentConfig, from_dict
-from common.errors import FedsafeError
-from server.checkpoint import (
+from fedsafe.common import crypto
+from fedsafe.common.config import ExperimentConfig, from_dict
+from fedsafe.common.errors import FedsafeError
+from fedsafe.server.checkpoint import (
     CHECKPOINT,
     Checkpoint,
     CheckpointError,
@@ -25,7 +25,7 @@ from server.checkpoint import (
     save_checkpoint,
     strategy_state,
 )
-from server.resume_config import bound_config, changed_keys
+from fedsafe.server.resume_config import bound_config, changed_keys
 
 Keys = tuple[bytes, bytes]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from common import crypto, keys
-from common.attestation import (
+from fedsafe.common import crypto, keys
+from fedsafe.common.attestation import (
     ATTESTATION,
     arrays_digest,
     attestation_payload,
@@ -19,13 +19,13 @@ from common.attestation import (
     open_statement,
     sign_statement,
 )
-from common.config import PrivacyConfig
-from common.errors import IntegrityError
-from common.ledger import Ledger
-from common.privacy.accountants import epsilon_for
-from common.wire import pack_arrays, sealing_context
-from server.compliance import Compliance, CoordinatorKeys, RejectedUpdateError
-from server.consent import ConsentRegistry
+from fedsafe.common.config import PrivacyConfig
+from fedsafe.common.errors import IntegrityError
+from fedsafe.common.ledger import Ledger
+from fedsafe.common.privacy.accountants import epsilon_for
+from fedsafe.common.wire import pack_arrays, sealing_context
+from fedsafe.server.compliance import Compliance, CoordinatorKeys, RejectedUpdateError
+from fedsafe.server.consent import ConsentRegistry
 
 RUN = "run-1"
 ARRAYS = {"w": np.ones((2, 2), dtype=np.float32)}

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from common.crypto import generate_signing_key
-from common.crypto.pki import KeyFileError
-from common.errors import ConfigError, ConsentError, IntegrityError
-from server.consent import ConsentRegistry
-from server.consent_cli import add_consent_parser
+from fedsafe.common.crypto import generate_signing_key
+from fedsafe.common.crypto.pki import KeyFileError
+from fedsafe.common.errors import ConfigError, ConsentError, IntegrityError
+from fedsafe.server.consent import ConsentRegistry
+from fedsafe.server.consent_cli import add_consent_parser
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

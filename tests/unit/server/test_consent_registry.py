@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from common.consent import ConsentRecord, SignedConsent, sign_consent, sign_withdrawal
-from common.crypto import generate_signing_key
-from common.errors import ConfigError, ConsentError, IntegrityError
-from server.consent import ConsentDecision, ConsentRegistry
+from fedsafe.common.consent import ConsentRecord, SignedConsent, sign_consent, sign_withdrawal
+from fedsafe.common.crypto import generate_signing_key
+from fedsafe.common.errors import ConfigError, ConsentError, IntegrityError
+from fedsafe.server.consent import ConsentDecision, ConsentRegistry
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -501,7 +501,7 @@ def test_a_record_id_is_the_sites_own_another_site_may_use_the_same_one(
 def test_a_v1_registry_file_is_carried_over(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
     import sqlite3
 
-    from server.consent import _record_row
+    from fedsafe.server.consent import _record_row
 
     path = tmp_path / "old.db"
     con = sqlite3.connect(path)

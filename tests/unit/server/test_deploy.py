@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.crypto.pki import init_ca, init_site_keys, issue_server_certificate
-from common.errors import ConfigError
-from server.deploy import latest_round, run_start, superlink_command
-from server.deploy_certs import run_certs_init, run_certs_server
-from server.deploy_config import load_server_config
-from server.deploy_flower import (
+from fedsafe.common.crypto.pki import init_ca, init_site_keys, issue_server_certificate
+from fedsafe.common.errors import ConfigError
+from fedsafe.server.deploy import latest_round, run_start, superlink_command
+from fedsafe.server.deploy_certs import run_certs_init, run_certs_server
+from fedsafe.server.deploy_config import load_server_config
+from fedsafe.server.deploy_flower import (
     fab_hash,
     project_root,
     stage_app,
@@ -28,7 +28,7 @@ from server.deploy_flower import (
     write_connection,
     write_run_config,
 )
-from server.deploy_process import (
+from fedsafe.server.deploy_process import (
     DeployError,
     ManagedProcess,
     descendants,
@@ -168,7 +168,7 @@ def test_staged_app_declares_overrides_and_leaves_the_source_untouched(
     project = tomllib.loads((app / "pyproject.toml").read_text())
     assert source.read_bytes() == before
     assert "federations" not in project["tool"]["flwr"]
-    assert project["tool"]["flwr"]["app"]["components"]["clientapp"] == "client.app:app"
+    assert project["tool"]["flwr"]["app"]["components"]["clientapp"] == "fedsafe.client.app:app"
     assert set(run_config) <= set(project["tool"]["flwr"]["app"]["config"])
     assert (app / "client" / "app.py").is_file() and (app / "server" / "app.py").is_file()
     assert not (app / "tests").exists() and not list(app.rglob("__pycache__"))

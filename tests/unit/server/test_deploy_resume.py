@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.crypto.pki import init_server_signing_key
-from server.checkpoint import Checkpoint, save_checkpoint
-from server.deploy_config import ServerDeployConfig, load_server_config
-from server.deploy_process import DeployError
-from server.deploy_resume import refuse_restart, resume_target, with_resume
-from server.resume_config import bound_config
+from fedsafe.common.crypto.pki import init_server_signing_key
+from fedsafe.server.checkpoint import Checkpoint, save_checkpoint
+from fedsafe.server.deploy_config import ServerDeployConfig, load_server_config
+from fedsafe.server.deploy_process import DeployError
+from fedsafe.server.deploy_resume import refuse_restart, resume_target, with_resume
+from fedsafe.server.resume_config import bound_config
 
 
 def _server_yaml(root: Path, **run_config: object) -> ServerDeployConfig:

@@ -11,7 +11,7 @@ import pytest
 from conftest import Federation, Site, global_model
 from flwr.app import Message
 
-from common import keys
+from fedsafe.common import keys
 
 
 def _w(arrays) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -162,7 +162,7 @@ def test_fedadam_keeps_the_models_dtype_so_the_next_round_counts(
 
 def test_a_count_beyond_2_53_cannot_even_be_signed_canonically() -> None:
     """RFC 8785 (the statement format) has no integer above 2**53: such a weight never verifies."""
-    from common.attestation import sign_statement
+    from fedsafe.common.attestation import sign_statement
 
     with pytest.raises(ValueError, match="safe integer"):
         sign_statement({"statement": "x", "num_examples": 2**60}, b"unused")

@@ -11,9 +11,9 @@ import pytest
 from conftest import Federation, Site
 from flwr.app import ConfigRecord, Message
 
-from common import crypto, keys
-from common.attestation import sign_statement
-from common.consent import sign_withdrawal, withdrawal_to_dict
+from fedsafe.common import crypto, keys
+from fedsafe.common.attestation import sign_statement
+from fedsafe.common.consent import sign_withdrawal, withdrawal_to_dict
 
 DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError, not ValueError
 

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from conftest import Federation, Site
 from flwr.app import ConfigRecord, Message
 
-from common import keys
-from common.consent import SignedConsent, sign_withdrawal, withdrawal_to_dict
-from server.roster import roll_call
+from fedsafe.common import keys
+from fedsafe.common.consent import SignedConsent, sign_withdrawal, withdrawal_to_dict
+from fedsafe.server.roster import roll_call
 
 
 def test_a_claimed_name_outside_the_enrolled_folder_is_refused_before_any_key_is_read(

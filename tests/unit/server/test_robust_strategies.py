@@ -12,9 +12,9 @@ import yaml
 from conftest import Federation, Site
 from flwr.serverapp.strategy import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 
-from common.config import STRATEGIES, StrategyConfig, from_dict
-from common.errors import ConfigError
-from server.strategy import RecordingStrategy, build_strategy
+from fedsafe.common.config import STRATEGIES, StrategyConfig, from_dict
+from fedsafe.common.errors import ConfigError
+from fedsafe.server.strategy import RecordingStrategy, build_strategy
 
 HONEST = (0.10, 0.12, 0.09, 0.11, 0.10, 0.13)
 POISON = 30.0  # 30 on each of 8 weights: L2 84.9, inside the default max_update_norm of 100

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from common import keys
-from server.validation import MalformedReplyError, check_evaluate_reply, check_train_reply
+from fedsafe.common import keys
+from fedsafe.server.validation import MalformedReplyError, check_evaluate_reply, check_train_reply
 
 
 def _reference() -> ArrayRecord:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from simulations.bench.deploy_rounds import _SERVED, rows_from
-from simulations.bench.worker_modes import fork_seconds
+from fedsafe.simulations.bench.deploy_rounds import _SERVED, rows_from
+from fedsafe.simulations.bench.worker_modes import fork_seconds
 
 
 def _result(isolation: str, round_s: list[float], app: float) -> dict[str, object]:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from simulations.bench import __main__ as cli
-from simulations.bench import crypto_ledger, dp_step, fixed_cost, round_overhead, scale
-from simulations.bench.breakdown import breakdown_rows
-from simulations.bench.rows import Row, format_table
-from simulations.bench.timing import TreeMemory, interleave
+from fedsafe.simulations.bench import __main__ as cli
+from fedsafe.simulations.bench import crypto_ledger, dp_step, fixed_cost, round_overhead, scale
+from fedsafe.simulations.bench.breakdown import breakdown_rows
+from fedsafe.simulations.bench.rows import Row, format_table
+from fedsafe.simulations.bench.timing import TreeMemory, interleave
 
 
 def _recorded_run(kind: str, spawn: float) -> dict[str, object]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_module
 
-from common.errors import ConfigError
-from simulations.run import config_from_hydra
+from fedsafe.common.errors import ConfigError
+from fedsafe.simulations.run import config_from_hydra
 
 
 def _compose(*overrides: str):  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from simulations.cli import main
+from fedsafe.simulations.cli import main
 
 
 def test_epsilon_json_matches_the_reference_value(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ExperimentConfig
+from fedsafe.common.config import ExperimentConfig
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_rejected_config_leaves_no_folder(tmp_path: Path, override: str, message
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
 
     done = subprocess.run(
-        [sys.executable, "-m", "simulations.cli", "simulate", f"runs_dir={runs}", override],
+        [sys.executable, "-m", "fedsafe.simulations.cli", "simulate", f"runs_dir={runs}", override],
         capture_output=True,
         text=True,
         timeout=120,
@@ -44,10 +44,10 @@ def test_rejected_config_leaves_no_folder(tmp_path: Path, override: str, message
 
 def test_a_refused_resume_leaves_the_finished_run_folder_untouched(tmp_path: Path) -> None:
     # Arrange: a finished run, its checkpoint signed by the simulated coordinator's key
-    from common.crypto.pki import init_server_signing_key
-    from common.layout import coordinator_keys_dir
-    from server.checkpoint import Checkpoint, save_checkpoint
-    from server.resume_config import bound_config
+    from fedsafe.common.crypto.pki import init_server_signing_key
+    from fedsafe.common.layout import coordinator_keys_dir
+    from fedsafe.server.checkpoint import Checkpoint, save_checkpoint
+    from fedsafe.server.resume_config import bound_config
 
     runs = tmp_path / "runs"
     cfg = ExperimentConfig(runs_dir=str(runs), run_id="done")
@@ -66,7 +66,14 @@ def test_a_refused_resume_leaves_the_finished_run_folder_untouched(tmp_path: Pat
 
     # Act
     done = subprocess.run(
-        [sys.executable, "-m", "simulations.cli", "simulate", f"runs_dir={runs}", "run_id=done"]
+        [
+            sys.executable,
+            "-m",
+            "fedsafe.simulations.cli",
+            "simulate",
+            f"runs_dir={runs}",
+            "run_id=done",
+        ]
         + ["resume=true", "training.rounds=3"],
         capture_output=True,
         text=True,

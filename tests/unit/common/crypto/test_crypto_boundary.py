@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import common.crypto as crypto_package
+import fedsafe.common.crypto as crypto_package
 
 ROOT = Path(__file__).resolve().parents[4]
 ALLOWED = ROOT / "common" / "crypto" / "_primitives.py"

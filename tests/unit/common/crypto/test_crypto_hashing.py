@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from common.crypto import keystream, sha256_hex
+from fedsafe.common.crypto import keystream, sha256_hex
 
 SEED = bytes(range(32))
 # Pinned output for SEED: changing the keystream recipe breaks every mask in flight.

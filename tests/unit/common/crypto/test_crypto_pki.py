@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from common.crypto import open_sealed, seal, sign, verify
-from common.crypto.pki import (
+from fedsafe.common.crypto import open_sealed, seal, sign, verify
+from fedsafe.common.crypto.pki import (
     KeyExistsError,
     KeyFileError,
     init_ca,
@@ -34,7 +34,7 @@ from common.crypto.pki import (
     load_signing_private_key,
     load_signing_public_key,
 )
-from common.errors import FedsafeError
+from fedsafe.common.errors import FedsafeError
 
 HOSTS = ["localhost", "superlink.fedsafe.internal", "127.0.0.1", "::1"]
 

@@ -7,10 +7,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from common.crypto import generate_sealing_key, generate_signing_key, open_sealed, seal
-from common.crypto._primitives import _sealing_key_from_raw
-from common.crypto.sealing import _seal_with_ephemeral
-from common.errors import IntegrityError
+from fedsafe.common.crypto import generate_sealing_key, generate_signing_key, open_sealed, seal
+from fedsafe.common.crypto._primitives import _sealing_key_from_raw
+from fedsafe.common.crypto.sealing import _seal_with_ephemeral
+from fedsafe.common.errors import IntegrityError
 
 # RFC 7748, section 6.1: Alice's key is the sender's ephemeral key, Bob's is the server's key.
 ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from common.crypto import generate_signing_key, public_key_fingerprint, sign, verify
-from common.crypto._primitives import _signing_key_from_raw
-from common.errors import IntegrityError
+from fedsafe.common.crypto import generate_signing_key, public_key_fingerprint, sign, verify
+from fedsafe.common.crypto._primitives import _signing_key_from_raw
+from fedsafe.common.errors import IntegrityError
 
 # RFC 8032, section 7.1, TEST 1 (empty message).
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -113,7 +113,7 @@ def test_malformed_public_key_is_a_value_error() -> None:
 
 
 def test_sealing_key_is_not_a_signing_key() -> None:
-    from common.crypto import generate_sealing_key
+    from fedsafe.common.crypto import generate_sealing_key
 
     private_pem, _ = generate_sealing_key()
 

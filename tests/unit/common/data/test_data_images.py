@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.config import DatasetConfig
-from common.data import dataset_info, load_sites
-from common.data.idx import read_idx
-from common.data.images import (
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data import dataset_info, load_sites
+from fedsafe.common.data.idx import read_idx
+from fedsafe.common.data.images import (
     FASHION_MNIST_DIR,
     digits_arrays,
     fashion_mnist_arrays,
     fashion_mnist_dir,
 )
-from common.errors import DataError
+from fedsafe.common.errors import DataError
 
 
 def _idx_bytes(array: np.ndarray) -> bytes:

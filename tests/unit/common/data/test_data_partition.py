@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.config import DatasetConfig
-from common.data import load_site
-from common.data.images import digits_arrays
-from common.data.partition import partition_dirichlet, partition_iid
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data import load_site
+from fedsafe.common.data.images import digits_arrays
+from fedsafe.common.data.partition import partition_dirichlet, partition_iid
 
 
 def _labels() -> np.ndarray:

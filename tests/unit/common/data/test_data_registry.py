@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from common.config import DATASETS as CONFIG_DATASETS
-from common.config import DatasetConfig
-from common.data import DATASETS, DatasetInfo, dataset_info, load_site
-from common.errors import ConfigError, DataError
+from fedsafe.common.config import DATASETS as CONFIG_DATASETS
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data import DATASETS, DatasetInfo, dataset_info, load_site
+from fedsafe.common.errors import ConfigError, DataError
 
 
 def test_registry_names_match_the_config_schema() -> None:

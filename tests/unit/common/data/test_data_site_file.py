@@ -10,9 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.config import DatasetConfig
-from common.data import dataset_info, load_site_file, load_sites, site_data_from_file, site_names
-from common.errors import DataError
+from fedsafe.common.config import DatasetConfig
+from fedsafe.common.data import (
+    dataset_info,
+    load_site_file,
+    load_sites,
+    site_data_from_file,
+    site_names,
+)
+from fedsafe.common.errors import DataError
 
 SCHEMA = """\
 # a bank's loan file

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from common import crypto
-from common.ledger import Entry, Ledger, canonical_bytes, canonical_json
-from common.ledger.records import make_entry
+from fedsafe.common import crypto
+from fedsafe.common.ledger import Entry, Ledger, canonical_bytes, canonical_json
+from fedsafe.common.ledger.records import make_entry
 
 __all__ = ["T0", "Tamperer", "attestation", "fill"]
 

@@ -10,8 +10,8 @@ import pytest
 from _ledger_helpers import Tamperer
 from sqlalchemy import create_engine, text
 
-from common import crypto
-from common.ledger import Ledger
+from fedsafe.common import crypto
+from fedsafe.common.ledger import Ledger
 
 POSTGRES_URL = os.environ.get("FEDSAFE_TEST_POSTGRES_URL")
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from _ledger_helpers import T0, attestation
 
-from common import crypto
-from common.ledger import ATTESTATION, RUN_FINISHED, RUN_STARTED, Ledger
-from common.ledger.audit import MISSING_KEY, MISSING_WITNESS, STALE_WITNESS
-from common.ledger.verify import UNSIGNED_TAIL, WRONG_SIGNER
-from simulations.cli import main as fedsafe
+from fedsafe.common import crypto
+from fedsafe.common.ledger import ATTESTATION, RUN_FINISHED, RUN_STARTED, Ledger
+from fedsafe.common.ledger.audit import MISSING_KEY, MISSING_WITNESS, STALE_WITNESS
+from fedsafe.common.ledger.verify import UNSIGNED_TAIL, WRONG_SIGNER
+from fedsafe.simulations.cli import main as fedsafe
 
 Keys = tuple[bytes, bytes]
 

@@ -8,7 +8,7 @@ import json
 
 from _ledger_helpers import fill
 
-from common.ledger import Ledger, entry_hash, export_csv, export_json
+from fedsafe.common.ledger import Ledger, entry_hash, export_csv, export_json
 
 
 def test_export_json_round_trips_and_hashes_recompute(ledger: Ledger) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from _ledger_helpers import T0, attestation
 
-from common.errors import LedgerError
-from common.ledger import (
+from fedsafe.common.errors import LedgerError
+from fedsafe.common.ledger import (
     ATTESTATION,
     DROPOUT,
     ROUND_AGGREGATED,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from common.ledger import (
+from fedsafe.common.ledger import (
     GENESIS_PREV_HASH,
     KINDS,
     RUN_STARTED,
@@ -21,14 +21,14 @@ from common.ledger import (
     entry_hash,
     verify_ledger,
 )
-from common.ledger.records import (
+from fedsafe.common.ledger.records import (
     check_kind,
     format_time,
     head_message,
     legacy_entry_hash,
     make_entry,
 )
-from common.ledger.verify import OLD_FORMAT
+from fedsafe.common.ledger.verify import OLD_FORMAT
 
 # sha256 of {"format":"fedsafe-ledger-v2","kind":"run_started","payload":{"run_id":"r1"},
 # "prev_hash":"0"*64,"seq":1,"time":"2025-01-01T00:00:00.000000Z"}, computed with sha256sum.

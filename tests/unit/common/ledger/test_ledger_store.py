@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from _ledger_helpers import T0, fill
 
-from common import crypto
-from common.errors import IntegrityError, LedgerError
-from common.ledger import (
+from fedsafe.common import crypto
+from fedsafe.common.errors import IntegrityError, LedgerError
+from fedsafe.common.ledger import (
     DROPOUT,
     ERROR,
     GENESIS_PREV_HASH,
@@ -195,7 +195,7 @@ def test_concurrent_writers_do_not_fork_the_chain(ledger_url: str) -> None:
 
 _CHILD = """
 import sys
-from common.ledger import Ledger
+from fedsafe.common.ledger import Ledger
 ledger = Ledger.open(sys.argv[1])
 i = 0
 while True:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from _ledger_helpers import T0, Tamperer, attestation, fill
 
-from common import crypto
-from common.errors import LedgerError
-from common.ledger import (
+from fedsafe.common import crypto
+from fedsafe.common.errors import LedgerError
+from fedsafe.common.ledger import (
     ATTESTATION,
     ERROR,
     HEAD_SIGNED,
@@ -21,7 +21,7 @@ from common.ledger import (
     load_site_keys,
     verify_ledger,
 )
-from common.ledger.verify import (
+from fedsafe.common.ledger.verify import (
     BAD_HEAD,
     DIVERGED,
     EDITED,

@@ -7,8 +7,8 @@ import math
 import pytest
 from opacus.accountants import RDPAccountant
 
-from common.errors import AccountantError, PrivacyError
-from common.privacy import Charge, epsilon_for, noise_for_target
+from fedsafe.common.errors import AccountantError, PrivacyError
+from fedsafe.common.privacy import Charge, epsilon_for, noise_for_target
 
 # Opacus' own tests (opacus/tests/accountants_test.py): sigma 1.5, q 0.04, 90 epochs, delta 1e-5.
 OPACUS_SIGMA, OPACUS_Q, OPACUS_STEPS, OPACUS_EPS = 1.5, 0.04, int(90 / 0.04), 7.32911117143

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-import common.privacy.dp_sgd as dp_sgd
-from common.models import build_model
-from common.privacy.dp_sgd import batches_per_epoch, clipped_gradient_sum, poisson_batches
-from common.privacy.randomness import OsRandomness, SeededRandomness
-from common.training import DpSettings, train_local
+import fedsafe.common.privacy.dp_sgd as dp_sgd
+from fedsafe.common.models import build_model
+from fedsafe.common.privacy.dp_sgd import batches_per_epoch, clipped_gradient_sum, poisson_batches
+from fedsafe.common.privacy.randomness import OsRandomness, SeededRandomness
+from fedsafe.common.training import DpSettings, train_local
 
 C = 1.0
 # A rare outcome weighted up ~19x, as a bank with 5% defaults would weight it.
@@ -111,7 +111,7 @@ def test_poisson_sampling_includes_each_record_at_the_rate() -> None:
 
 def test_an_empty_batch_step_is_pure_gaussian_noise_of_std_sigma_c_over_b() -> None:
     """Through the optimiser itself: no records, so p.grad is the noise alone, scaled by 1/B."""
-    from common.privacy.dp_sgd import private_parts, site_loss
+    from fedsafe.common.privacy.dp_sgd import private_parts, site_loss
 
     model = nn.Linear(400, 50)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)

@@ -7,15 +7,15 @@ import math
 
 import pytest
 
-from common.config import PrivacyConfig, TrainingConfig
-from common.privacy.accountants import Charge, epsilon_for
-from common.privacy.plan_table import (
+from fedsafe.common.config import PrivacyConfig, TrainingConfig
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
+from fedsafe.common.privacy.plan_table import (
     expected_rounds,
     format_plan,
     plan_federation,
     plan_to_json,
 )
-from common.privacy.planner import plan_site
+from fedsafe.common.privacy.planner import plan_site
 
 SITES = {"cleveland": 243, "hungary": 234, "va": 160, "switzerland": 98}
 COMMON = dict(rounds=10, local_epochs=2, batch_size=32, delta=1e-5, accountant="rdp")

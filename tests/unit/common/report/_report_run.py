@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import crypto
-from common.ledger import Ledger, canonical_bytes
+from fedsafe.common import crypto
+from fedsafe.common.ledger import Ledger, canonical_bytes
 
 __all__ = ["SITES", "BuiltRun", "T0", "build_run"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from _report_run import BuiltRun
 
-from common.report import render_run_html, write_run_report
-from common.report.fmt import esc, num, pct
+from fedsafe.common.report import render_run_html, write_run_report
+from fedsafe.common.report.fmt import esc, num, pct
 
 _EXTERNAL = re.compile(r"""(?:src|href|xlink:href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 

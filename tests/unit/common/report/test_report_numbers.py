@@ -8,9 +8,9 @@ from typing import Any
 
 from _report_run import CAPS, PURPOSE, BuiltRun
 
-from common.ledger import Ledger
-from common.ledger.audit import Anchors
-from simulations.report_cli import write_report
+from fedsafe.common.ledger import Ledger
+from fedsafe.common.ledger.audit import Anchors
+from fedsafe.simulations.report_cli import write_report
 
 
 def _report(run: BuiltRun) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from common.report.svg import Rule, Series, line_chart, nice_ticks
+from fedsafe.common.report.svg import Rule, Series, line_chart, nice_ticks
 
 
 def test_nice_ticks_cover_the_range_with_round_steps() -> None:

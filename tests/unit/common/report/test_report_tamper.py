@@ -11,9 +11,9 @@ from pathlib import Path
 from _report_run import BuiltRun
 from sqlalchemy import create_engine, text
 
-from common import crypto
-from common.ledger import Ledger
-from simulations.report_cli import add_report_parser
+from fedsafe.common import crypto
+from fedsafe.common.ledger import Ledger
+from fedsafe.simulations.report_cli import add_report_parser
 
 
 def _sql(run: BuiltRun, statement: str, **params: object) -> None:

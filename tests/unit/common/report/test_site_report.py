@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from client.budget import BudgetStore, RoundRefusedError
-from client.policy import SitePolicy
-from client.site_report import add_site_report_parser, build_site_report
-from common.privacy.accountants import Charge, epsilon_for
+from fedsafe.client.budget import BudgetStore, RoundRefusedError
+from fedsafe.client.policy import SitePolicy
+from fedsafe.client.site_report import add_site_report_parser, build_site_report
+from fedsafe.common.privacy.accountants import Charge, epsilon_for
 
 ROUND = Charge(1.5, 0.05, 20)
 CAP = epsilon_for([ROUND] * 3, delta=1e-5)
@@ -132,8 +132,8 @@ def test_report_with_keys_refuses_an_edited_store_and_says_unverified_without(
     """Whoever can write the store file cannot make the report show a smaller spend."""
     import sqlite3
 
-    from client.budget import StoreAnchor
-    from common.crypto.pki import init_site_keys
+    from fedsafe.client.budget import StoreAnchor
+    from fedsafe.common.crypto.pki import init_site_keys
 
     keys_dir = tmp_path / "keys"
     init_site_keys(keys_dir, "cleveland")

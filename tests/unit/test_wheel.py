@@ -1,0 +1,44 @@
+"""`pip install .` installs one package, `fedsafe`: no top-level `common`, `server` or `client`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["-w", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (built,) = out.glob("fedsafe-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_the_wheel_holds_only_the_fedsafe_package(wheel: zipfile.ZipFile) -> None:
+    tops = {name.split("/")[0] for name in wheel.namelist()}
+    assert tops == {"fedsafe", next(t for t in tops if t.endswith(".dist-info"))}
+    names = set(wheel.namelist())
+    for module in ("server/app.py", "client/app.py", "common/config.py", "simulations/cli.py"):
+        assert f"fedsafe/{module}" in names
+    assert "fedsafe/conf/config.yaml" in names  # Hydra's configs travel as package data
+
+
+def test_the_console_script_and_flower_components_name_the_package(
+    wheel: zipfile.ZipFile,
+) -> None:
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
+    assert "fedsafe = fedsafe.simulations.cli:main" in wheel.read(entry_points).decode()
