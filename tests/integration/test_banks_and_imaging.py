@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(tmp_path: Path, *overrides: str) -> dict:  # type: ignore[type-arg]
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="fedsafe.conf", version_base="1.3"):
         cfg = config_from_hydra(
             compose(
                 config_name="config",

@@ -38,17 +38,27 @@ def test_sections_read_in_document_order(built_run: BuiltRun) -> None:
     assert html.index("<h1>") < html.index('id="summary"')
 
 
+def _poison(value: object, evil: str) -> object:
+    """Every string leaf of a JSON document replaced by `evil` (keys and numbers kept)."""
+    if isinstance(value, dict):
+        return {k: _poison(v, evil) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_poison(v, evil) for v in value]
+    return evil if isinstance(value, str) else value
+
+
 def test_every_value_is_escaped(built_run: BuiltRun) -> None:
     summary = json.loads((built_run.path / "summary.json").read_text())
     evil = '<img src="https://x.test/a.png" onerror="alert(1)">'
-    summary["run"] = evil
-    summary["sites"]["cleveland"]["refusals"] = [{"round": 1, "code": 1, "reason": evil}]
-    (built_run.path / "summary.json").write_text(json.dumps(summary))
+    poisoned = _poison(summary, evil)
+    assert isinstance(poisoned, dict)
+    poisoned["sites"]["cleveland"]["refusals"] = [{"round": 1, "code": 1, "reason": evil}]
+    (built_run.path / "summary.json").write_text(json.dumps(poisoned))
 
     html = _html(built_run)
 
-    assert "<img" not in html
-    assert esc(evil) in html
+    assert "<img" not in html and "onerror=" not in html.replace(esc(evil), "")
+    assert html.count(esc(evil)) >= 3  # the run name, the refusal, and other fields shown
     assert not _EXTERNAL.search(html)
 
 
