@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,13 +13,13 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     MetaData,
     String,
     Table,
     Text,
     create_engine,
-    event,
     insert,
     inspect,
     select,
@@ -39,6 +40,7 @@ from fedsafe.common.consent import (
 from fedsafe.common.errors import ConfigError, ConsentError, IntegrityError
 from fedsafe.common.files import private_file
 from fedsafe.common.ledger.records import format_time
+from fedsafe.common.sqlite_setup import WRITE_OPTION, configure_sqlite
 
 __all__ = [
     "DEFAULT_FILENAME",
@@ -257,17 +259,21 @@ class ConsentRegistry:
             if create and url.startswith("sqlite:///"):
                 private_file(Path(url.removeprefix("sqlite:///")))  # 0600: consent records
             engine = create_engine(url, connect_args={"timeout": 30})
-
-            @event.listens_for(engine, "connect")
-            def _wal(dbapi_conn: Any, _record: Any) -> None:
-                # WAL lets `fedsafe consent grant` write while a running server reads.
-                cursor = dbapi_conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.close()
+            # The settings every fedsafe store shares: WAL (so `fedsafe consent grant` writes
+            # while a running server reads), durable commits, writers that lock first.
+            configure_sqlite(engine)
 
         else:
             engine = create_engine(url)
         return cls(engine)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction that takes SQLite's write lock first (BEGIN IMMEDIATE)."""
+        with self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
 
     @property
     def engine(self) -> Engine:
@@ -303,7 +309,7 @@ class ConsentRegistry:
                 "not verify with the site's public key (nothing stored)"
             ) from None
         row = _record_row(signed)
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             existing = conn.execute(
                 select(_records).where(
                     _records.c.site == record.site, _records.c.record_id == record.record_id
@@ -329,7 +335,7 @@ class ConsentRegistry:
                 f"withdrawal of consent {withdrawal.record_id} by site '{withdrawal.site}' "
                 "refused: signature does not verify with the site's public key (nothing stored)"
             ) from None
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             owner = conn.execute(
                 select(_records.c.site).where(
                     _records.c.site == withdrawal.site,

@@ -171,3 +171,17 @@ def test_a_huge_held_out_count_cannot_take_over_the_reported_metrics(
     fed.run()
     # Clipped to half of the total, as a training weight would be: not 0.0.
     assert fed.strategy.recorder.global_metrics()[keys.ACCURACY] == pytest.approx(0.5)
+
+
+def test_a_site_that_never_answers_is_a_recorded_dropout(
+    federation: Callable[..., Federation],
+) -> None:
+    """Sent work, no reply (timeout, disconnect): the ledger and the run folder say so."""
+    fed = federation(Site("a"), Site("b"), Site("m", train_reply=lambda site, msg: []))
+    fed.run()
+    _assert_round_went_on(fed)
+    (dropout,) = fed.ledger("dropout")
+    assert dropout["site"] == "m" and dropout["round"] == 1
+    assert "no reply before the round timeout" in dropout["reason"]
+    summary = fed.strategy.recorder.sites["m"]
+    assert summary.refusals[0]["round"] == 1 and not summary.trained_rounds
