@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsafe.client.consent_statements import grants_record, withdrawals_record
 from fedsafe.client.local_round import RoundContext, RoundOutcome, evaluate_round, train_round
-from fedsafe.client.site import SiteRuntime, deployed_site, simulated_site
+from fedsafe.client.site import REFUSAL_CODE, SITE_CONFIG, SiteRuntime, site_runtime
 from fedsafe.common import crypto, keys
 from fedsafe.common.attestation import identity_payload, sign_statement
 from fedsafe.common.config import ExperimentConfig, from_flat
@@ -24,17 +22,6 @@ from fedsafe.common.wire import pack_arrays, sealing_context
 __all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG"]
 
 log = logging.getLogger("fedsafe.client")
-
-REFUSAL_CODE = 4100  # a site refused the round on purpose (budget, policy, bad input)
-SITE_CONFIG = "site-config"  # node config key of a deployed site: the path of its site.yaml
-
-
-def _runtime(cfg: ExperimentConfig, context: Context, run_id: str) -> SiteRuntime:
-    """A deployed site reads its site.yaml; a simulated one is built from its partition."""
-    torch.set_num_threads(1)  # one site per core in simulation; a deployed site may raise it
-    if SITE_CONFIG in context.node_config:
-        return deployed_site(Path(str(context.node_config[SITE_CONFIG])), cfg)
-    return simulated_site(cfg, int(context.node_config[keys.PARTITION_ID]), run_id)
 
 
 class MalformedRequestError(FedsafeError):
@@ -125,7 +112,7 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         run_cfg = config_of(context)
         instructions = msg.content[keys.CONFIG]
         run_id = str(instructions[keys.RUN_ID])
-        site = _runtime(run_cfg, context, run_id)
+        site = site_runtime(run_cfg, context, run_id)
         statement = identity_payload(
             site=site.name, run_id=run_id, purpose=str(instructions[keys.PURPOSE])
         )
@@ -143,7 +130,7 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         run_cfg = config_of(context)
         try:
             ctx = _round_context(msg, train=True)
-            site = _runtime(run_cfg, context, ctx.run_id)
+            site = site_runtime(run_cfg, context, ctx.run_id)
         except _BAD_REQUEST as err:
             return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
         try:
@@ -160,7 +147,7 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         run_cfg = config_of(context)
         try:
             ctx = _round_context(msg, train=False)
-            site = _runtime(run_cfg, context, ctx.run_id)
+            site = site_runtime(run_cfg, context, ctx.run_id)
         except _BAD_REQUEST as err:
             return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
         try:

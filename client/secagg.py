@@ -25,9 +25,8 @@ from flwr.compat.client.client import Client
 from flwr.compat.client.numpy_client import NumPyClient
 from flwr.compat.common import recorddict_compat as compat
 
-from fedsafe.client.app import REFUSAL_CODE, _runtime
 from fedsafe.client.local_round import RoundContext, evaluate_round, train_round
-from fedsafe.client.site import SiteRuntime
+from fedsafe.client.site import REFUSAL_CODE, SiteRuntime, site_runtime
 from fedsafe.common import keys
 from fedsafe.common.config import ExperimentConfig, from_flat
 from fedsafe.common.data import dataset_info
@@ -203,7 +202,7 @@ class SecAggSiteClient(NumPyClient):
         )
 
     def _site(self, run_id: str) -> SiteRuntime:
-        return _runtime(self.cfg, self.context, run_id)
+        return site_runtime(self.cfg, self.context, run_id)
 
     def _state(self, parameters: NDArrays) -> dict[str, torch.Tensor]:
         if len(parameters) != len(self._names):

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from flwr.app import Context
 
 from fedsafe.client.budget import StoreAnchor
 from fedsafe.client.policy import SitePolicy
+from fedsafe.common import keys
 from fedsafe.common.config import ExperimentConfig
 from fedsafe.common.crypto.pki import (
     KeyExistsError,
@@ -133,3 +136,15 @@ def deployed_site(site_yaml: Path, cfg: ExperimentConfig) -> SiteRuntime:
         release=site.release,
         server_sealing_key=site.server_sealing_key,
     )
+
+
+REFUSAL_CODE = 4100  # a site refused the round on purpose (budget, policy, bad input)
+SITE_CONFIG = "site-config"  # node config key of a deployed site: the path of its site.yaml
+
+
+def site_runtime(cfg: ExperimentConfig, context: Context, run_id: str) -> SiteRuntime:
+    """A deployed site reads its site.yaml; a simulated one is built from its partition."""
+    torch.set_num_threads(1)  # one site per core in simulation; a deployed site may raise it
+    if SITE_CONFIG in context.node_config:
+        return deployed_site(Path(str(context.node_config[SITE_CONFIG])), cfg)
+    return simulated_site(cfg, int(context.node_config[keys.PARTITION_ID]), run_id)

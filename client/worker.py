@@ -127,8 +127,8 @@ class SiteWorker:
         from flwr.supercore.runtime import RuntimeHttpClient
         from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
-        from fedsafe.client.app import SITE_CONFIG
         from fedsafe.client.approval import APPROVAL_CODE, approve_command, fab_sha256
+        from fedsafe.client.site import SITE_CONFIG
         from fedsafe.client.worker_io import heartbeat_fn, pull_task_input
 
         client = RuntimeHttpClient.from_server_address(

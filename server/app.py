@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from flwr.app import Context
@@ -10,16 +9,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsafe.common.config import ExperimentConfig, from_flat
 from fedsafe.server.federation import run_federation
+from fedsafe.server.run_dir import new_run_dir
 
 __all__ = ["app", "build_server_app", "new_run_dir"]
-
-
-def new_run_dir(cfg: ExperimentConfig) -> Path:
-    """`runs/<run_id>/` when given (a resumable, named run), else `runs/<name>-<timestamp>/`."""
-    if cfg.run_id:
-        return Path(cfg.runs_dir) / cfg.run_id
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.runs_dir) / f"{cfg.name}-{stamp}"
 
 
 def build_server_app(cfg: ExperimentConfig | None = None, run_dir: Path | None = None) -> ServerApp:

@@ -38,10 +38,10 @@ from fedsafe.common.errors import FedsafeError
 from fedsafe.common.flower_env import apply_offline_flower_env
 from fedsafe.common.models import model_for
 from fedsafe.common.secagg import PRG_KEY, PRG_NAME, SecAggSizing, hardened_prg, secagg_sizing
-from fedsafe.server.app import new_run_dir
 from fedsafe.server.federation import MODEL_FILE, save_model
 from fedsafe.server.recorder import RunRecorder
 from fedsafe.server.roster import wait_for_sites
+from fedsafe.server.run_dir import new_run_dir
 
 __all__ = [
     "DEFAULT_CLIPPING_RANGE",
