@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fedsafe.server.consent_cli import add_consent_parser
+from fedsafe.server.consent.cli import add_consent_parser
 from fedsafe.server.deploy import add_server_parser
 from fedsafe.server.deploy_certs import add_certs_parser
 

@@ -14,7 +14,7 @@ from fedsafe.common.crypto import generate_signing_key
 from fedsafe.common.crypto.pki import KeyFileError
 from fedsafe.common.errors import ConfigError, ConsentError, IntegrityError
 from fedsafe.server.consent import ConsentRegistry
-from fedsafe.server.consent_cli import add_consent_parser
+from fedsafe.server.consent.cli import add_consent_parser
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

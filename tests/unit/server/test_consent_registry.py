@@ -501,7 +501,7 @@ def test_a_record_id_is_the_sites_own_another_site_may_use_the_same_one(
 def test_a_v1_registry_file_is_carried_over(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
     import sqlite3
 
-    from fedsafe.server.consent import _record_row
+    from fedsafe.server.consent.store import _record_row
 
     path = tmp_path / "old.db"
     con = sqlite3.connect(path)

@@ -19,7 +19,7 @@ from fedsafe.common.consent import (
 from fedsafe.common.crypto.pki import load_signing_private_key, load_signing_public_key
 from fedsafe.common.errors import ConfigError
 from fedsafe.common.ledger.records import format_time
-from fedsafe.server.consent import ConsentEntry, ConsentRegistry
+from fedsafe.server.consent.registry import ConsentEntry, ConsentRegistry
 
 __all__ = [
     "add_consent_parser",

@@ -1,0 +1,189 @@
+"""Consent declared in a run's config (simulations): checked by key, signed with the site's key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from fedsafe.common.consent import (
+    ConsentRecord,
+    SignedConsent,
+    Withdrawal,
+    parse_time,
+    sign_consent,
+    sign_withdrawal,
+)
+from fedsafe.common.errors import ConfigError
+
+
+class ConsentRegistry(Protocol):
+    """What these helpers need of the registry (which calls them): no import back to it."""
+
+    _planned: dict[tuple[int, str], list[str]]
+
+    def grant(self, signed: SignedConsent, site_public_pem: bytes) -> None: ...
+
+    def withdraw(self, withdrawal: Withdrawal, site_public_pem: bytes) -> None: ...
+
+    def records(self, site: str | None = None) -> list[Any]: ...
+
+
+__all__ = ["CONFIG_KEYS", "entry_to_grant", "grant_from_config", "withdraw_scheduled"]
+
+CONFIG_KEYS = (
+    "site",
+    "dataset",
+    "purposes",
+    "legal_basis",
+    "data_categories",
+    "jurisdiction",
+    "valid_from",
+    "valid_until",
+    "withdraw_at_round",
+    "record_id",
+)
+
+
+def entry_to_grant(
+    index: int,
+    entry: Any,
+    keys: Mapping[str, tuple[bytes, bytes]],
+    *,
+    now: datetime,
+    dataset: str | None,
+    source: str | None,
+) -> tuple[SignedConsent, bytes, int | None]:
+    """Check one config entry by name and sign it with its site's key."""
+    where = f"consent[{index}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(where, entry, "a mapping of consent fields", source=source)
+    unknown = sorted(set(entry) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}.{unknown[0]}",
+            entry[unknown[0]],
+            f"one of {', '.join(CONFIG_KEYS)}",
+            source=source,
+        )
+
+    def required(key: str) -> Any:
+        if entry.get(key) is None:
+            raise ConfigError(f"{where}.{key}", None, "a value (required)", source=source)
+        return entry[key]
+
+    def when(key: str, default: datetime | None) -> datetime | None:
+        value = entry.get(key)
+        if value is None:
+            return default
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(value, field=key)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where}.{key}",
+                value,
+                "ISO-8601 time with zone (e.g. 2025-01-01T00:00:00Z) or null",
+                source=source,
+            ) from None
+
+    site = required("site")
+    if site not in keys:
+        raise ConfigError(
+            f"{where}.site",
+            site,
+            f"a site with a signing key (known: {', '.join(sorted(keys))})",
+            source=source,
+        )
+    chosen = entry.get("dataset") or dataset
+    if chosen is None:
+        raise ConfigError(f"{where}.dataset", None, "a dataset name (required)", source=source)
+    round_number = entry.get("withdraw_at_round")
+    if round_number is not None and (
+        isinstance(round_number, bool) or not isinstance(round_number, int) or round_number < 1
+    ):
+        raise ConfigError(
+            f"{where}.withdraw_at_round", round_number, "a round number >= 1 or null", source=source
+        )
+    fields = {key: required(key) for key in ("purposes", "legal_basis", "data_categories")}
+    jurisdiction = required("jurisdiction")
+    valid_from = when("valid_from", now) or now
+    valid_until = when("valid_until", None)
+    try:
+        record = ConsentRecord(
+            site=site,
+            dataset=chosen,
+            purposes=fields["purposes"],
+            legal_basis=fields["legal_basis"],
+            data_categories=fields["data_categories"],
+            jurisdiction=jurisdiction,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            granted_at=now,
+            record_id=entry.get("record_id") or f"cfg-{site}-{index}",
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(where, dict(entry), str(err), source=source) from None
+    private_pem, public_pem = keys[site]
+    return sign_consent(record, private_pem, site_public_pem=public_pem), public_pem, round_number
+
+
+def grant_from_config(
+    registry: ConsentRegistry,
+    entries: Iterable[Mapping[str, Any] | Any],
+    keys: Mapping[str, tuple[bytes, bytes]],
+    *,
+    now: datetime,
+    dataset: str | None,
+    source: str | None,
+) -> dict[int, list[str]]:
+    """Grant every config entry, signed by its site's key; the withdrawal schedule by round."""
+    schedule: dict[int, list[str]] = {}
+    for index, raw in enumerate(entries):
+        entry = asdict(raw) if is_dataclass(raw) and not isinstance(raw, type) else raw
+        signed, public_pem, round_number = entry_to_grant(
+            index, entry, keys, now=now, dataset=dataset, source=source
+        )
+        registry.grant(signed, public_pem)
+        if round_number is not None:
+            site = signed.record.site
+            registry._planned.setdefault((round_number, site), []).append(signed.record.record_id)
+            sites = schedule.setdefault(round_number, [])
+            if site not in sites:
+                sites.append(site)
+    return dict(sorted(schedule.items()))
+
+
+def withdraw_scheduled(
+    registry: ConsentRegistry,
+    round_number: int,
+    schedule: Mapping[int, Sequence[str]],
+    keys: Mapping[str, tuple[bytes, bytes]],
+    *,
+    at_time: datetime,
+) -> list[Withdrawal]:
+    """Withdraw, signed by each site's key, what ``schedule`` lists for ``round_number``."""
+    done: list[Withdrawal] = []
+    for site in schedule.get(round_number, ()):
+        if site not in keys:
+            raise ConfigError(
+                "keys", site, f"a signing key for every scheduled site (known: {sorted(keys)})"
+            )
+        private_pem, public_pem = keys[site]
+        planned = registry._planned.get((round_number, site))
+        if planned is None:
+            planned = [
+                e.signed.record.record_id for e in registry.records(site) if e.withdrawal is None
+            ]
+        already = {e.signed.record.record_id for e in registry.records(site) if e.withdrawal}
+        for record_id in planned:
+            if record_id in already:
+                continue
+            withdrawal = sign_withdrawal(
+                record_id=record_id, site=site, withdrawn_at=at_time, site_private_pem=private_pem
+            )
+            registry.withdraw(withdrawal, public_pem)
+            done.append(withdrawal)
+    return done
