@@ -10,9 +10,11 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from fedsafe.client.budget.judge import judge_charge
+from fedsafe.client.budget.pins import overlap_refusal, pin_refusal
+from fedsafe.client.budget.reading import row_charge
 from fedsafe.client.budget.records import PolicyRefusedError, RoundRefusedError
 from fedsafe.client.budget.schema import charges_table, releases_table
-from fedsafe.client.budget.store import NONPRIVATE_CHARGE, BudgetStore, _row_charge
+from fedsafe.client.budget.store import NONPRIVATE_CHARGE, BudgetStore
 from fedsafe.client.policy import SitePolicy
 from fedsafe.common.privacy.accountants import Charge
 
@@ -61,7 +63,7 @@ def record_nonprivate(
         ).first()
         ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
         if existing is None and records is not None:
-            refusal = store.overlap_refusal(conn, records, policy, **ids)
+            refusal = overlap_refusal(conn, records, policy, **ids)
         if existing is None and refusal is None:
             store._insert(
                 conn,
@@ -151,8 +153,8 @@ def record_evaluation(
                 **ids,
             )
         elif charge is not None:
-            history = [_row_charge(r) for r in store._rows(conn, dataset_id)]
-            refusal = store._pin_refusal(
+            history = [row_charge(r) for r in store._rows(conn, dataset_id)]
+            refusal = pin_refusal(
                 conn, policy=policy, fingerprint=None, records=None, **ids
             ) or judge_charge(
                 history,

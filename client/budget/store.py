@@ -14,28 +14,25 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from fedsafe.client.budget.anchor import StoreAnchor
-from fedsafe.client.budget.judge import data_refusal, judge_charge, replay_differences, unit_refusal
-from fedsafe.client.budget.overlap import has_records, put_records, shared_records
+from fedsafe.client.budget.judge import judge_charge, replay_differences
+from fedsafe.client.budget.overlap import has_records, put_records
+from fedsafe.client.budget.pins import pin_refusal
+from fedsafe.client.budget.reading import StoreReader, row_charge
 from fedsafe.client.budget.records import (
-    Acknowledgement,
     BudgetStoreError,
-    ChargeRecord,
     Kind,
     PolicyRefusedError,
-    Refusal,
     Reservation,
     RoundRefusedError,
     StoreIntegrityError,
 )
 from fedsafe.client.budget.schema import (
     SCHEMA_VERSION,
-    acks_table,
     charges_table,
     datasets_table,
     migrate,
     open_engine,
     refusals_table,
-    releases_table,
     schema_version,
 )
 from fedsafe.client.budget.summaries import SummariesMixin
@@ -67,15 +64,11 @@ def _check_ids(dataset_id: object, run_id: object, round: object) -> None:
         raise ValueError(f"round must be >= 0, got {round}")
 
 
-def _row_charge(row: Any) -> Charge:
-    return Charge(row.noise_multiplier, row.sample_rate, row.steps)
-
-
 def _binding_text(binding: dict[str, Any] | None) -> str | None:
     return None if binding is None else json.dumps(binding, sort_keys=True, separators=(",", ":"))
 
 
-class BudgetStore(SummariesMixin):
+class BudgetStore(StoreReader, SummariesMixin):
     """The site's privacy budget; the store is the state (no state_dict needed).
 
     Written only by the site: the server never sees the file. Every charge composes into the
@@ -137,13 +130,6 @@ class BudgetStore(SummariesMixin):
         self.close()
 
     @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            conn.execution_options(fedsafe_write=write)
-            with conn.begin():
-                yield conn
-
-    @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction that keeps the signed head in step (two-phase, see anchor)."""
         anchor = self._anchor
@@ -160,115 +146,6 @@ class BudgetStore(SummariesMixin):
 
     def _now(self, at_time: datetime | None) -> str:
         return _format_time(at_time if at_time is not None else self._clock())
-
-    # --- reading -----------------------------------------------------------------------
-
-    def _rows(self, conn: Connection, dataset_id: str, *, up_to: int | None = None) -> list[Any]:
-        query = select(charges_table).where(charges_table.c.dataset_id == dataset_id)
-        if up_to is not None:
-            query = query.where(charges_table.c.id <= up_to)
-        return list(conn.execute(query.order_by(charges_table.c.id)))
-
-    def _pin(self, conn: Connection, dataset_id: str) -> Any:
-        return conn.execute(
-            select(datasets_table).where(datasets_table.c.dataset_id == dataset_id)
-        ).first()
-
-    def charges(self, dataset_id: str) -> list[ChargeRecord]:
-        """Every stored charge on a data set, oldest first, with its run, round and status."""
-        with self._transaction(write=False) as conn:
-            return [
-                ChargeRecord(
-                    r.id,
-                    r.dataset_id,
-                    r.run_id,
-                    r.round,
-                    _row_charge(r),
-                    r.planned_steps,
-                    r.delta,
-                    r.accountant,
-                    r.status,
-                    r.purpose,
-                    r.time,
-                    r.completed_time,
-                    r.kind,
-                )
-                for r in self._rows(conn, dataset_id)
-            ]
-
-    def history(self, dataset_id: str) -> list[Charge]:
-        """All reserved and completed charges on a data set, in the order they were made."""
-        return [record.charge for record in self.charges(dataset_id)]
-
-    def unit(self, dataset_id: str) -> tuple[float, str] | None:
-        """The (delta, accountant) pinned at the data set's first charge, None before it."""
-        with self._transaction(write=False) as conn:
-            pin = self._pin(conn, dataset_id)
-        return None if pin is None else (pin.delta, pin.accountant)
-
-    def fingerprint(self, dataset_id: str) -> str | None:
-        with self._transaction(write=False) as conn:
-            pin = self._pin(conn, dataset_id)
-        return None if pin is None else pin.fingerprint
-
-    def spent(self, dataset_id: str, *, delta: float, accountant: str) -> float:
-        """Epsilon of the data set's whole history, composed, in its pinned unit only."""
-        pinned = self.unit(dataset_id)
-        if pinned is not None and pinned != (delta, accountant):
-            raise PrivacyError(
-                f"data set '{dataset_id}' is accounted at delta={pinned[0]:g} with "
-                f"'{pinned[1]}'; asked for delta={delta:g} with '{accountant}'"
-            )
-        return epsilon_for(self.history(dataset_id), delta=delta, accountant=accountant)
-
-    def refusals(self, dataset_id: str | None = None) -> list[Refusal]:
-        """Refused rounds, oldest first; all data sets when `dataset_id` is None."""
-        query = select(refusals_table).order_by(refusals_table.c.id)
-        if dataset_id is not None:
-            query = query.where(refusals_table.c.dataset_id == dataset_id)
-        with self._transaction(write=False) as conn:
-            return [
-                Refusal(
-                    r.dataset_id,
-                    r.run_id,
-                    r.round,
-                    r.reason,
-                    r.spent_epsilon,
-                    r.round_epsilon_cost,
-                    r.cap,
-                    r.message,
-                    r.time,
-                )
-                for r in conn.execute(query)
-            ]
-
-    def acknowledgements(self) -> list[Acknowledgement]:
-        with self._transaction(write=False) as conn:
-            return [
-                Acknowledgement(a.id, a.time, a.kind, a.dataset_id, json.loads(a.detail), a.reason)
-                for a in conn.execute(select(acks_table).order_by(acks_table.c.id))
-            ]
-
-    def releases(self, dataset_id: str) -> list[dict[str, Any]]:
-        """What left besides DP updates (evaluations), with the policy mode it left under."""
-        with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                select(releases_table)
-                .where(releases_table.c.dataset_id == dataset_id)
-                .order_by(releases_table.c.id)
-            )
-            return [
-                {
-                    "run_id": r.run_id,
-                    "round": r.round,
-                    "kind": r.kind,
-                    "mode": r.mode,
-                    "model_digest": r.model_digest,
-                    "released": json.loads(r.released),
-                    "time": r.time,
-                }
-                for r in rows
-            ]
 
     # --- reserving and completing ---------------------------------------------------------
 
@@ -287,75 +164,6 @@ class BudgetStore(SummariesMixin):
                 after_charge_id=rows[-1].id if rows else 0,
                 time=time,
             )
-        )
-
-    def _pin_refusal(
-        self,
-        conn: Connection,
-        *,
-        dataset_id: str,
-        run_id: str,
-        round: int,
-        policy: SitePolicy,
-        fingerprint: str | None,
-        records: np.ndarray | None,
-    ) -> PolicyRefusedError | None:
-        """Refuse another unit, other rows under this name, or these (or some of these) rows
-        under another name."""
-        ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
-        pin = self._pin(conn, dataset_id)
-        if pin is not None:
-            wrong_unit = unit_refusal(pin, policy, **ids)
-            if wrong_unit is not None:
-                return wrong_unit
-            if fingerprint and pin.fingerprint and fingerprint != pin.fingerprint:
-                return data_refusal(
-                    f"the rows of '{dataset_id}' changed (fingerprint {fingerprint[:16]} ≠ "
-                    f"pinned {pin.fingerprint[:16]}); records seen before may be among them. "
-                    "Fix: if this is the same data set grown or corrected, record it with "
-                    "`fedsafe site acknowledge --data` (the history carries over)",
-                    policy,
-                    **ids,
-                )
-        elif fingerprint:
-            other = conn.execute(
-                select(datasets_table).where(datasets_table.c.fingerprint == fingerprint)
-            ).first()
-            if other is not None:
-                return data_refusal(
-                    f"these rows are already accounted as data set '{other.dataset_id}' "
-                    f"(fingerprint {fingerprint[:16]}); a new name does not start a new budget. "
-                    f"Fix: use dataset_id '{other.dataset_id}'",
-                    policy,
-                    **ids,
-                )
-        return None if records is None else self.overlap_refusal(conn, records, policy, **ids)
-
-    def overlap_refusal(
-        self,
-        conn: Connection,
-        records: np.ndarray,
-        policy: SitePolicy,
-        *,
-        dataset_id: str,
-        run_id: str,
-        round: int,
-    ) -> PolicyRefusedError | None:
-        """Refuse records that another data set of this store already holds (and spent on)."""
-        shared = shared_records(conn, records, exclude=dataset_id)
-        if not shared:
-            return None
-        named = ", ".join(f"'{d}' ({n} records)" for d, n in shared)
-        return data_refusal(
-            f"{sum(n for _, n in shared)} of these {len(np.unique(records))} records are "
-            f"already accounted in data set {named}; they have spent that budget, and a new "
-            "name (or a row added or dropped) does not start a new one. Fix: use dataset_id "
-            f"'{shared[0][0]}' and record the changed rows with `fedsafe site acknowledge "
-            "--data` (the history carries over)",
-            policy,
-            dataset_id=dataset_id,
-            run_id=run_id,
-            round=round,
         )
 
     def reserve(
@@ -415,11 +223,11 @@ class BudgetStore(SummariesMixin):
                     **ids,
                 )
             if refusal is None:
-                refusal = self._pin_refusal(
+                refusal = pin_refusal(
                     conn, policy=policy, fingerprint=fingerprint, records=records, **ids
                 )
             if refusal is None:
-                history = [_row_charge(r) for r in self._rows(conn, dataset_id)]
+                history = [row_charge(r) for r in self._rows(conn, dataset_id)]
                 refusal = judge_charge(
                     history,
                     charge=charge,
@@ -505,14 +313,14 @@ class BudgetStore(SummariesMixin):
         return self._reservation(conn, row, replayed=False)
 
     def _reservation(self, conn: Connection, row: Any, *, replayed: bool) -> Reservation:
-        history = [_row_charge(r) for r in self._rows(conn, row.dataset_id, up_to=row.id)]
+        history = [row_charge(r) for r in self._rows(conn, row.dataset_id, up_to=row.id)]
         eps = epsilon_for(history, delta=row.delta, accountant=row.accountant)
         return Reservation(
             id=row.id,
             dataset_id=row.dataset_id,
             run_id=row.run_id,
             round=row.round,
-            charge=_row_charge(row),
+            charge=row_charge(row),
             planned_steps=row.planned_steps,
             delta=row.delta,
             accountant=row.accountant,
