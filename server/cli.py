@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from fedsafe.server.consent.cli import add_consent_parser
-from fedsafe.server.deploy import add_server_parser
-from fedsafe.server.deploy_certs import add_certs_parser
+from fedsafe.server.deploy.certs import add_certs_parser
+from fedsafe.server.deploy.cli import add_server_parser
 
 __all__ = ["add_server_parsers"]
 

@@ -17,9 +17,9 @@ from fedsafe.common.crypto.pki import (
     init_server_signing_key,
     issue_server_certificate,
 )
-from fedsafe.server.deploy_config import load_server_config
-from fedsafe.server.deploy_flower import staged_fab_hash
-from fedsafe.server.deploy_process import free_port
+from fedsafe.server.deploy.config import load_server_config
+from fedsafe.server.deploy.flower import staged_fab_hash
+from fedsafe.server.deploy.process import free_port
 
 __all__ = ["Deployment", "make_deployment", "HOSPITALS"]
 

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedsafe.server.deploy_flower import project_root
-from fedsafe.server.deploy_process import ManagedProcess, flower_env
+from fedsafe.server.deploy.flower import project_root
+from fedsafe.server.deploy.process import ManagedProcess, flower_env
 from fedsafe.simulations.bench.deploy_kits import Deployment, make_deployment
 from fedsafe.simulations.bench.rows import Row, summarize
 

@@ -29,10 +29,10 @@ from fedsafe.common.crypto.pki import (
     init_server_signing_key,
     issue_server_certificate,
 )
-from fedsafe.server.deploy import READY_FILE
-from fedsafe.server.deploy_config import load_server_config
-from fedsafe.server.deploy_flower import project_root, staged_fab_hash
-from fedsafe.server.deploy_process import ManagedProcess, flower_env, free_port
+from fedsafe.server.deploy.config import load_server_config
+from fedsafe.server.deploy.flower import project_root, staged_fab_hash
+from fedsafe.server.deploy.process import ManagedProcess, flower_env, free_port
+from fedsafe.server.deploy.superlink import READY_FILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 

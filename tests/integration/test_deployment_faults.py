@@ -30,16 +30,16 @@ from fedsafe.common.crypto.pki import (
 )
 from fedsafe.common.ledger import Ledger
 from fedsafe.server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
-from fedsafe.server.deploy_config import ServerDeployConfig, load_server_config
-from fedsafe.server.deploy_flower import project_root, staged_fab_hash
-from fedsafe.server.deploy_process import (
+from fedsafe.server.deploy.config import ServerDeployConfig, load_server_config
+from fedsafe.server.deploy.flower import project_root, staged_fab_hash
+from fedsafe.server.deploy.process import (
     DeployError,
     ManagedProcess,
     descendants,
     flower_env,
     free_port,
 )
-from fedsafe.server.deploy_resume import resume_target, with_resume
+from fedsafe.server.deploy.resume import resume_target, with_resume
 from fedsafe.server.resume_config import bound_config
 from fedsafe.simulations.cli import main
 

@@ -38,8 +38,8 @@ from test_deployment_faults import (  # same folder: pytest puts it on sys.path
 from fedsafe.client.budget import BudgetStore
 from fedsafe.client.deploy import secret_path
 from fedsafe.client.site_config import load_site_config
-from fedsafe.server.deploy_flower import APP_PACKAGES, project_root
-from fedsafe.server.deploy_process import ManagedProcess, descendants, free_port
+from fedsafe.server.deploy.flower import APP_PACKAGES, project_root
+from fedsafe.server.deploy.process import ManagedProcess, descendants, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 

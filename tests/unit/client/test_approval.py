@@ -32,7 +32,7 @@ from fedsafe.client.supervise import Supervisor, write_secret
 from fedsafe.client.worker import FLOWER_VERSION, SiteWorker, check_flower_version
 from fedsafe.common.crypto.pki import init_ca, init_server_sealing_key
 from fedsafe.common.errors import ConfigError, FedsafeError
-from fedsafe.server.deploy_process import free_port
+from fedsafe.server.deploy.process import free_port
 from fedsafe.simulations.cli import main
 
 HASH = "ab" * 32

@@ -17,10 +17,10 @@ import yaml
 
 from fedsafe.common.crypto.pki import init_ca, init_site_keys, issue_server_certificate
 from fedsafe.common.errors import ConfigError
-from fedsafe.server.deploy import latest_round, run_start, superlink_command
-from fedsafe.server.deploy_certs import run_certs_init, run_certs_server
-from fedsafe.server.deploy_config import load_server_config
-from fedsafe.server.deploy_flower import (
+from fedsafe.server.deploy.certs import run_certs_init, run_certs_server
+from fedsafe.server.deploy.cli import run_start
+from fedsafe.server.deploy.config import load_server_config
+from fedsafe.server.deploy.flower import (
     fab_hash,
     project_root,
     stage_app,
@@ -28,13 +28,14 @@ from fedsafe.server.deploy_flower import (
     write_connection,
     write_run_config,
 )
-from fedsafe.server.deploy_process import (
+from fedsafe.server.deploy.process import (
     DeployError,
     ManagedProcess,
     descendants,
     flower_env,
     wait_for_port,
 )
+from fedsafe.server.deploy.superlink import latest_round, superlink_command
 
 
 @pytest.fixture(scope="module")

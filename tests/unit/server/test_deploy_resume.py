@@ -10,9 +10,9 @@ import yaml
 
 from fedsafe.common.crypto.pki import init_server_signing_key
 from fedsafe.server.checkpoint import Checkpoint, save_checkpoint
-from fedsafe.server.deploy_config import ServerDeployConfig, load_server_config
-from fedsafe.server.deploy_process import DeployError
-from fedsafe.server.deploy_resume import refuse_restart, resume_target, with_resume
+from fedsafe.server.deploy.config import ServerDeployConfig, load_server_config
+from fedsafe.server.deploy.process import DeployError
+from fedsafe.server.deploy.resume import refuse_restart, resume_target, with_resume
 from fedsafe.server.resume_config import bound_config
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import tomli_w
 
-from fedsafe.server.deploy_config import ServerDeployConfig
-from fedsafe.server.deploy_process import DeployError, flower_bin, flower_env
+from fedsafe.server.deploy.config import ServerDeployConfig
+from fedsafe.server.deploy.process import DeployError, flower_bin, flower_env
 
 __all__ = [
     "CONNECTION",
@@ -42,7 +42,7 @@ _ALWAYS_DECLARED: dict[str, Any] = {"run_id": "null", "resume": False}
 
 def project_root() -> Path:
     """The fedsafe project folder (the one with `[tool.flwr.app]` in pyproject.toml)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def write_connection(cfg: ServerDeployConfig) -> Path:

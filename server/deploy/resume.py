@@ -8,8 +8,8 @@ from pathlib import Path
 from fedsafe.common.errors import ConfigError, FedsafeError
 from fedsafe.common.names import check_name
 from fedsafe.server.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint
-from fedsafe.server.deploy_config import ServerDeployConfig
-from fedsafe.server.deploy_process import DeployError
+from fedsafe.server.deploy.config import ServerDeployConfig
+from fedsafe.server.deploy.process import DeployError
 from fedsafe.server.resume_config import bound_config, changed_keys
 
 __all__ = ["ResumeTarget", "resume_target", "with_resume", "refuse_restart"]
