@@ -63,7 +63,7 @@ control_api: 127.0.0.1:9093     # Control + ServerApp runtime API (HTTPS); keep 
 # control_api_remote: true      # needed to bind control_api beyond loopback (a warning at start)
 run:
   submit: true                  # `fedsafe server start` submits the run with `flwr run`
-  config:                       # dotted keys over fedsafe's defaults (common/config.py)
+  config:                       # dotted keys over fedsafe's defaults (common/config/)
     experiment.name: heart-deploy
     dataset.name: site_files
     dataset.schema: schema.yaml # the agreed schema: public metadata, no rows

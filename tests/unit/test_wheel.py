@@ -40,7 +40,12 @@ def test_the_wheel_holds_only_the_fedsafe_package(wheel: zipfile.ZipFile) -> Non
     tops = {name.split("/")[0] for name in wheel.namelist()}
     assert tops == {"fedsafe", next(t for t in tops if t.endswith(".dist-info"))}
     names = set(wheel.namelist())
-    for module in ("server/app.py", "client/app.py", "common/config.py", "simulations/cli.py"):
+    for module in (
+        "server/app.py",
+        "client/app.py",
+        "common/config/convert.py",
+        "simulations/cli.py",
+    ):
         assert f"fedsafe/{module}" in names
     assert "fedsafe/conf/config.yaml" in names  # Hydra's configs travel as package data
 

@@ -1,0 +1,215 @@
+"""The run's config sections: data, model, privacy, training and strategy (frozen, checked)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from fedsafe.common.config.limits import (
+    MAX_DELTA,
+    MAX_EPSILON,
+    MAX_NOISE,
+    MAX_ROUNDS,
+    MAX_TIMEOUT_S,
+    _check,
+    _within,
+)
+
+__all__ = ["DatasetConfig", "ModelConfig", "PrivacyConfig", "TrainingConfig", "StrategyConfig"]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which data each site holds and how a pooled set is split into sites."""
+
+    name: Literal[
+        "heart_disease",
+        "breast_cancer",
+        "lending_club",
+        "credit_data",
+        "digits",
+        "fashion_mnist",
+        "site_files",
+    ] = "heart_disease"
+    partition: Literal["natural", "iid", "dirichlet"] = "natural"
+    num_sites: int = 4
+    alpha: float = 0.5
+    test_fraction: float = 0.2
+    seed: int = 42
+    files: tuple[str, ...] = ()  # site_files: one data file (CSV/Parquet) per simulated site
+    schema: str | None = None  # site_files: the schema file all sites share
+
+    def __post_init__(self) -> None:
+        _within("dataset.num_sites", self.num_sites, 1, 1000, low_open=False)
+        _within("dataset.alpha", self.alpha, 0, 1e6)
+        _check(
+            0 < self.test_fraction < 1,
+            "dataset.test_fraction",
+            self.test_fraction,
+            "a float in (0, 1)",
+        )
+        if self.name == "site_files":
+            _check(bool(self.files), "dataset.files", list(self.files), "one data file per site")
+            _check(self.schema is not None, "dataset.schema", self.schema, "a schema file path")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model by registry name; every registered model is valid under Opacus."""
+
+    name: Literal["logreg", "mlp", "cnn"] = "mlp"
+    hidden: int = 32
+
+    def __post_init__(self) -> None:
+        _within("model.hidden", self.hidden, 1, 65536, low_open=False)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Sample-level DP-SGD at each site.
+
+    Either `noise_multiplier` is given, or it is derived per site from `target_epsilon`
+    for the planned rounds and local epochs at that site's real sample rate.
+    """
+
+    enabled: bool = True
+    target_epsilon: float | None = 3.0
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+    def __post_init__(self) -> None:
+        _check(
+            math.isfinite(self.delta) and 0 < self.delta <= MAX_DELTA,
+            "privacy.delta",
+            self.delta,
+            f"a float in (0, {MAX_DELTA:g}] (a failure probability: keep it far below 1/n)",
+        )
+        _within("privacy.max_grad_norm", self.max_grad_norm, 0, 1e4)
+        if self.target_epsilon is not None:
+            _check(
+                math.isfinite(self.target_epsilon) and 0 < self.target_epsilon <= MAX_EPSILON,
+                "privacy.target_epsilon",
+                self.target_epsilon,
+                f"a finite float in (0, {MAX_EPSILON:g}], or null to use privacy.noise_multiplier",
+            )
+        if self.noise_multiplier is not None:
+            _check(
+                math.isfinite(self.noise_multiplier) and 0 < self.noise_multiplier <= MAX_NOISE,
+                "privacy.noise_multiplier",
+                self.noise_multiplier,
+                f"a finite float in (0, {MAX_NOISE:g}] (0 gives no privacy: use privacy=off)",
+            )
+        if not self.enabled:
+            for key, value in (
+                ("target_epsilon", self.target_epsilon),
+                ("noise_multiplier", self.noise_multiplier),
+            ):
+                _check(
+                    value is None,
+                    f"privacy.{key}",
+                    value,
+                    "null when privacy.enabled is false (no privacy means no target and no "
+                    "noise: use privacy=off, or enable privacy)",
+                )
+        if self.enabled:
+            _check(
+                (self.target_epsilon is None) != (self.noise_multiplier is None),
+                "privacy.target_epsilon",
+                self.target_epsilon,
+                "exactly one of privacy.target_epsilon and privacy.noise_multiplier set "
+                f"(noise_multiplier is {self.noise_multiplier!r})",
+            )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Rounds and the local optimisation each site runs per round."""
+
+    rounds: int = 10
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    momentum: float = 0.0  # SGD momentum within a round (the optimiser is new every round)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # "balanced": for a rare outcome (a default, a disease) each site weights classes by
+    # 1 / (k * p_c). Under DP, p is the prevalence the site declared (its policy, or
+    # federation.class_prevalence in simulation), never its exact private counts, and each
+    # example's weighted loss is its own term (sensitivity C); without DP the site's counts.
+    class_weighting: Literal["none", "balanced"] = "none"
+
+    def __post_init__(self) -> None:
+        _within("training.rounds", self.rounds, 1, MAX_ROUNDS, low_open=False)
+        _within("training.local_epochs", self.local_epochs, 1, 1000, low_open=False)
+        _within("training.batch_size", self.batch_size, 1, 1_000_000, low_open=False)
+        _within("training.learning_rate", self.learning_rate, 0, 10.0)
+        _check(0 <= self.momentum < 1, "training.momentum", self.momentum, "a float in [0, 1)")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Server aggregation: Flower's own strategies, chosen by name, and what one site may weigh.
+
+    `max_weight_share`: no site's signed example count weighs more than this share of a
+    round's total (larger ones are clipped). `max_update_norm`: an update further than this
+    (L2) from the global model is dropped, and so is an aggregate. `num_malicious_sites`,
+    `trim_fraction`, `num_selected_sites`: the robust strategies' f, beta and MultiKrum's m.
+    """
+
+    name: Literal[
+        "fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan"
+    ] = "fedavg"
+    fraction_train: float = 1.0
+    min_sites: int = 2
+    proximal_mu: float = 0.01
+    server_learning_rate: float = 0.05
+    round_timeout_s: float = 600.0
+    max_weight_share: float = 0.5
+    max_update_norm: float = 100.0
+    num_malicious_sites: int = 1
+    trim_fraction: float = 0.25
+    num_selected_sites: int = 2
+
+    def __post_init__(self) -> None:
+        _check(
+            0 < self.fraction_train <= 1,
+            "strategy.fraction_train",
+            self.fraction_train,
+            "a float in (0, 1]",
+        )
+        _check(self.min_sites >= 1, "strategy.min_sites", self.min_sites, "an integer >= 1")
+        _within("strategy.proximal_mu", self.proximal_mu, 0, 1000.0, low_open=False)
+        _within("strategy.server_learning_rate", self.server_learning_rate, 0, 10.0)
+        _within("strategy.round_timeout_s", self.round_timeout_s, 0, MAX_TIMEOUT_S)
+        _check(
+            0 < self.max_weight_share <= 1,
+            "strategy.max_weight_share",
+            self.max_weight_share,
+            "a float in (0, 1]",
+        )
+        _check(
+            0 < self.max_update_norm < math.inf,
+            "strategy.max_update_norm",
+            self.max_update_norm,
+            "a finite float > 0",
+        )
+        _check(
+            self.num_malicious_sites >= 0,
+            "strategy.num_malicious_sites",
+            self.num_malicious_sites,
+            "an integer >= 0",
+        )
+        _check(
+            0 <= self.trim_fraction < 0.5,
+            "strategy.trim_fraction",
+            self.trim_fraction,
+            "a float in [0, 0.5)",
+        )
+        _check(
+            self.num_selected_sites >= 1,
+            "strategy.num_selected_sites",
+            self.num_selected_sites,
+            "an integer >= 1",
+        )
