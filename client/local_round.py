@@ -14,12 +14,12 @@ import torch
 
 from fedsafe.client.budget import (
     BudgetStore,
-    PolicyRefusedError,
     RoundRefusedError,
     record_evaluation,
     record_nonprivate,
     round_lock,
 )
+from fedsafe.client.round_request import RoundContext, check_request, class_weights, refusal
 from fedsafe.client.site import SiteRuntime
 from fedsafe.client.update_cache import load_update, save_update
 from fedsafe.common import keys
@@ -35,7 +35,6 @@ from fedsafe.common.release_policy import release_count, release_evaluation
 from fedsafe.common.training import (
     DpSettings,
     LocalResult,
-    balanced_class_weights,
     eval_counts,
     resolve_device,
     train_local,
@@ -59,16 +58,6 @@ _NOT_BOUND = ("resume", "run_id", "runs_dir")
 
 
 @dataclass(frozen=True)
-class RoundContext:
-    """What the server asked for: which run, which round, to what end."""
-
-    run_id: str
-    server_round: int
-    purpose: str
-    proximal_mu: float = 0.0
-
-
-@dataclass(frozen=True)
 class RoundOutcome:
     """The updated weights, the scalar metrics to report and the site's signed attestation."""
 
@@ -89,43 +78,10 @@ def config_digest(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _refusal(site: SiteRuntime, ctx: RoundContext, message: str) -> PolicyRefusedError:
-    return PolicyRefusedError(
-        f"site {site.name} refused run '{ctx.run_id}', round {ctx.server_round}: {message}",
-        reason="policy",
-        dataset_id=site.dataset_id,
-        run_id=ctx.run_id,
-        round=ctx.server_round,
-        cap=site.policy.max_epsilon,
-    )
-
-
 def _model(cfg: ExperimentConfig, state: StateDict) -> torch.nn.Module:
     model = model_for(cfg.model, dataset_info(cfg.dataset.name, cfg.dataset))
     model.load_state_dict(state)
     return model
-
-
-def _class_weights(
-    cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext, *, private: bool
-) -> np.ndarray | None:
-    """Class weights: under DP from the declared prevalence only, never from exact counts."""
-    if cfg.training.class_weighting == "none":
-        return None
-    n_classes = dataset_info(cfg.dataset.name, cfg.dataset).n_classes
-    if not private:
-        return balanced_class_weights(site.data.y_train, n_classes)
-    prevalence = np.asarray(site.policy.class_prevalence, dtype=np.float64)
-    if len(prevalence) != n_classes:
-        raise _refusal(
-            site,
-            ctx,
-            "training.class_weighting=balanced under DP needs the class prevalence the site "
-            f"declared ({n_classes} probabilities in its policy's class_prevalence, or "
-            "federation.class_prevalence in a simulation); weights from the site's exact "
-            "label counts would depend on every record",
-        )
-    return 1.0 / (n_classes * prevalence)
 
 
 def _train(
@@ -203,7 +159,7 @@ def _nonprivate_round(
 ) -> RoundOutcome:
     """A baseline without DP: the store records it, and the data set's epsilon is infinite."""
     if site.require_dp:
-        raise _refusal(
+        raise refusal(
             site,
             ctx,
             "this site trains only with DP-SGD; the run has privacy disabled "
@@ -220,39 +176,9 @@ def _nonprivate_round(
             records=site.records,
             purpose=ctx.purpose,
         )
-    weights = _class_weights(cfg, site, ctx, private=False)
+    weights = class_weights(cfg, site, ctx, private=False)
     trained, result = _train(cfg, site, state, ctx, dp=None, randomness=None, class_weights=weights)
     return _outcome(site, ctx, trained, result, epsilon=None, noise=0.0, delta=0.0, randomness=None)
-
-
-def _check_request(cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext) -> None:
-    """What the site checks before any charge: the unit it accounts in and delta < 1/n."""
-    policy = site.policy
-    if (policy.delta, policy.accountant) != (cfg.privacy.delta, cfg.privacy.accountant):
-        raise _refusal(
-            site,
-            ctx,
-            f"the site accounts at delta={policy.delta:g} with {policy.accountant}; the run "
-            f"asks for delta={cfg.privacy.delta:g} with {cfg.privacy.accountant}",
-        )
-    release = site.release
-    if release.evaluation != "exact" and cfg.training.batch_size < release.count_rounding:
-        raise _refusal(
-            site,
-            ctx,
-            f"training.batch_size={cfg.training.batch_size} is below release.count_rounding="
-            f"{release.count_rounding}: the sample rate 1/ceil(n/B) would reveal this site's "
-            "row count more precisely than its release policy allows",
-        )
-    n = site.data.n_rows
-    if policy.delta >= 1.0 / n:
-        raise _refusal(
-            site,
-            ctx,
-            f"delta={policy.delta:g} is not below 1/n = {1.0 / n:.3g} for this site's {n} "
-            "records: a mechanism that may release a whole record with probability delta "
-            "gives no meaningful guarantee. Fix: a smaller privacy.delta",
-        )
 
 
 def train_round(
@@ -277,8 +203,8 @@ def _train_round(
     """
     if not cfg.privacy.enabled:
         return _nonprivate_round(cfg, site, state, ctx)
-    _check_request(cfg, site, ctx)
-    weights = _class_weights(cfg, site, ctx, private=True)  # refused before anything is charged
+    check_request(cfg, site, ctx)
+    weights = class_weights(cfg, site, ctx, private=True)  # refused before anything is charged
     rounds = expected_rounds(cfg.strategy.fraction_train, cfg.training.rounds)
     plan = plan_site(cfg.privacy, cfg.training, n_train=site.data.n_train, rounds=rounds)
     charge = Charge(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
@@ -307,7 +233,7 @@ def _train_round(
         if reservation.replayed and reservation.status == "completed":
             cached = load_update(folder, ctx.run_id, ctx.server_round)
             if cached is None or cached.input_digest != input_digest:
-                raise _refusal(
+                raise refusal(
                     site,
                     ctx,
                     "it already trained this round and no longer holds that update; it will "

@@ -21,51 +21,18 @@ from fedsafe.common import crypto, keys
 from fedsafe.common.attestation import ATTESTATION, IDENTITY, arrays_digest, open_statement
 from fedsafe.common.config import PrivacyConfig
 from fedsafe.common.consent import SignedConsent, withdrawal_from_dict, withdrawal_to_dict
-from fedsafe.common.crypto.pki import (
-    init_server_sealing_key,
-    init_server_signing_key,
-    load_sealing_private_key,
-    load_signing_private_key,
-    load_signing_public_key,
-)
 from fedsafe.common.errors import ConfigError, FedsafeError, IntegrityError
 from fedsafe.common.ledger import Ledger, records
 from fedsafe.common.names import check_name
 from fedsafe.common.wire import sealing_context, unpack_arrays
 from fedsafe.server.attested import check_attested
 from fedsafe.server.consent import ConsentRegistry
+from fedsafe.server.coordinator_keys import CoordinatorKeys
 from fedsafe.server.validation import RejectedUpdateError, reply_site_name
 
 __all__ = ["Compliance", "CoordinatorKeys", "RejectedUpdateError"]
 
 log = logging.getLogger("fedsafe.server")
-
-
-@dataclass(frozen=True)
-class CoordinatorKeys:
-    """The server's keys: Ed25519 (signs ledger heads), X25519 (opens sealed updates).
-
-    Also where enrolled site keys live. Sites pin the public halves from their site kit.
-    """
-
-    private: bytes
-    public: bytes
-    sealing_private: bytes
-    site_keys_dir: Path
-
-    @classmethod
-    def load_or_create(cls, server_keys_dir: Path, site_keys_dir: Path) -> CoordinatorKeys:
-        key = server_keys_dir / "server_signing.key"
-        if not key.exists():
-            init_server_signing_key(server_keys_dir)
-        if not (server_keys_dir / "sealing.key").exists():
-            init_server_sealing_key(server_keys_dir)
-        return cls(
-            load_signing_private_key(key),
-            load_signing_public_key(server_keys_dir / "server_signing.pub"),
-            load_sealing_private_key(server_keys_dir / "sealing.key"),
-            site_keys_dir,
-        )
 
 
 @dataclass

@@ -1,0 +1,90 @@
+"""What the server asked a site for, and what the site checks before it charges anything: the
+unit it accounts in, delta < 1/n, a batch size that keeps its row count as private as its
+release policy says, and class weights only from a declared prevalence under DP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsafe.client.budget import PolicyRefusedError
+from fedsafe.client.site import SiteRuntime
+from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.data import dataset_info
+from fedsafe.common.training import balanced_class_weights
+
+__all__ = ["RoundContext", "refusal", "check_request", "class_weights"]
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What the server asked for: which run, which round, to what end."""
+
+    run_id: str
+    server_round: int
+    purpose: str
+    proximal_mu: float = 0.0
+
+
+def refusal(site: SiteRuntime, ctx: RoundContext, message: str) -> PolicyRefusedError:
+    return PolicyRefusedError(
+        f"site {site.name} refused run '{ctx.run_id}', round {ctx.server_round}: {message}",
+        reason="policy",
+        dataset_id=site.dataset_id,
+        run_id=ctx.run_id,
+        round=ctx.server_round,
+        cap=site.policy.max_epsilon,
+    )
+
+
+def class_weights(
+    cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext, *, private: bool
+) -> np.ndarray | None:
+    """Class weights: under DP from the declared prevalence only, never from exact counts."""
+    if cfg.training.class_weighting == "none":
+        return None
+    n_classes = dataset_info(cfg.dataset.name, cfg.dataset).n_classes
+    if not private:
+        return balanced_class_weights(site.data.y_train, n_classes)
+    prevalence = np.asarray(site.policy.class_prevalence, dtype=np.float64)
+    if len(prevalence) != n_classes:
+        raise refusal(
+            site,
+            ctx,
+            "training.class_weighting=balanced under DP needs the class prevalence the site "
+            f"declared ({n_classes} probabilities in its policy's class_prevalence, or "
+            "federation.class_prevalence in a simulation); weights from the site's exact "
+            "label counts would depend on every record",
+        )
+    return 1.0 / (n_classes * prevalence)
+
+
+def check_request(cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext) -> None:
+    """What the site checks before any charge: the unit it accounts in and delta < 1/n."""
+    policy = site.policy
+    if (policy.delta, policy.accountant) != (cfg.privacy.delta, cfg.privacy.accountant):
+        raise refusal(
+            site,
+            ctx,
+            f"the site accounts at delta={policy.delta:g} with {policy.accountant}; the run "
+            f"asks for delta={cfg.privacy.delta:g} with {cfg.privacy.accountant}",
+        )
+    release = site.release
+    if release.evaluation != "exact" and cfg.training.batch_size < release.count_rounding:
+        raise refusal(
+            site,
+            ctx,
+            f"training.batch_size={cfg.training.batch_size} is below release.count_rounding="
+            f"{release.count_rounding}: the sample rate 1/ceil(n/B) would reveal this site's "
+            "row count more precisely than its release policy allows",
+        )
+    n = site.data.n_rows
+    if policy.delta >= 1.0 / n:
+        raise refusal(
+            site,
+            ctx,
+            f"delta={policy.delta:g} is not below 1/n = {1.0 / n:.3g} for this site's {n} "
+            "records: a mechanism that may release a whole record with probability delta "
+            "gives no meaningful guarantee. Fix: a smaller privacy.delta",
+        )
