@@ -107,76 +107,17 @@ def record_evaluation(
     """
     time = store._now(at_time)
     ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
-    refusal: RoundRefusedError | None = None
+    refusal: RoundRefusedError | None
     with store._write() as conn:
-        trained = conn.execute(
-            select(charges_table.c.id).where(
-                charges_table.c.dataset_id == dataset_id,
-                charges_table.c.run_id == run_id,
-                charges_table.c.round == round,
-                charges_table.c.kind.in_(("train", "nonprivate")),
-                charges_table.c.status == "completed",
+        refusal, again = _release_refusal(
+            conn, ids=ids, model_digest=model_digest, charge=charge, limit=limit, policy=policy
+        )
+        if again is not None:
+            return again
+        if refusal is None and charge is not None:
+            refusal = _charge_evaluation(
+                store, conn, charge, policy, purpose, model_digest, time=time, ids=ids
             )
-        ).first()
-        before = conn.execute(
-            select(releases_table).where(
-                releases_table.c.dataset_id == dataset_id,
-                releases_table.c.run_id == run_id,
-                releases_table.c.round == round,
-                releases_table.c.kind == "evaluate",
-            )
-        ).first()
-        if trained is None:
-            refusal = PolicyRefusedError(
-                f"site refused to evaluate run '{run_id}', round {round}: it evaluates only "
-                "the global model of a round it trained in (release policy)",
-                reason="policy",
-                cap=policy.max_epsilon,
-                **ids,
-            )
-        elif before is not None:
-            if before.model_digest == model_digest:
-                return dict(json.loads(before.released))
-            refusal = PolicyRefusedError(
-                f"site refused a second evaluation of run '{run_id}', round {round} on another "
-                "model: at most one evaluation per (run, round) leaves the site (release policy)",
-                reason="policy",
-                cap=policy.max_epsilon,
-                **ids,
-            )
-        elif limit is not None and charge is None and _disclosures(conn, dataset_id) >= limit:
-            refusal = PolicyRefusedError(
-                f"site refused to evaluate run '{run_id}', round {round}: it already released "
-                f"{limit} non-DP evaluation(s) of this data set (release.max_evaluations)",
-                reason="policy",
-                cap=policy.max_epsilon,
-                **ids,
-            )
-        elif charge is not None:
-            history = [row_charge(r) for r in store._rows(conn, dataset_id)]
-            refusal = pin_refusal(
-                conn, policy=policy, fingerprint=None, records=None, **ids
-            ) or judge_charge(
-                history,
-                charge=charge,
-                policy=policy,
-                purpose=purpose,
-                check_noise_floor=False,
-                **ids,
-            )
-            if refusal is None:
-                store._insert(
-                    conn,
-                    charge=charge,
-                    policy=policy,
-                    purpose=purpose,
-                    fingerprint=None,
-                    binding={"model_digest": model_digest},
-                    kind="evaluate",
-                    time=time,
-                    status="completed",
-                    **ids,
-                )
         if refusal is None:
             conn.execute(
                 insert(releases_table).values(
@@ -191,3 +132,96 @@ def record_evaluation(
             return released
         store._refuse(conn, refusal, time)
     raise refusal
+
+
+def _refused(message: str, policy: SitePolicy, ids: dict[str, Any]) -> PolicyRefusedError:
+    return PolicyRefusedError(message, reason="policy", cap=policy.max_epsilon, **ids)
+
+
+def _release_refusal(
+    conn: Any,
+    *,
+    ids: dict[str, Any],
+    model_digest: str,
+    charge: Charge | None,
+    limit: int | None,
+    policy: SitePolicy,
+) -> tuple[PolicyRefusedError | None, dict[str, Any] | None]:
+    """May this evaluation leave? A round the site trained in, once per (run, round), within
+    the limit of non-DP evaluations. Returns (refusal, the earlier release of the same model)."""
+    run_id, round = ids["run_id"], ids["round"]
+    trained = conn.execute(
+        select(charges_table.c.id).where(
+            charges_table.c.dataset_id == ids["dataset_id"],
+            charges_table.c.run_id == run_id,
+            charges_table.c.round == round,
+            charges_table.c.kind.in_(("train", "nonprivate")),
+            charges_table.c.status == "completed",
+        )
+    ).first()
+    if trained is None:
+        return _refused(
+            f"site refused to evaluate run '{run_id}', round {round}: it evaluates only "
+            "the global model of a round it trained in (release policy)",
+            policy,
+            ids,
+        ), None
+    before = conn.execute(
+        select(releases_table).where(
+            releases_table.c.dataset_id == ids["dataset_id"],
+            releases_table.c.run_id == run_id,
+            releases_table.c.round == round,
+            releases_table.c.kind == "evaluate",
+        )
+    ).first()
+    if before is not None:
+        if before.model_digest == model_digest:
+            return None, dict(json.loads(before.released))
+        return _refused(
+            f"site refused a second evaluation of run '{run_id}', round {round} on another "
+            "model: at most one evaluation per (run, round) leaves the site (release policy)",
+            policy,
+            ids,
+        ), None
+    if limit is not None and charge is None and _disclosures(conn, ids["dataset_id"]) >= limit:
+        return _refused(
+            f"site refused to evaluate run '{run_id}', round {round}: it already released "
+            f"{limit} non-DP evaluation(s) of this data set (release.max_evaluations)",
+            policy,
+            ids,
+        ), None
+    return None, None
+
+
+def _charge_evaluation(
+    store: BudgetStore,
+    conn: Any,
+    charge: Charge,
+    policy: SitePolicy,
+    purpose: str | None,
+    model_digest: str,
+    *,
+    time: str,
+    ids: dict[str, Any],
+) -> RoundRefusedError | None:
+    """Charge a DP evaluation to the data set's budget, or say why not."""
+    history = [row_charge(r) for r in store._rows(conn, ids["dataset_id"])]
+    refusal = pin_refusal(conn, policy=policy, fingerprint=None, records=None, **ids) or (
+        judge_charge(
+            history, charge=charge, policy=policy, purpose=purpose, check_noise_floor=False, **ids
+        )
+    )
+    if refusal is None:
+        store._insert(
+            conn,
+            charge=charge,
+            policy=policy,
+            purpose=purpose,
+            fingerprint=None,
+            binding={"model_digest": model_digest},
+            kind="evaluate",
+            time=time,
+            status="completed",
+            **ids,
+        )
+    return refusal
