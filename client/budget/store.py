@@ -199,29 +199,12 @@ class BudgetStore(StoreReader, SummariesMixin):
         if not isinstance(policy, SitePolicy):
             raise TypeError(f"policy must be a SitePolicy, got {type(policy).__name__}")
         time = self._now(at_time)
-        refusal: RoundRefusedError | None = None
+        refusal: RoundRefusedError | None
         with self._write() as conn:
-            existing = conn.execute(
-                select(charges_table).where(
-                    charges_table.c.dataset_id == dataset_id,
-                    charges_table.c.run_id == run_id,
-                    charges_table.c.round == round,
-                    charges_table.c.kind == kind,
-                )
-            ).first()
             ids: dict[str, Any] = {"dataset_id": dataset_id, "run_id": run_id, "round": round}
-            if existing is not None:
-                differs = replay_differences(existing, charge, policy, binding)
-                if not differs:
-                    return self._reservation(conn, existing, replayed=True)
-                refusal = PolicyRefusedError(
-                    f"site refused a replay of dataset '{dataset_id}', run '{run_id}', round "
-                    f"{round}: it was reserved with other parameters ({'; '.join(differs)}). "
-                    "A replayed round trains only as reserved",
-                    reason="replay",
-                    cap=policy.max_epsilon,
-                    **ids,
-                )
+            replayed, refusal = self._replay(conn, kind, charge, policy, binding, ids)
+            if replayed is not None:
+                return replayed
             if refusal is None:
                 refusal = pin_refusal(
                     conn, policy=policy, fingerprint=fingerprint, records=records, **ids
@@ -252,6 +235,38 @@ class BudgetStore(StoreReader, SummariesMixin):
             self._refuse(conn, refusal, time)
         # Raised after the commit: the refusal row is part of the site's record.
         raise refusal
+
+    def _replay(
+        self,
+        conn: Connection,
+        kind: Kind,
+        charge: Charge,
+        policy: SitePolicy,
+        binding: dict[str, Any] | None,
+        ids: dict[str, Any],
+    ) -> tuple[Reservation | None, PolicyRefusedError | None]:
+        """A round charged before: its reservation if asked exactly as bound, else a refusal."""
+        existing = conn.execute(
+            select(charges_table).where(
+                charges_table.c.dataset_id == ids["dataset_id"],
+                charges_table.c.run_id == ids["run_id"],
+                charges_table.c.round == ids["round"],
+                charges_table.c.kind == kind,
+            )
+        ).first()
+        if existing is None:
+            return None, None
+        differs = replay_differences(existing, charge, policy, binding)
+        if not differs:
+            return self._reservation(conn, existing, replayed=True), None
+        return None, PolicyRefusedError(
+            f"site refused a replay of dataset '{ids['dataset_id']}', run '{ids['run_id']}', "
+            f"round {ids['round']}: it was reserved with other parameters "
+            f"({'; '.join(differs)}). A replayed round trains only as reserved",
+            reason="replay",
+            cap=policy.max_epsilon,
+            **ids,
+        )
 
     def _insert(
         self,
