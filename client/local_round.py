@@ -190,6 +190,38 @@ def train_round(
         return _train_round(cfg, site, state, ctx)
 
 
+def _resend(site: SiteRuntime, ctx: RoundContext, input_digest: str) -> RoundOutcome:
+    """A round the site already completed: the same update again, never a second training."""
+    cached = load_update(site.budget_store.parent, ctx.run_id, ctx.server_round)
+    if cached is None or cached.input_digest != input_digest:
+        raise refusal(
+            site,
+            ctx,
+            "it already trained this round and no longer holds that update; it will "
+            "not train (or be charged for) it twice",
+        )
+    log.warning(
+        "site %s re-sends its round %d update: no new training, no new charge",
+        site.name,
+        ctx.server_round,
+    )
+    return RoundOutcome(cached.state, cached.metrics, cached.attestation)
+
+
+def _check_steps(site: SiteRuntime, ctx: RoundContext, taken: int, reserved: int) -> None:
+    """The sampler's steps must equal the reservation's, else the update is withheld."""
+    if taken != reserved:
+        raise RoundRefusedError(
+            f"site {site.name}: DP-SGD took {taken} steps, {reserved} were reserved; the "
+            "update is withheld",
+            reason="policy",
+            dataset_id=site.dataset_id,
+            run_id=ctx.run_id,
+            round=ctx.server_round,
+            cap=site.policy.max_epsilon,
+        )
+
+
 def _train_round(
     cfg: ExperimentConfig, site: SiteRuntime, state: StateDict, ctx: RoundContext
 ) -> RoundOutcome:
@@ -231,35 +263,13 @@ def _train_round(
             binding=binding,
         )
         if reservation.replayed and reservation.status == "completed":
-            cached = load_update(folder, ctx.run_id, ctx.server_round)
-            if cached is None or cached.input_digest != input_digest:
-                raise refusal(
-                    site,
-                    ctx,
-                    "it already trained this round and no longer holds that update; it will "
-                    "not train (or be charged for) it twice",
-                )
-            log.warning(
-                "site %s re-sends its round %d update: no new training, no new charge",
-                site.name,
-                ctx.server_round,
-            )
-            return RoundOutcome(cached.state, cached.metrics, cached.attestation)
+            return _resend(site, ctx, input_digest)
         bound = reservation.charge  # a replay of a crashed round trains exactly as reserved
         dp = DpSettings(bound.noise_multiplier, cfg.privacy.max_grad_norm)
         trained, result = _train(
             cfg, site, state, ctx, dp=dp, randomness=randomness, class_weights=weights
         )
-        if result.steps != reservation.planned_steps:
-            raise RoundRefusedError(
-                f"site {site.name}: DP-SGD took {result.steps} steps, {reservation.planned_steps} "
-                "were reserved; the update is withheld",
-                reason="policy",
-                dataset_id=site.dataset_id,
-                run_id=ctx.run_id,
-                round=ctx.server_round,
-                cap=policy.max_epsilon,
-            )
+        _check_steps(site, ctx, result.steps, reservation.planned_steps)
         # The reservation already counts the planned steps, so this is the spend after the round.
         epsilon = store.spent(site.dataset_id, delta=policy.delta, accountant=policy.accountant)
         outcome = _outcome(
