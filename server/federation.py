@@ -111,6 +111,35 @@ def _run_started(cfg: ExperimentConfig, compliance: Compliance) -> None:
     )
 
 
+def _run_resumed(compliance: Compliance, checkpoint: Checkpoint, bound: dict[str, Any]) -> None:
+    """The ledger says where the run continues and under which (unchanged) settings."""
+    compliance.ledger.append(
+        records.RUN_RESUMED,
+        {
+            "run_id": compliance.run_id,
+            "from_round": checkpoint.round + 1,
+            "checkpoint_head": list(checkpoint.ledger_head),
+            "config_hash": bound_config_hash(bound),
+        },
+    )
+    log.warning("resuming run %s after round %d", compliance.run_id, checkpoint.round)
+
+
+def _final_model(
+    run_dir: Path, final: ArrayRecord, compliance: Compliance, *, rounds: int
+) -> tuple[Path, str]:
+    """Write the final model (safetensors), record its digest in the ledger and sign the head."""
+    path = run_dir / MODEL_FILE
+    sha = save_model(final.to_torch_state_dict(), path)
+    compliance.ledger.append(
+        records.RUN_FINISHED,
+        {"run_id": compliance.run_id, "rounds_completed": rounds, "final_model_sha256": sha},
+    )
+    compliance.sign_head()
+    log.info("final model %s sha256 %s", path, sha)
+    return path, sha
+
+
 def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Run all rounds; the server sees model shapes, scalar metrics and signed statements only."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -170,16 +199,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         if checkpoint is None:
             _run_started(cfg, compliance)
         else:
-            compliance.ledger.append(
-                records.RUN_RESUMED,
-                {
-                    "run_id": compliance.run_id,
-                    "from_round": done + 1,
-                    "checkpoint_head": list(checkpoint.ledger_head),
-                    "config_hash": bound_config_hash(bound),
-                },
-            )
-            log.warning("resuming run %s after round %d", compliance.run_id, done)
+            _run_resumed(compliance, checkpoint, bound)
         strategy = RecordingStrategy(
             inner,
             recorder,
@@ -212,19 +232,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             evaluate_config=ConfigRecord(dict(instructions)),
         )
         final = result.arrays if len(result.arrays) else initial
-        path = run_dir / MODEL_FILE
-        sha = save_model(final.to_torch_state_dict(), path)
-        compliance.ledger.append(
-            records.RUN_FINISHED,
-            {
-                "run_id": compliance.run_id,
-                "rounds_completed": len(recorder.rounds),
-                "final_model_sha256": sha,
-            },
-        )
-        compliance.sign_head()
+        path, sha = _final_model(run_dir, final, compliance, rounds=len(recorder.rounds))
         save(max(last_round[0], done), final, finished=True)  # a finished run cannot be resumed
-        log.info("final model %s sha256 %s", path, sha)
         return recorder.finish(model_path=path, model_sha256=sha, compliance=compliance)
     except Exception as err:
         compliance.error("server", f"run failed: {type(err).__name__}: {err}")

@@ -209,36 +209,38 @@ class RunRecorder:
             seconds,
         )
 
+    def _site_summary(self, name: str) -> dict[str, Any]:
+        """One site's line of summary.json: only what the site itself reported and signed."""
+        s = self.sites[name]
+        dp = self.cfg.privacy.enabled
+        return {
+            "accuracy": s.evaluation.get(keys.ACCURACY),
+            "balanced_accuracy": s.evaluation.get(keys.BALANCED_ACCURACY),
+            "auroc": s.evaluation.get(keys.AUROC),
+            "loss": s.evaluation.get(keys.LOSS),
+            "num_test": s.evaluation.get(keys.NUM_EXAMPLES),
+            "num_train": s.train.get(keys.NUM_EXAMPLES),
+            "epsilon": s.train.get(keys.EPSILON) if dp else None,
+            "delta": s.train.get(keys.DELTA) if dp else None,
+            "steps": s.steps,
+            "noise_multiplier": s.train.get(keys.NOISE_MULTIPLIER) if dp else None,
+            "sample_rate": s.train.get(keys.SAMPLE_RATE),
+            "rounds_trained": s.trained_rounds,
+            "release_policy": s.release,
+            "randomness": s.randomness,
+            "private": dp and s.randomness == "os-csprng",
+            "refusals": s.refusals,
+            "exclusions": s.exclusions,
+            "cap": self.cfg.federation.cap_for(name) if dp else None,
+        }
+
     def finish(
         self, *, model_path: Path, model_sha256: str, compliance: Any = None
     ) -> dict[str, Any]:
         """Write summary.json; its numbers come only from what the sites reported."""
         self._metrics.close()
         wall = time.perf_counter() - self._t0
-        sites: dict[str, dict[str, Any]] = {}
-        for name in sorted(self.sites):
-            s = self.sites[name]
-            dp = self.cfg.privacy.enabled
-            sites[name] = {
-                "accuracy": s.evaluation.get(keys.ACCURACY),
-                "balanced_accuracy": s.evaluation.get(keys.BALANCED_ACCURACY),
-                "auroc": s.evaluation.get(keys.AUROC),
-                "loss": s.evaluation.get(keys.LOSS),
-                "num_test": s.evaluation.get(keys.NUM_EXAMPLES),
-                "num_train": s.train.get(keys.NUM_EXAMPLES),
-                "epsilon": s.train.get(keys.EPSILON) if dp else None,
-                "delta": s.train.get(keys.DELTA) if dp else None,
-                "steps": s.steps,
-                "noise_multiplier": s.train.get(keys.NOISE_MULTIPLIER) if dp else None,
-                "sample_rate": s.train.get(keys.SAMPLE_RATE),
-                "rounds_trained": s.trained_rounds,
-                "release_policy": s.release,
-                "randomness": s.randomness,
-                "private": dp and s.randomness == "os-csprng",
-                "refusals": s.refusals,
-                "exclusions": s.exclusions,
-                "cap": self.cfg.federation.cap_for(name) if dp else None,
-            }
+        sites = {name: self._site_summary(name) for name in sorted(self.sites)}
         accuracies = {n: v["accuracy"] for n, v in sites.items() if v["accuracy"] is not None}
         fairness = None
         if accuracies:

@@ -188,10 +188,9 @@ class BudgetStore(StoreReader, SummariesMixin):
         crash mid-round leaves the store over-counting, never under-counting. The first charge
         pins the data set's unit (delta, accountant), fingerprint and `records` (the rows'
         content hashes: a new data set sharing any of them with another is refused). A round
-        already charged
-        (resumed or replayed) is not charged again: its reservation comes back with
-        `replayed=True` if the replay asks for exactly the bound parameters (noise, rate,
-        steps, delta, accountant and `binding`), and is refused naming what differs otherwise.
+        already charged (resumed or replayed) is not charged again: its reservation comes back
+        with `replayed=True` if asked with exactly the bound parameters (noise, rate, steps,
+        delta, accountant, `binding`), and is refused naming what differs otherwise.
         """
         _check_ids(dataset_id, run_id, round)
         if not isinstance(charge, Charge):
