@@ -41,7 +41,8 @@ auth_key: auth.key
 signing_key: signing.key
 
 # Your data: one CSV or Parquet file, and the schema YAML every site agreed with the
-# coordinator (column types, categorical levels, target, missing-value policy).
+# coordinator (column types, categorical levels, declared numeric ranges, target,
+# missing-value policy). Features are scaled by the declared ranges, never by your rows.
 # The file is read here only; no row leaves the site, statistics only as `release:` allows.
 data: data.csv
 schema: schema.yaml
