@@ -15,7 +15,7 @@ from fedsafe.client.site import REFUSAL_CODE, SITE_CONFIG, SiteRuntime, site_run
 from fedsafe.common import crypto, keys
 from fedsafe.common.attestation import identity_payload, sign_statement
 from fedsafe.common.config import ExperimentConfig, from_flat
-from fedsafe.common.errors import ConfigError, FedsafeError
+from fedsafe.common.errors import ConfigError, DataError, FedsafeError
 from fedsafe.common.names import check_name
 from fedsafe.common.wire import pack_arrays, sealing_context
 
@@ -60,6 +60,10 @@ def _metric_record(metrics: Mapping[str, float]) -> MetricRecord:
 
 def _refuse(msg: Message, site: str, err: Exception) -> Message:
     log.warning("site %s refused: %s", site, err)
+    if isinstance(err, DataError) or isinstance(err.__cause__, DataError):
+        # A data problem names files, rows and counts: they stay in the site's own log.
+        reason = f"site {site}: its data could not be used for this request (see the site's log)"
+        return Message(Error(code=REFUSAL_CODE, reason=reason), reply_to=msg)
     return Message(Error(code=REFUSAL_CODE, reason=f"site {site}: {err}"), reply_to=msg)
 
 
@@ -112,7 +116,10 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         run_cfg = config_of(context)
         instructions = msg.content[keys.CONFIG]
         run_id = str(instructions[keys.RUN_ID])
-        site = site_runtime(run_cfg, context, run_id)
+        try:
+            site = site_runtime(run_cfg, context, run_id)
+        except DataError as err:
+            return _refuse(msg, "(unidentified)", err)
         statement = identity_payload(
             site=site.name, run_id=run_id, purpose=str(instructions[keys.PURPOSE])
         )
@@ -131,6 +138,8 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         try:
             ctx = _round_context(msg, train=True)
             site = site_runtime(run_cfg, context, ctx.run_id)
+        except DataError as err:
+            return _refuse(msg, "(unidentified)", err)
         except _BAD_REQUEST as err:
             return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
         try:
@@ -148,6 +157,8 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         try:
             ctx = _round_context(msg, train=False)
             site = site_runtime(run_cfg, context, ctx.run_id)
+        except DataError as err:
+            return _refuse(msg, "(unidentified)", err)
         except _BAD_REQUEST as err:
             return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
         try:

@@ -234,7 +234,7 @@ def run_acknowledge(
                     dataset_id=site.dataset_id,
                     fingerprint=data.fingerprint,
                     reason=args.reason,
-                    records=data.record_hashes,
+                    records=data.overlap_hashes,
                 )
         else:
             detail = acknowledge_store(store_path, anchor, reason=args.reason)

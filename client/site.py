@@ -59,8 +59,8 @@ class SiteRuntime:
 
     @property
     def records(self) -> np.ndarray:
-        """Content hashes of this site's records: no other data set may account them anew."""
-        return self.data.record_hashes
+        """This site's records as training sees them: no other data set may account them anew."""
+        return self.data.overlap_hashes
 
 
 def ensure_site_keys(directory: Path, site: str) -> tuple[bytes, bytes]:

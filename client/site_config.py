@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from fedsafe.client.policy import SitePolicy, load_policy
 from fedsafe.common.config import ExperimentConfig
 from fedsafe.common.crypto.pki import KeyFileError, load_sealing_public_key
 from fedsafe.common.data.base import SiteData
-from fedsafe.common.errors import ConfigError
+from fedsafe.common.errors import ConfigError, DataError
 from fedsafe.common.release_policy import DEPLOYED_DEFAULT, ReleasePolicy
 
 __all__ = [
@@ -44,6 +45,9 @@ REQUIRED_KEYS = (
 )
 OPTIONAL_KEYS = ("runtime_api", "server_sealing_pub", "release", "approved_code")
 SITE_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
+# The share of its rows a deployed site holds out, whatever a run asks: near 1 a coordinator
+# could leave a single chosen record on the training side.
+TEST_FRACTION_RANGE = (0.05, 0.5)
 # Keys whose value is a path; relative paths are read from the site.yaml's own folder.
 PATH_KEYS = ("ca_cert", "auth_key", "signing_key", "data", "schema", "budget_store")
 _MUST_EXIST = ("ca_cert", "auth_key", "signing_key", "data", "schema", "server_sealing_pub")
@@ -97,18 +101,32 @@ class SiteConfig:
     def load_data(self, cfg: ExperimentConfig) -> SiteData:
         """This site's train/held-out arrays from its own file, checked against its schema.
 
-        The split fraction and seed come from the run's config so that every site splits
-        the same way; the encoding is fitted on this site's training rows only.
+        Each record is encoded by the schema's declared ranges alone. The split is keyed by a
+        secret derived from this site's signing key, never by the run's seed: the coordinator
+        cannot work out which side any record lands on. The coordinator's test_fraction is
+        accepted only within [0.05, 0.5].
         """
         from fedsafe.common.data.site_file import site_data_from_file
 
+        fraction = cfg.dataset.test_fraction
+        if not TEST_FRACTION_RANGE[0] <= fraction <= TEST_FRACTION_RANGE[1]:
+            raise DataError(
+                f"site {self.name} holds out between {TEST_FRACTION_RANGE[0]:g} and "
+                f"{TEST_FRACTION_RANGE[1]:g} of its rows; the run asks for "
+                f"dataset.test_fraction={fraction:g}"
+            )
         return site_data_from_file(
             self.data,
             self.schema,
-            test_fraction=cfg.dataset.test_fraction,
-            seed=cfg.dataset.seed,
+            test_fraction=fraction,
             site=self.name,
+            split_key=self.split_key(),
         )
+
+    def split_key(self) -> bytes:
+        """32 secret bytes for the held-out split, derived from the site's signing key."""
+        secret = self.signing_key.read_bytes()
+        return hashlib.blake2b(secret, digest_size=32, person=b"fedsafe-split-v1").digest()
 
 
 def _read(path: Path) -> dict[str, Any]:

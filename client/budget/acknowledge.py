@@ -90,8 +90,8 @@ def acknowledge_data(
 ) -> dict[str, object]:
     """Accept new rows under `dataset_id`: the data set keeps its whole history (never reset).
 
-    With `records` (the new rows' content hashes) the data set's record set is replaced, so
-    later data sets are checked against the rows it holds now.
+    With `records` (the new rows' content hashes) they join the data set's record set, which
+    keeps the rows it held before too: those have spent this budget whatever happens next.
     """
     reason = _reason(reason)
     with store._write() as conn:

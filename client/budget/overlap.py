@@ -14,9 +14,16 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import Connection, delete, insert, inspect, select
 
-from fedsafe.client.budget.schema import records_table
+from fedsafe.client.budget.schema import datasets_table, records_table
 
-__all__ = ["pack", "unpack", "put_records", "has_records", "shared_records"]
+__all__ = [
+    "pack",
+    "unpack",
+    "put_records",
+    "has_records",
+    "shared_records",
+    "unrecorded_datasets",
+]
 
 
 def pack(hashes: np.ndarray) -> bytes:
@@ -33,7 +40,13 @@ def _has_table(conn: Connection) -> bool:
 
 
 def put_records(conn: Connection, dataset_id: str, hashes: np.ndarray) -> None:
-    """Record (or replace, after an acknowledged change) the data set's record hashes."""
+    """Add records to the data set's set: it keeps every record it ever held, so rows that
+    left it after an acknowledged change still count as spent (never a fresh budget)."""
+    row = conn.execute(
+        select(records_table.c.hashes).where(records_table.c.dataset_id == dataset_id)
+    ).first()
+    if row is not None:
+        hashes = np.concatenate([unpack(row.hashes), np.asarray(hashes, dtype=np.uint64)])
     blob = pack(hashes)
     conn.execute(delete(records_table).where(records_table.c.dataset_id == dataset_id))
     conn.execute(
@@ -61,3 +74,13 @@ def shared_records(conn: Connection, hashes: np.ndarray, *, exclude: str) -> lis
         if common:
             found.append((str(row.dataset_id), common))
     return found
+
+
+def unrecorded_datasets(conn: Connection) -> list[str]:
+    """Data sets accounted (with a row fingerprint) before the store kept their records."""
+    accounted = select(datasets_table.c.dataset_id).where(datasets_table.c.fingerprint.is_not(None))
+    if not _has_table(conn):
+        return [str(r.dataset_id) for r in conn.execute(accounted)]
+    recorded = select(records_table.c.dataset_id)
+    query = accounted.where(datasets_table.c.dataset_id.not_in(recorded))
+    return sorted(str(r.dataset_id) for r in conn.execute(query))

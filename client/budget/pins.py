@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from fedsafe.client.budget.judge import data_refusal, unit_refusal
-from fedsafe.client.budget.overlap import shared_records
+from fedsafe.client.budget.overlap import shared_records, unrecorded_datasets
 from fedsafe.client.budget.records import PolicyRefusedError
 from fedsafe.client.budget.schema import datasets_table
 from fedsafe.client.policy import SitePolicy
@@ -58,6 +58,17 @@ def pin_refusal(
                 policy,
                 **ids,
             )
+        if records is not None:
+            unrecorded = unrecorded_datasets(conn)
+            if unrecorded:
+                return data_refusal(
+                    f"data set '{unrecorded[0]}' was accounted before this store kept each "
+                    "data set's records, so a new data set cannot be checked against its rows. "
+                    f"Fix: run `fedsafe site acknowledge --data` with the site.yaml naming "
+                    f"'{unrecorded[0]}' (its rows are then recorded), then start this one",
+                    policy,
+                    **ids,
+                )
     return None if records is None else overlap_refusal(conn, records, policy, **ids)
 
 

@@ -65,6 +65,8 @@ class SiteData:
     # Content hashes of the site's raw records (all rows, before the split), where the loader
     # had raw rows: what its budget is kept for. Else derived from the arrays.
     raw_hashes: np.ndarray | None = None
+    # The encoded features' names (tabular data): they order the columns of `overlap_hashes`.
+    feature_names: tuple[str, ...] = ()
 
     @property
     def n_train(self) -> int:
@@ -83,6 +85,19 @@ class SiteData:
         y = np.concatenate([self.y_train, self.y_test])
         flat = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(len(y), -1))
         return record_hashes(pd.DataFrame(flat), y)
+
+    @cached_property
+    def overlap_hashes(self) -> np.ndarray:
+        """One hash per record of what training sees (encoded features and label), canonical:
+        columns in feature-name order, -0.0 as 0.0. Two files whose records encode alike
+        (columns reordered, -0 for 0, values clipped to the same bound) share these hashes,
+        so a re-exported or re-typed copy of a data set cannot pass as a new one."""
+        x = np.concatenate([self.x_train, self.x_test])
+        y = np.concatenate([self.y_train, self.y_test])
+        flat = np.asarray(x, dtype=np.float64).reshape(len(y), -1) + 0.0
+        if self.feature_names and len(self.feature_names) == flat.shape[1]:
+            flat = flat[:, np.argsort(np.asarray(self.feature_names))]
+        return array_record_hashes(np.ascontiguousarray(flat), y)
 
     @property
     def fingerprint(self) -> str:
@@ -145,4 +160,6 @@ def tabular_site(
     """Split one site's rows record by record, then encode each record by the dictionary."""
     train, test = split_frame(rows, y, cfg, index, site)
     x_train, x_test = encode_tabular(rows.reset_index(drop=True), schema, train, test)
-    return SiteData(site, x_train, y[train], x_test, y[test], record_hashes(rows, y))
+    return SiteData(
+        site, x_train, y[train], x_test, y[test], record_hashes(rows, y), schema.feature_names
+    )

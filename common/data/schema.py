@@ -10,6 +10,8 @@ __all__ = ["NumericScale", "TabularSchema", "SCALE_KINDS", "OUTSIDE_RULES"]
 
 SCALE_KINDS = ("linear", "log")
 OUTSIDE_RULES = ("clip", "missing")
+# Declared bounds stay where a span hi - lo is finite and scaling keeps its precision.
+MAX_BOUND = 1e15
 ScaleKind = Literal["linear", "log"]
 OutsideRule = Literal["clip", "missing"]
 
@@ -31,8 +33,11 @@ class NumericScale:
     outside: OutsideRule = "clip"
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
-            raise ValueError(f"NumericScale: need finite lo < hi, got [{self.lo}, {self.hi}]")
+        bounded = all(math.isfinite(v) and abs(v) <= MAX_BOUND for v in (self.lo, self.hi))
+        if not (bounded and self.lo < self.hi):
+            raise ValueError(
+                f"NumericScale: need lo < hi within +-{MAX_BOUND:g}, got [{self.lo}, {self.hi}]"
+            )
         if self.kind not in SCALE_KINDS:
             raise ValueError(f"NumericScale: kind {self.kind!r}; allowed: {SCALE_KINDS}")
         if self.outside not in OUTSIDE_RULES:

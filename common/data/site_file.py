@@ -301,8 +301,9 @@ def site_data_from_file(
     seed: int = 42,
     salt: int = 0,
     site: str | None = None,
+    split_key: bytes | None = None,
 ) -> SiteData:
-    """A site's train/held-out arrays from its own file: split, then encode on its train rows.
+    """A site's train/held-out arrays from its own file: split per record, encode by the schema.
 
     The same function serves a simulated site (`site_files` data set) and a deployed one.
     The site is named `site`, else the file's site id, else the file name's stem.
@@ -313,7 +314,11 @@ def site_data_from_file(
     frame = loaded.frame.reset_index(drop=True)
     name = site or loaded.site_id or _site_name(Path(data_path))
     train, test = hash_split(
-        record_hashes(frame, y), test_fraction=test_fraction, seed=seed + salt, site=str(data_path)
+        record_hashes(frame, y),
+        test_fraction=test_fraction,
+        seed=seed + salt,
+        key=split_key,
+        site=str(data_path),
     )
     tabular = loaded.schema.tabular
     unscaled = [c for c in tabular.numeric if tabular.scale_of(c) is None]
@@ -328,7 +333,9 @@ def site_data_from_file(
     if not is_valid_name(name):
         raise DataError(f"{data_path}: site id {name!r} is not a valid site name")
     # The budget's identity is the raw rows, independent of the run's split and encoding.
-    return SiteData(name, x_train, y[train], x_test, y[test], record_hashes(frame, y))
+    return SiteData(
+        name, x_train, y[train], x_test, y[test], record_hashes(frame, y), tabular.feature_names
+    )
 
 
 def _check_classes(loaded: LoadedSiteFile) -> None:

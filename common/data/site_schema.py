@@ -163,8 +163,10 @@ def _scale(spec: dict[str, Any], kind: str, path: Path, key: str) -> NumericScal
         )
     try:
         return NumericScale(float(bounds[0]), float(bounds[1]), kind_, outside)
-    except ValueError:
-        raise _fail(path, f"{key}.range", f"need finite lo < hi, got {bounds!r}") from None
+    except (ValueError, OverflowError):
+        raise _fail(
+            path, f"{key}.range", f"need finite lo < hi within +-1e15, got {bounds!r}"
+        ) from None
 
 
 def load_site_schema(schema_path: str | Path) -> SiteFileSchema:

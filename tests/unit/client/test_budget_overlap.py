@@ -121,3 +121,46 @@ def test_a_version_2_store_is_migrated_under_the_signed_head(tmp_path: Path) -> 
         ).fetchone()
     assert version == str(SCHEMA_VERSION)
     BudgetStore.open(path, anchor=anchor).close()  # the migrated state is the signed one
+
+
+def test_an_acknowledged_change_keeps_the_old_records_spent(tmp_path: Path) -> None:
+    """Found in review: acknowledging new rows replaced the record set, so the old rows could
+    then start afresh under a new name."""
+    from fedsafe.client.budget.acknowledge import acknowledge_data
+
+    with BudgetStore.open(tmp_path / "b.db", anchor=_anchor(tmp_path)) as store:
+        _reserve(store, "a", RECORDS)
+        acknowledge_data(
+            store,
+            dataset_id="a",
+            fingerprint="f" * 64,
+            reason="new extract, ticket 7",
+            records=RECORDS + np.uint64(1),
+        )
+        with pytest.raises(PolicyRefusedError, match="already accounted in data set 'a'"):
+            _reserve(store, "old-rows-renamed", RECORDS[1:])
+
+
+def test_after_migration_a_new_data_set_waits_for_the_old_ones_records(tmp_path: Path) -> None:
+    """Found in review: a data set charged under version 2 has no record set, so its rows plus
+    one under a new name would pass; the site first records the old data set's rows."""
+    from fedsafe.client.budget.acknowledge import acknowledge_data
+
+    path = tmp_path / "b.db"
+    anchor = _anchor(tmp_path)
+    with BudgetStore.open(path, anchor=anchor) as store:
+        _reserve(store, "a", RECORDS)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE budget_dataset_records")
+        db.execute("UPDATE budget_meta SET value = '2' WHERE key = 'schema_version'")
+    acknowledge_store(path, anchor, reason="test: stand-in for a version 2 head")
+    with BudgetStore.open(path, anchor=anchor) as store:
+        plus_one = np.concatenate([RECORDS, [np.uint64(7)]])
+        with pytest.raises(PolicyRefusedError, match="'a' was accounted before this store kept"):
+            _reserve(store, "b", plus_one)
+        acknowledge_data(
+            store, dataset_id="a", fingerprint=f"{'a':0<64}", reason="record", records=RECORDS
+        )
+        with pytest.raises(PolicyRefusedError, match="already accounted in data set 'a'"):
+            _reserve(store, "b", plus_one)
+        _reserve(store, "c", RECORDS + np.uint64(99))  # disjoint rows: a new data set

@@ -135,11 +135,67 @@ def test_a_release_policy_in_site_yaml_is_read_and_checked(kit: Path) -> None:
 
 
 def test_the_rows_fingerprint_does_not_depend_on_the_runs_split(kit: Path) -> None:
-    """The coordinator picks the split seed; the site's budget identity must not move with it."""
+    """The coordinator picks the held-out share; the site's budget identity must not move."""
     import dataclasses
 
     cfg = _cfg(kit)
-    other = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, seed=7))
+    other = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, test_fraction=0.4))
     first, second = deployed_site(kit, cfg), deployed_site(kit, other)
     assert not np.array_equal(first.data.y_train, second.data.y_train)
     assert first.fingerprint == second.fingerprint
+
+
+def _held_out(site) -> set[bytes]:  # type: ignore[no-untyped-def]
+    return {row.tobytes() for row in site.data.x_test}
+
+
+def test_the_split_is_keyed_by_the_site_not_by_the_runs_seed(kit: Path) -> None:
+    """Found in review: with the split keyed by the run's seed, a coordinator could search for
+    a seed that leaves one target record alone on the training side and read train-or-refuse."""
+    import dataclasses
+
+    from fedsafe.common.data.site_file import site_data_from_file
+
+    cfg = _cfg(kit)
+    one = deployed_site(kit, cfg)
+    other_seed = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, seed=12345))
+    assert _held_out(deployed_site(kit, other_seed)) == _held_out(one)  # the seed is ignored
+    public = site_data_from_file(
+        kit.parent / "data.csv", kit.parent / "schema.yaml", seed=cfg.dataset.seed
+    )
+    assert {r.tobytes() for r in public.x_test} != _held_out(one)  # not the seed's split
+
+
+@pytest.mark.parametrize("fraction", [1 - 1e-12, 0.9, 0.01])
+def test_a_test_fraction_outside_the_sites_range_is_refused_without_counts(
+    kit: Path, fraction: float
+) -> None:
+    import dataclasses
+
+    from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedsafe.client.app import build_client_app
+    from fedsafe.common import keys
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, 1
+    cfg = _cfg(kit)
+    cfg = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, test_fraction=fraction))
+    with pytest.raises(FedsafeError, match=r"holds out between 0.05 and 0.5"):
+        deployed_site(kit, cfg)
+    context = Context(
+        run_id=1,
+        node_id=7,
+        node_config={"site-config": str(kit)},
+        state=RecordDict(),
+        run_config={},
+    )
+    query = Message(
+        RecordDict({keys.CONFIG: ConfigRecord({keys.RUN_ID: "run-1", keys.PURPOSE: "x"})}),
+        dst_node_id=7,
+        message_type=MessageType.QUERY,
+    )
+    reply = build_client_app(cfg)(query, context)
+    assert reply.has_error()
+    reason = reply.error.reason
+    assert "see the site's log" in reason and "120" not in reason and str(kit.parent) not in reason

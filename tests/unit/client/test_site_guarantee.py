@@ -331,7 +331,7 @@ def test_the_same_rows_plus_one_under_another_name_keep_their_budget(tmp_path: P
     cfg = _cfg(tmp_path)
     site = _site(cfg)
     train_round(cfg, site, _state(cfg), _ctx())
-    x = np.concatenate([site.data.x_train, site.data.x_train[:1]])
+    x = np.concatenate([site.data.x_train, site.data.x_train[:1] + 0.5])  # one new patient
     y = np.concatenate([site.data.y_train, site.data.y_train[:1]])
     hashes = np.concatenate([site.data.record_hashes, [np.uint64(12345)]])
     grown = dataclasses.replace(site.data, x_train=x, y_train=y, raw_hashes=hashes)

@@ -205,3 +205,42 @@ def test_a_site_file_is_encoded_by_its_declared_ranges(tmp_path) -> None:  # typ
     # a cholesterol of 0 is outside the declared range: missing (0, flagged), never clipped
     assert ((x[:, 1] == 0) == (x[:, 4] == 1)).all() and x[:, 4].sum() == 8
     assert x[:, :3].min() >= -1 and x[:, :3].max() <= 1
+
+
+@pytest.mark.parametrize("bounds", ["[-1.0e+308, 1.0e+308]", "[0, 1" + "0" * 400 + "]", "[5, 5]"])
+def test_a_declared_range_that_cannot_scale_is_a_schema_error(tmp_path, bounds) -> None:  # type: ignore[no-untyped-def]
+    from fedsafe.common.data.site_schema import load_site_schema
+    from fedsafe.common.errors import DataError
+
+    (tmp_path / "schema.yaml").write_text(
+        f"columns:\n  age: {{type: numeric, range: {bounds}}}\n"
+        "target: {column: y, positive: [1], negative: [0]}\n"
+    )
+    with pytest.raises(DataError, match=r"key 'columns.age.range': need finite lo < hi"):
+        load_site_schema(tmp_path / "schema.yaml")
+
+
+def test_the_same_records_re_exported_share_their_overlap_hashes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Found in review: reordered schema columns or -0 for 0 made the same records look new."""
+    rows = [(18 + i, (i % 7) * 10, i % 2) for i in range(40)]
+    (tmp_path / "a.yaml").write_text(
+        "columns:\n  age: {type: numeric, range: [18, 100]}\n"
+        "  debt: {type: numeric, range: [0, 100]}\n"
+        "target: {column: y, positive: [1], negative: [0]}\n"
+    )
+    (tmp_path / "b.yaml").write_text(  # the same dictionary, columns in the other order
+        "columns:\n  debt: {type: numeric, range: [0, 100]}\n"
+        "  age: {type: numeric, range: [18, 100]}\n"
+        "target: {column: y, positive: [1], negative: [0]}\n"
+    )
+    (tmp_path / "a.csv").write_text("age,debt,y\n" + "".join(f"{a},{d},{y}\n" for a, d, y in rows))
+    (tmp_path / "b.csv").write_text(  # -0.0 for 0, and an age clipped to the same bound
+        "debt,age,y\n"
+        + "".join(
+            f"{'-0.0' if d == 0 else d},{a if i else 10},{y}\n" for i, (a, d, y) in enumerate(rows)
+        )
+    )
+    a = site_data_from_file(tmp_path / "a.csv", tmp_path / "a.yaml")
+    b = site_data_from_file(tmp_path / "b.csv", tmp_path / "b.yaml")
+    assert set(a.overlap_hashes.tolist()) == set(b.overlap_hashes.tolist())
+    assert a.fingerprint != b.fingerprint  # the raw files do differ
