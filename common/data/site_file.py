@@ -321,14 +321,6 @@ def site_data_from_file(
         site=str(data_path),
     )
     tabular = loaded.schema.tabular
-    unscaled = [c for c in tabular.numeric if tabular.scale_of(c) is None]
-    if unscaled:
-        logger.warning(
-            "%s: numeric columns %s declare no range; encoded as asinh(x). Declare "
-            "`range: [lo, hi]` for each so every site scales them alike",
-            loaded.schema.path,
-            unscaled,
-        )
     x_train, x_test = encode_tabular(frame, tabular, train, test)
     if not is_valid_name(name):
         raise DataError(f"{data_path}: site id {name!r} is not a valid site name")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ COLUMN_TYPES = ("numeric", "categorical", "binary")
 MISSING_POLICIES = ("drop_row", "impute", "error")
 ColumnType = Literal["numeric", "categorical", "binary"]
 MissingPolicy = Literal["drop_row", "impute", "error"]
+logger = logging.getLogger("fedsafe.data")
 _DEFAULT_NA = ("", "NA", "N/A", "NaN", "nan", "null")
 _TOP_KEYS = ("version", "columns", "target", "missing", "site_id", "na_values")
 _COLUMN_KEYS = ("type", "levels", "missing", "range", "scale", "outside")
@@ -231,6 +233,14 @@ def load_site_schema(schema_path: str | Path) -> SiteFileSchema:
             f"expected a column name not used as feature or target, got {site_id!r}",
         )
     na_values = _labels(data.get("na_values", list(_DEFAULT_NA)), path, "na_values", required=True)
+    unscaled = [c.name for c in columns if c.type == "numeric" and c.scale is None]
+    if unscaled:
+        logger.warning(
+            "%s: numeric columns %s declare no range; encoded as asinh(x). Declare "
+            "`range: [lo, hi]` for each so every site scales them alike",
+            path,
+            unscaled,
+        )
     return SiteFileSchema(
         str(path), columns, target_col, positive, negative, target_missing, site_id, na_values
     )
