@@ -176,6 +176,16 @@ def run_budget(
     return 0
 
 
+def add_keys_argument(parser: argparse.ArgumentParser) -> None:
+    """`--keys KEYS_DIR`: read the store only after checking it against the site's signed head."""
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="the folder holding the site's signing.key: check the store against its signed head",
+    )
+
+
 def add_budget_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `budget --store PATH [--json]` to a subparsers object; its `func` is `run_budget`."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -187,12 +197,7 @@ def add_budget_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--store", type=Path, required=True, help="path of the site's budget store")
-    parser.add_argument(
-        "--keys",
-        type=Path,
-        default=None,
-        help="the folder holding the site's signing.key: check the store against its signed head",
-    )
+    add_keys_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run_budget)
     return parser

@@ -14,7 +14,6 @@ import torch
 
 from fedsafe.client.budget import (
     BudgetStore,
-    RoundRefusedError,
     record_evaluation,
     record_nonprivate,
     round_lock,
@@ -211,14 +210,10 @@ def _resend(site: SiteRuntime, ctx: RoundContext, input_digest: str) -> RoundOut
 def _check_steps(site: SiteRuntime, ctx: RoundContext, taken: int, reserved: int) -> None:
     """The sampler's steps must equal the reservation's, else the update is withheld."""
     if taken != reserved:
-        raise RoundRefusedError(
-            f"site {site.name}: DP-SGD took {taken} steps, {reserved} were reserved; the "
-            "update is withheld",
-            reason="policy",
-            dataset_id=site.dataset_id,
-            run_id=ctx.run_id,
-            round=ctx.server_round,
-            cap=site.policy.max_epsilon,
+        raise refusal(
+            site,
+            ctx,
+            f"DP-SGD took {taken} steps, {reserved} were reserved; the update is withheld",
         )
 
 

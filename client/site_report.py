@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fedsafe.client.budget import BudgetStore, BudgetStoreError, StoreAnchor
+from fedsafe.client.budget_cli import add_keys_argument
 from fedsafe.common.errors import FedsafeError
 from fedsafe.common.privacy.accountants import epsilon_for
 from fedsafe.common.report import (
@@ -191,11 +192,6 @@ def add_site_report_parser(site_subparsers: Any) -> argparse.ArgumentParser:
         "--cap", type=float, default=None, help="the site's max_epsilon, to show the cap"
     )
     parser.add_argument("--site", default=None, help="site name for the title")
-    parser.add_argument(
-        "--keys",
-        type=Path,
-        default=None,
-        help="the folder holding the site's signing.key: check the store against its signed head",
-    )
+    add_keys_argument(parser)
     parser.set_defaults(func=run_site_report)
     return parser

@@ -13,6 +13,7 @@ from fedsafe.common.errors import IntegrityError
 from fedsafe.common.ledger.records import canonical_bytes, format_time
 
 __all__ = [
+    "RECORD_KEYS",
     "withdrawal_to_dict",
     "withdrawal_from_dict",
     "CONSENT_DOMAIN",
@@ -35,7 +36,7 @@ __all__ = [
 CONSENT_DOMAIN = b"fedsafe-consent-v1\n"
 WITHDRAWAL_DOMAIN = b"fedsafe-consent-withdrawal-v1\n"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-_RECORD_KEYS = (
+RECORD_KEYS = (
     "record_id",
     "site",
     "dataset",
@@ -149,9 +150,9 @@ class ConsentRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> ConsentRecord:
         """Inverse of ``to_dict``; unknown or missing keys raise so nothing unsigned slips in."""
         keys = set(data)
-        if keys != set(_RECORD_KEYS):
-            missing = sorted(set(_RECORD_KEYS) - keys)
-            extra = sorted(keys - set(_RECORD_KEYS))
+        if keys != set(RECORD_KEYS):
+            missing = sorted(set(RECORD_KEYS) - keys)
+            extra = sorted(keys - set(RECORD_KEYS))
             raise ValueError(f"consent record keys: missing {missing}, unexpected {extra}")
         until = data["valid_until"]
         return cls(

@@ -7,11 +7,13 @@ budget's spend, a ledger's head) and both write on top of it. A connection marke
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
-__all__ = ["WRITE_OPTION", "configure_sqlite"]
+__all__ = ["WRITE_OPTION", "configure_sqlite", "transaction"]
 
 WRITE_OPTION = "fedsafe_write"
 
@@ -31,3 +33,12 @@ def configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """One transaction on `engine`; a writer takes the write lock first (see above)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: write})
+        with conn.begin():
+            yield conn

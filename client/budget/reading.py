@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -19,6 +18,7 @@ from fedsafe.client.budget.schema import (
 )
 from fedsafe.common.errors import PrivacyError
 from fedsafe.common.privacy.accountants import Charge, epsilon_for
+from fedsafe.common.sqlite_setup import transaction
 
 __all__ = ["StoreReader", "row_charge"]
 
@@ -32,12 +32,8 @@ class StoreReader:
 
     _engine: Engine
 
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            conn.execution_options(fedsafe_write=write)
-            with conn.begin():
-                yield conn
+    def _transaction(self, *, write: bool) -> AbstractContextManager[Connection]:
+        return transaction(self._engine, write=write)
 
     def _rows(self, conn: Connection, dataset_id: str, *, up_to: int | None = None) -> list[Any]:
         query = select(charges_table).where(charges_table.c.dataset_id == dataset_id)

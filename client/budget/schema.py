@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 
 from fedsafe.client.budget.records import BudgetStoreError
 from fedsafe.common.files import private_file
-from fedsafe.common.sqlite_setup import configure_sqlite
+from fedsafe.common.sqlite_setup import configure_sqlite, transaction
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -189,16 +189,14 @@ def _check_version(engine: Engine, path: Path) -> None:
 
 def _create(engine: Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
-    with engine.connect() as conn:
-        conn.execution_options(fedsafe_write=True)
-        with conn.begin():
-            have = {r.key for r in conn.execute(select(meta_table.c.key))}
-            for key, value in (
-                ("schema_version", str(SCHEMA_VERSION)),
-                ("store_id", uuid.uuid4().hex),
-            ):
-                if key not in have:
-                    conn.execute(meta_table.insert().values(key=key, value=value))
+    with transaction(engine, write=True) as conn:
+        have = {r.key for r in conn.execute(select(meta_table.c.key))}
+        for key, value in (
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("store_id", uuid.uuid4().hex),
+        ):
+            if key not in have:
+                conn.execute(meta_table.insert().values(key=key, value=value))
 
 
 def open_engine(path: Path, *, create: bool) -> Engine:

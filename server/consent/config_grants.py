@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fedsafe.common.consent import (
+    RECORD_KEYS,
     ConsentRecord,
     SignedConsent,
     Withdrawal,
@@ -17,33 +18,11 @@ from fedsafe.common.consent import (
 )
 from fedsafe.common.errors import ConfigError
 
+__all__ = ["CONFIG_KEYS", "entry_to_grant", "signed_grants", "signed_withdrawals"]
 
-class ConsentRegistry(Protocol):
-    """What these helpers need of the registry (which calls them): no import back to it."""
-
-    _planned: dict[tuple[int, str], list[str]]
-
-    def grant(self, signed: SignedConsent, site_public_pem: bytes) -> None: ...
-
-    def withdraw(self, withdrawal: Withdrawal, site_public_pem: bytes) -> None: ...
-
-    def records(self, site: str | None = None) -> list[Any]: ...
-
-
-__all__ = ["CONFIG_KEYS", "entry_to_grant", "grant_from_config", "withdraw_scheduled"]
-
-CONFIG_KEYS = (
-    "site",
-    "dataset",
-    "purposes",
-    "legal_basis",
-    "data_categories",
-    "jurisdiction",
-    "valid_from",
-    "valid_until",
-    "withdraw_at_round",
-    "record_id",
-)
+# A config entry holds a consent record's fields (the site signs its grant time now) and when,
+# in a simulation, the site withdraws it.
+CONFIG_KEYS = (*(k for k in RECORD_KEYS if k != "granted_at"), "withdraw_at_round")
 
 
 def entry_to_grant(
@@ -130,60 +109,45 @@ def entry_to_grant(
     return sign_consent(record, private_pem, site_public_pem=public_pem), public_pem, round_number
 
 
-def grant_from_config(
-    registry: ConsentRegistry,
+def signed_grants(
     entries: Iterable[Mapping[str, Any] | Any],
     keys: Mapping[str, tuple[bytes, bytes]],
     *,
     now: datetime,
     dataset: str | None,
     source: str | None,
-) -> dict[int, list[str]]:
-    """Grant every config entry, signed by its site's key; the withdrawal schedule by round."""
-    schedule: dict[int, list[str]] = {}
-    for index, raw in enumerate(entries):
-        entry = asdict(raw) if is_dataclass(raw) and not isinstance(raw, type) else raw
-        signed, public_pem, round_number = entry_to_grant(
-            index, entry, keys, now=now, dataset=dataset, source=source
+) -> list[tuple[SignedConsent, bytes, int | None]]:
+    """Every config entry checked and signed: (grant, site public key, withdrawal round)."""
+    return [
+        entry_to_grant(
+            index,
+            asdict(raw) if is_dataclass(raw) and not isinstance(raw, type) else raw,
+            keys,
+            now=now,
+            dataset=dataset,
+            source=source,
         )
-        registry.grant(signed, public_pem)
-        if round_number is not None:
-            site = signed.record.site
-            registry._planned.setdefault((round_number, site), []).append(signed.record.record_id)
-            sites = schedule.setdefault(round_number, [])
-            if site not in sites:
-                sites.append(site)
-    return dict(sorted(schedule.items()))
+        for index, raw in enumerate(entries)
+    ]
 
 
-def withdraw_scheduled(
-    registry: ConsentRegistry,
-    round_number: int,
-    schedule: Mapping[int, Sequence[str]],
+def signed_withdrawals(
+    site: str,
+    record_ids: Sequence[str],
     keys: Mapping[str, tuple[bytes, bytes]],
     *,
     at_time: datetime,
-) -> list[Withdrawal]:
-    """Withdraw, signed by each site's key, what ``schedule`` lists for ``round_number``."""
-    done: list[Withdrawal] = []
-    for site in schedule.get(round_number, ()):
-        if site not in keys:
-            raise ConfigError(
-                "keys", site, f"a signing key for every scheduled site (known: {sorted(keys)})"
-            )
-        private_pem, public_pem = keys[site]
-        planned = registry._planned.get((round_number, site))
-        if planned is None:
-            planned = [
-                e.signed.record.record_id for e in registry.records(site) if e.withdrawal is None
-            ]
-        already = {e.signed.record.record_id for e in registry.records(site) if e.withdrawal}
-        for record_id in planned:
-            if record_id in already:
-                continue
-            withdrawal = sign_withdrawal(
-                record_id=record_id, site=site, withdrawn_at=at_time, site_private_pem=private_pem
-            )
-            registry.withdraw(withdrawal, public_pem)
-            done.append(withdrawal)
-    return done
+) -> tuple[list[Withdrawal], bytes]:
+    """Withdrawals of `record_ids`, signed with the site's key, and the key to verify them."""
+    if site not in keys:
+        raise ConfigError(
+            "keys", site, f"a signing key for every scheduled site (known: {sorted(keys)})"
+        )
+    private_pem, public_pem = keys[site]
+    withdrawals = [
+        sign_withdrawal(
+            record_id=record_id, site=site, withdrawn_at=at_time, site_private_pem=private_pem
+        )
+        for record_id in record_ids
+    ]
+    return withdrawals, public_pem

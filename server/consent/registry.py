@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +26,8 @@ from fedsafe.common.consent import (
 )
 from fedsafe.common.errors import ConsentError, IntegrityError
 from fedsafe.common.ledger.records import format_time
-from fedsafe.common.sqlite_setup import WRITE_OPTION
-from fedsafe.server.consent.config_grants import grant_from_config, withdraw_scheduled
+from fedsafe.common.sqlite_setup import transaction
+from fedsafe.server.consent.config_grants import signed_grants, signed_withdrawals
 from fedsafe.server.consent.decision import ConsentDecision, ConsentEntry, aware
 from fedsafe.server.consent.store import (
     _record_row,
@@ -76,13 +76,9 @@ class ConsentRegistry:
         """
         return cls(open_engine(url_or_path, create=create))
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self) -> AbstractContextManager[Connection]:
         """A write transaction that takes SQLite's write lock first (BEGIN IMMEDIATE)."""
-        with self._engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        return transaction(self._engine, write=True)
 
     @property
     def engine(self) -> Engine:
@@ -348,10 +344,18 @@ class ConsentRegistry:
         ``apply_withdrawals`` at the start of that round.
         """
         registry = cls.open(url)
-        schedule = grant_from_config(
-            registry, entries, keys, now=aware("now", now), dataset=dataset, source=source
-        )
-        return registry, schedule
+        schedule: dict[int, list[str]] = {}
+        grants = signed_grants(entries, keys, now=aware("now", now), dataset=dataset, source=source)
+        for signed, public_pem, round_number in grants:
+            registry.grant(signed, public_pem)
+            if round_number is not None:
+                site = signed.record.site
+                registry._planned.setdefault((round_number, site), []).append(
+                    signed.record.record_id
+                )
+                if site not in schedule.setdefault(round_number, []):
+                    schedule[round_number].append(site)
+        return registry, dict(sorted(schedule.items()))
 
     def apply_withdrawals(
         self,
@@ -366,6 +370,17 @@ class ConsentRegistry:
         For a schedule from ``from_config`` exactly the entries with that ``withdraw_at_round``
         are withdrawn; for a site listed by another schedule, all its records still in force.
         """
-        return withdraw_scheduled(
-            self, round_number, schedule, keys, at_time=aware("at_time", at_time)
-        )
+        at_time = aware("at_time", at_time)
+        done: list[Withdrawal] = []
+        for site in schedule.get(round_number, ()):
+            entries = self.records(site)
+            planned = self._planned.get((round_number, site))
+            if planned is None:
+                planned = [e.signed.record.record_id for e in entries if e.withdrawal is None]
+            already = {e.signed.record.record_id for e in entries if e.withdrawal}
+            due = [record_id for record_id in planned if record_id not in already]
+            withdrawals, public_pem = signed_withdrawals(site, due, keys, at_time=at_time)
+            for withdrawal in withdrawals:
+                self.withdraw(withdrawal, public_pem)
+            done += withdrawals
+        return done
