@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.compat.common import recorddict_compat as compat
 
 from fedsafe.client.consent_statements import grants_record, withdrawals_record
-from fedsafe.client.local_round import RoundContext, RoundOutcome, evaluate_round, train_round
+from fedsafe.client.local_round import (
+    RoundContext,
+    RoundOutcome,
+    evaluate_round,
+    released_weight,
+    train_round,
+)
+from fedsafe.client.round_request import parse_round_context
+from fedsafe.client.secure_aggregation import is_secure_stage, secure_aggregation_mod, secure_train
 from fedsafe.client.site import REFUSAL_CODE, SITE_CONFIG, SiteRuntime, site_runtime
 from fedsafe.common import crypto, keys
 from fedsafe.common.attestation import identity_payload, sign_statement
 from fedsafe.common.config import ExperimentConfig, from_flat
 from fedsafe.common.errors import ConfigError, DataError, FedsafeError
-from fedsafe.common.names import check_name
 from fedsafe.common.wire import pack_arrays, sealing_context
 
 __all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG"]
@@ -31,26 +39,6 @@ class MalformedRequestError(FedsafeError):
 # What a malformed request raises before any charge: missing records or keys, wrong types,
 # arrays of other names or shapes than the model's.
 _BAD_REQUEST = (KeyError, ValueError, TypeError, RuntimeError)
-
-
-def _round_context(msg: Message, *, train: bool) -> RoundContext:
-    """The round a message asks for, checked: a valid run id and a round >= 1."""
-    instructions = msg.content.config_records[keys.CONFIG]
-    run_id = check_name("run-id", instructions[keys.RUN_ID], source="the coordinator's message")
-    server_round = instructions[keys.SERVER_ROUND]
-    if isinstance(server_round, bool) or not isinstance(server_round, int) or server_round < 1:
-        raise ValueError(f"server-round must be an integer >= 1, got {server_round!r}")
-    purpose = instructions[keys.PURPOSE] if train or keys.PURPOSE in instructions else ""
-    if not isinstance(purpose, str):
-        raise TypeError(f"purpose must be a string, got {type(purpose).__name__}")
-    mu = instructions.get(keys.PROXIMAL_MU, 0.0) if train else 0.0
-    if isinstance(mu, bool) or not isinstance(mu, (int, float)):
-        raise TypeError(f"proximal-mu must be a number, got {type(mu).__name__}")
-    if not (math.isfinite(mu) and mu >= 0):
-        raise ValueError(f"proximal-mu must be a finite float >= 0, got {mu!r}")
-    return RoundContext(
-        run_id=run_id, server_round=server_round, purpose=purpose, proximal_mu=float(mu)
-    )
 
 
 def _metric_record(metrics: Mapping[str, float]) -> MetricRecord:
@@ -99,16 +87,28 @@ def _update_record(
     return records
 
 
-def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
-    """The ClientApp; `cfg` None means read it from Flower's run config (as `flwr run` does)."""
-    if cfg is not None and cfg.security.secure_aggregation:
-        from fedsafe.client.secagg import build_secagg_client_app
+def _instructions(msg: Message) -> Mapping[str, Any]:
+    """A training request's instructions: in its config record, or, for a SecAgg+ stage
+    message, in the legacy fit instructions the protocol carries."""
+    if is_secure_stage(msg):
+        return compat.recorddict_to_fitins(msg.content, keep_input=True).config
+    return msg.content.config_records[keys.CONFIG]
 
-        return build_secagg_client_app(cfg)
-    app = ClientApp()
+
+def build_client_app(
+    cfg: ExperimentConfig | None = None, *, keep_update_arrays: bool = False
+) -> ClientApp:
+    """The ClientApp for every mode; `cfg` None means read it from Flower's run config (as
+    `flwr run` does). `keep_update_arrays` keeps, site-local, each plain update sent under
+    secure aggregation and the model received (for a site's own audit, and for tests)."""
 
     def config_of(context: Context) -> ExperimentConfig:
         return cfg if cfg is not None else from_flat(dict(context.run_config), source="run config")
+
+    def signing_key(context: Context, run_id: str) -> bytes:
+        return site_runtime(config_of(context), context, run_id).signing_key
+
+    app = ClientApp(mods=[secure_aggregation_mod(signing_key)])
 
     @app.query()
     def roll_call(msg: Message, context: Context) -> Message:
@@ -123,6 +123,8 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
         statement = identity_payload(
             site=site.name, run_id=run_id, purpose=str(instructions[keys.PURPOSE])
         )
+        if run_cfg.security.secure_aggregation:  # the server sizes SecAgg+ weights from it
+            statement["num_examples"] = released_weight(site, site.data.n_train)
         records: dict[str, object] = {
             keys.IDENTITY: ConfigRecord(sign_statement(statement, site.signing_key))
         }
@@ -136,13 +138,22 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         run_cfg = config_of(context)
         try:
-            ctx = _round_context(msg, train=True)
+            ctx = parse_round_context(_instructions(msg), train=True)
             site = site_runtime(run_cfg, context, ctx.run_id)
         except DataError as err:
             return _refuse(msg, "(unidentified)", err)
         except _BAD_REQUEST as err:
             return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
+        if is_secure_stage(msg) != run_cfg.security.secure_aggregation:
+            # Under secure aggregation the plain update never leaves; outside it, no SecAgg+.
+            mode = "secure aggregation" if run_cfg.security.secure_aggregation else "sealed updates"
+            why = MalformedRequestError(f"this run sends updates by {mode}; request refused")
+            return _refuse(msg, site.name, why)
         try:
+            if is_secure_stage(msg):
+                return secure_train(
+                    run_cfg, site, ctx, msg, context, keep_update_arrays=keep_update_arrays
+                )
             state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
             update = _update_record(run_cfg, site, ctx, train_round(run_cfg, site, state, ctx))
         except FedsafeError as err:
@@ -155,7 +166,7 @@ def build_client_app(cfg: ExperimentConfig | None = None) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         run_cfg = config_of(context)
         try:
-            ctx = _round_context(msg, train=False)
+            ctx = parse_round_context(msg.content.config_records[keys.CONFIG], train=False)
             site = site_runtime(run_cfg, context, ctx.run_id)
         except DataError as err:
             return _refuse(msg, "(unidentified)", err)

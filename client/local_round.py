@@ -46,6 +46,7 @@ __all__ = [
     "evaluate_round",
     "round_seed",
     "config_digest",
+    "released_weight",
 ]
 
 StateDict = dict[str, torch.Tensor]
@@ -124,7 +125,7 @@ def _outcome(
     randomness: str | None,
 ) -> RoundOutcome:
     """What the release policy lets leave, and the signed attestation of exactly these arrays."""
-    weight = release_count(site.release, result.num_examples) or site.release.count_rounding
+    weight = released_weight(site, result.num_examples)
     private = epsilon is not None
     payload = attestation_payload(
         site=site.name,
@@ -151,6 +152,11 @@ def _outcome(
     if site.release.releases_training_loss:
         metrics[keys.LOSS] = result.loss
     return RoundOutcome(trained, metrics, sign_statement(payload, site.signing_key))
+
+
+def released_weight(site: SiteRuntime, num_examples: int) -> int:
+    """The aggregation weight a site signs: its count as its release policy lets it leave."""
+    return release_count(site.release, num_examples) or site.release.count_rounding
 
 
 def _nonprivate_round(

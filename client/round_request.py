@@ -4,17 +4,22 @@ release policy says, and class weights only from a declared prevalence under DP.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fedsafe.client.budget import PolicyRefusedError
 from fedsafe.client.site import SiteRuntime
+from fedsafe.common import keys
 from fedsafe.common.config import ExperimentConfig
 from fedsafe.common.data import dataset_info
+from fedsafe.common.names import check_name
 from fedsafe.common.training import balanced_class_weights
 
-__all__ = ["RoundContext", "refusal", "check_request", "class_weights"]
+__all__ = ["RoundContext", "parse_round_context", "refusal", "check_request", "class_weights"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,28 @@ class RoundContext:
     server_round: int
     purpose: str
     proximal_mu: float = 0.0
+
+
+def parse_round_context(instructions: Mapping[str, Any], *, train: bool) -> RoundContext:
+    """The round the coordinator asks for, checked: a valid run id and a round >= 1.
+
+    Raises KeyError, TypeError or ValueError on a malformed request (the site refuses it).
+    """
+    run_id = check_name("run-id", instructions[keys.RUN_ID], source="the coordinator's message")
+    server_round = instructions[keys.SERVER_ROUND]
+    if isinstance(server_round, bool) or not isinstance(server_round, int) or server_round < 1:
+        raise ValueError(f"server-round must be an integer >= 1, got {server_round!r}")
+    purpose = instructions[keys.PURPOSE] if train or keys.PURPOSE in instructions else ""
+    if not isinstance(purpose, str):
+        raise TypeError(f"purpose must be a string, got {type(purpose).__name__}")
+    mu = instructions.get(keys.PROXIMAL_MU, 0.0) if train else 0.0
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)):
+        raise TypeError(f"proximal-mu must be a number, got {type(mu).__name__}")
+    if not (math.isfinite(mu) and mu >= 0):
+        raise ValueError(f"proximal-mu must be a finite float >= 0, got {mu!r}")
+    return RoundContext(
+        run_id=run_id, server_round=server_round, purpose=purpose, proximal_mu=float(mu)
+    )
 
 
 def refusal(site: SiteRuntime, ctx: RoundContext, message: str) -> PolicyRefusedError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 import threading
@@ -28,6 +29,8 @@ __all__ = [
     "check_unmask_request",
     "secagg_sizing",
     "aggregate_error_bound",
+    "MASKING_NAME",
+    "masked_digest",
 ]
 
 # The Flower release whose SecAgg+ modules the patch points below were read from.
@@ -43,12 +46,29 @@ _ORIGIN = ("flwr.common.secure_aggregation.secaggplus_utils", "pseudo_rand_gen")
 # matches.
 PRG_KEY = "secagg-prg"
 PRG_NAME = "chacha20-hkdf-sha256-v1"
+# What a site's attestation says it sent under secure aggregation: a SecAgg+ masked vector,
+# its ``update_digest`` being ``masked_digest`` of exactly the bytes the server received.
+MASKING_NAME = "secaggplus-" + PRG_NAME
 _MAX_RANGE = 2**32
 _MAX_QUANTIZATION = 2**30  # Flower's stochastic rounding casts to int32
 
 
 class UnmaskRefusedError(FedsafeError):
     """A site refused an unmask request that would reveal a masked update (or was malformed)."""
+
+
+def masked_digest(vector: Sequence[bytes]) -> str:
+    """SHA-256 over a masked vector's arrays, each length-prefixed: what a site commits to.
+
+    The server holds these exact bytes, so it checks the commitment without learning the
+    update; the site never signs a digest of its unmasked update (that would let anyone
+    confirm a guessed update).
+    """
+    digest = hashlib.sha256(b"fedsafe-masked-vector-v1")
+    for blob in vector:
+        digest.update(len(blob).to_bytes(8, "big"))
+        digest.update(blob)
+    return digest.hexdigest()
 
 
 def chacha_rand_gen(

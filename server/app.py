@@ -23,11 +23,6 @@ def build_server_app(cfg: ExperimentConfig | None = None, run_dir: Path | None =
         run_cfg = (
             cfg if cfg is not None else from_flat(dict(context.run_config), source="run config")
         )
-        if run_cfg.security.secure_aggregation:
-            from fedsafe.server.secagg import run_secure_federation
-
-            run_secure_federation(grid, context, run_cfg, run_dir or new_run_dir(run_cfg))
-            return
         run_federation(grid, run_cfg, run_dir or new_run_dir(run_cfg))
 
     return app

@@ -25,7 +25,7 @@ from fedsafe.common.errors import ConfigError, FedsafeError, IntegrityError
 from fedsafe.common.ledger import Ledger, records
 from fedsafe.common.names import check_name
 from fedsafe.common.wire import sealing_context, unpack_arrays
-from fedsafe.server.attested import check_attested
+from fedsafe.server.attested import MAX_EXAMPLES, check_attested
 from fedsafe.server.consent import ConsentRegistry
 from fedsafe.server.coordinator_keys import CoordinatorKeys
 from fedsafe.server.validation import RejectedUpdateError, reply_site_name
@@ -52,6 +52,7 @@ class Compliance:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     roster: dict[int, str] = field(default_factory=dict)
     refused_nodes: set[int] = field(default_factory=set)
+    example_counts: dict[int, int] = field(default_factory=dict)  # node -> signed n (secagg)
     _pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     attestations: list[dict[str, Any]] = field(default_factory=list)
@@ -102,6 +103,17 @@ class Compliance:
             ) from None
         if statement.get("site") != claimed or statement.get("run_id") != self.run_id:
             raise RejectedUpdateError(f"site '{claimed}': identity names another site or run")
+        count = statement.get("num_examples")
+        if count is not None:  # secure aggregation sizes its weights from the signed counts
+            if (
+                isinstance(count, bool)
+                or not isinstance(count, int)
+                or not 0 < count <= MAX_EXAMPLES
+            ):
+                raise RejectedUpdateError(
+                    f"site '{claimed}': identity num_examples {count!r} is not in [1, 2**53]"
+                )
+            self.example_counts[node_id] = count
         self.roster[node_id] = claimed
         self.refused_nodes.discard(node_id)
         try:
@@ -287,6 +299,17 @@ class Compliance:
         site = self.roster.get(node_id)
         if site is None:
             raise RejectedUpdateError(f"node {node_id} is not on this run's roster")
+        arrays = content.array_records[keys.ARRAYS]
+        received = arrays_digest({k: v.numpy() for k, v in arrays.items()})
+        signed = self.signed_attestation(site, content, server_round, update_digest=received)
+        check_attested(site, signed, content.metric_records[keys.METRICS], self.privacy)
+        return site
+
+    def signed_attestation(
+        self, site: str, content: RecordDict, server_round: int, **expected: Any
+    ) -> dict[str, Any]:
+        """The site's attestation of a completed round of this run, verified against its
+        enrolled key, with each field in `expected` (e.g. the digest received) as given."""
         public = self.site_key(site)
         if keys.ATTESTATION not in content or public is None:
             raise RejectedUpdateError(f"site '{site}': update has no attestation")
@@ -302,23 +325,15 @@ class Compliance:
             ) from None
         if not isinstance(signed, dict):
             raise RejectedUpdateError(f"site '{site}': attestation is not a JSON object")
-        arrays = content.array_records[keys.ARRAYS]
-        received = arrays_digest({k: v.numpy() for k, v in arrays.items()})
-        expected = {
-            "site": site,
-            "run_id": self.run_id,
-            "round": server_round,
-            "update_digest": received,
-        }
-        for name, value in expected.items():
+        wanted = {"site": site, "run_id": self.run_id, "round": server_round, **expected}
+        for name, value in wanted.items():
             if signed.get(name) != value:
                 raise RejectedUpdateError(
                     f"site '{site}': attested {name} {signed.get(name)!r} != {value!r}"
                 )
         if signed.get("refused") is not False:
             raise RejectedUpdateError(f"site '{site}': attestation is not of a completed round")
-        check_attested(site, signed, content.metric_records[keys.METRICS], self.privacy)
-        return site
+        return signed
 
     def record_attestation(self, site: str, content: RecordDict) -> None:
         statement = content.config_records[keys.ATTESTATION]
@@ -349,8 +364,10 @@ class Compliance:
         metrics: dict[str, float],
         *,
         weights: dict[str, float] | None = None,
+        protocol: dict[str, Any] | None = None,
     ) -> None:
-        """The adopted aggregate, the sites in it and (after clipping) the weight each one had."""
+        """The adopted aggregate, the sites in it and (after clipping) the weight each one had;
+        `protocol` names how it was combined when that was not in the clear (secure aggregation)."""
         finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
         payload: dict[str, Any] = {
             "round": server_round,
@@ -360,6 +377,8 @@ class Compliance:
         }
         if weights is not None:
             payload["weights"] = {site: float(w) for site, w in sorted(weights.items())}
+        if protocol is not None:
+            payload["protocol"] = protocol
         self._pending.append((records.ROUND_AGGREGATED, payload))
         self.flush()
 

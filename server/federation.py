@@ -7,7 +7,7 @@ import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord
@@ -33,6 +33,7 @@ from fedsafe.server.provenance import code_version, config_hash
 from fedsafe.server.recorder import RunRecorder
 from fedsafe.server.resume_config import bound_config, bound_config_hash
 from fedsafe.server.roster import roll_call, wait_for_sites
+from fedsafe.server.secure_aggregation import SecureAggregationGrid
 from fedsafe.server.strategy import RecordingStrategy, build_strategy
 
 __all__ = ["MODEL_FILE", "run_federation", "save_model", "open_compliance"]
@@ -200,16 +201,24 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             _run_started(cfg, compliance)
         else:
             _run_resumed(compliance, checkpoint, bound)
+        secure = (
+            SecureAggregationGrid(
+                grid, compliance, cfg.security, timeout_s=cfg.strategy.round_timeout_s
+            )
+            if cfg.security.secure_aggregation
+            else None
+        )
         strategy = RecordingStrategy(
             inner,
             recorder,
             compliance,
             min_sites=cfg.strategy.min_sites,
             roll_call_timeout_s=cfg.compliance.roll_call_timeout_s,
-            sealed=cfg.security.sealed_updates,
+            sealed=cfg.security.sealed_updates and secure is None,
             rounds_done=done,
             on_round_end=save,
             limits=cfg.strategy,
+            secure=secure,
         )
         log.info(
             "run %s: %s, %d rounds, strategy %s, purpose %s, run folder %s",
@@ -224,7 +233,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             {keys.RUN_ID: compliance.run_id, keys.PURPOSE: compliance.purpose}
         )
         result = strategy.start(
-            grid=grid,
+            grid=cast(Grid, secure) if secure is not None else grid,
             initial_arrays=initial,
             num_rounds=cfg.training.rounds - done,
             timeout=cfg.strategy.round_timeout_s,

@@ -266,6 +266,9 @@ class RunRecorder:
                 "max_grad_norm": self.cfg.privacy.max_grad_norm,
                 "accountant": self.cfg.privacy.accountant,
             },
+            "secure_aggregation": self.cfg.security.secure_aggregation,
+            "sealed_updates": self.cfg.security.sealed_updates
+            and not self.cfg.security.secure_aggregation,
             "rounds_planned": self.cfg.training.rounds,
             "rounds_completed": len(self.rounds),
             "stopped_early": self.stop,

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.message_type import MessageType
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -25,6 +26,7 @@ from fedsafe.server.bounds import check_update_norm
 from fedsafe.server.compliance import Compliance
 from fedsafe.server.recorder import RunRecorder
 from fedsafe.server.roster import roll_call
+from fedsafe.server.secure_aggregation import SecureAggregationGrid
 from fedsafe.server.strategies import STRATEGIES, build_strategy, finite_weighted_mean
 from fedsafe.server.validation import (
     MalformedReplyError,
@@ -42,6 +44,11 @@ MALFORMED_CODE = 4200  # the server dropped a reply that is not a well-formed, a
 SILENT_CODE = 4300  # a site was sent work and did not answer in time
 # The SuperLink answers for a site it lost (heartbeat missed, instruction expired).
 _LOST = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
+
+
+def _count(msg: Message) -> float:
+    value = msg.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES]
+    return float(value)  # type: ignore[arg-type]
 
 
 class _EligibleGrid:
@@ -87,8 +94,10 @@ class RecordingStrategy(Strategy):
         rounds_done: int = 0,
         on_round_end: Callable[[int, ArrayRecord], None] | None = None,
         limits: StrategyConfig | None = None,
+        secure: SecureAggregationGrid | None = None,
     ) -> None:
         self.inner = inner
+        self.secure = secure  # updates arrive as one SecAgg+ sum (see secure_aggregation.py)
         self.limits = limits if limits is not None else StrategyConfig(min_sites=min_sites)
         self.recorder = recorder
         self.compliance = compliance
@@ -175,6 +184,8 @@ class RecordingStrategy(Strategy):
             self.compliance.error("strategy", f"training stopped: {reason}", server_round)
             return None, None
         sites = {m.metadata.src_node_id: self.compliance.roster[m.metadata.src_node_id] for m in ok}
+        if self.secure is not None:
+            return self._adopt_secure_sum(server_round, ok, sites)
         weights, clipped = capped_weights(ok, max_share=self.limits.max_weight_share)
         for node, signed in clipped.items():
             message = (
@@ -201,6 +212,50 @@ class RecordingStrategy(Strategy):
             digest,
             scalars,
             weights={sites[n]: w for n, w in weights.items()},
+        )
+        self._latest = arrays
+        return arrays, metrics
+
+    def _adopt_secure_sum(
+        self, server_round: int, ok: list[Message], sites: dict[int, str]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The round's SecAgg+ weighted mean through the inner strategy (FedAdam's server
+        step applies to it as to any mean), with the same finiteness and movement checks.
+
+        Weights cannot be clipped here: each site weighted its own vector before masking, by
+        the count it signed, at most the round's max_weight (checked before the sum).
+        """
+        assert self.secure is not None and self._global is not None
+        outcome = self.secure.rounds[server_round]
+        assert outcome.aggregate is not None and outcome.sizing is not None
+        mean = Message(
+            RecordDict(
+                {
+                    keys.ARRAYS: outcome.aggregate,
+                    keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 1.0}),
+                }
+            ),
+            dst_node_id=0,
+            message_type=MessageType.TRAIN,
+        )
+        try:
+            arrays, _ = checked_aggregate(
+                self.inner, server_round, [mean], self._global, self.limits
+            )
+        except AggregateRejectedError as err:
+            log.error("round %d: %s", server_round, err)
+            self.compliance.error("strategy", str(err), server_round)
+            return None, None
+        metrics = finite_weighted_mean([m.content for m in ok], keys.NUM_EXAMPLES)
+        digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
+        weights = {sites[m.metadata.src_node_id]: float(_count(m)) for m in ok}
+        self.compliance.round_aggregated(
+            server_round,
+            list(sites.values()),
+            digest,
+            {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+            weights=weights,
+            protocol={"secure_aggregation": "secagg+", **outcome.sizing.as_dict()},
         )
         self._latest = arrays
         return arrays, metrics
@@ -259,6 +314,11 @@ class RecordingStrategy(Strategy):
         site = self.compliance.roster.get(node)
         if site is None:
             raise RejectedUpdateError(f"node {node} is not on this run's roster")
+        if train and self.secure is not None:
+            # Verified where it arrived (masked_update.py), before its vector entered the sum.
+            self.compliance.record_attestation(site, content)
+            self.recorder.site_trained(server_round, node, content)
+            return
         if train:
             assert self._global is not None
             self.compliance.unseal(server_round, node, content, required=self.sealed)

@@ -6,9 +6,8 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fedsafe.common.config import ExperimentConfig, to_dict
 from fedsafe.common.errors import FedsafeError
@@ -16,10 +15,6 @@ from fedsafe.common.layout import coordinator_keys_dir, federation_sites
 from fedsafe.common.privacy.plan_table import format_plan, plan_to_json
 from fedsafe.server.checkpoint import checkpoint_to_resume
 from fedsafe.simulations.planning import plan_simulation
-
-if TYPE_CHECKING:
-    from flwr.clientapp import ClientApp
-    from flwr.serverapp import ServerApp
 
 __all__ = ["simulate", "format_table", "write_config"]
 
@@ -51,18 +46,8 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
 
     _quiet_flower()
 
-    build_server_app: Callable[[ExperimentConfig, Path], ServerApp]
-    build_client_app: Callable[[ExperimentConfig], ClientApp]
-    if cfg.security.secure_aggregation:
-        from fedsafe.client.secagg import build_secagg_client_app
-        from fedsafe.server.secagg import build_secagg_server_app
-
-        build_server_app, build_client_app = build_secagg_server_app, build_secagg_client_app
-    else:
-        from fedsafe.client.app import build_client_app as plain_client_app
-        from fedsafe.server.app import build_server_app as plain_server_app
-
-        build_server_app, build_client_app = plain_server_app, plain_client_app
+    from fedsafe.client.app import build_client_app
+    from fedsafe.server.app import build_server_app
 
     sites = federation_sites(cfg)
     if cfg.strategy.min_sites > len(sites):

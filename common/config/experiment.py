@@ -141,14 +141,19 @@ class ComplianceConfig:
         _within("compliance.roll_call_timeout_s", self.roll_call_timeout_s, 0, MAX_TIMEOUT_S)
 
 
+# Strategies that need only the weighted mean of the updates: what secure aggregation gives.
+SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam")
+
+
 @dataclass(frozen=True)
 class SecurityConfig:
     """How updates travel: sealed end to end to the ServerApp, or through secure aggregation.
 
     `sealed_updates`: each site encrypts its update to the ServerApp's X25519 key, bound to
     run, round and site; the relay (SuperLink, its database, proxies) holds only ciphertext.
-    `secure_aggregation`: Flower's SecAgg+ with fedsafe's hardening (server/secagg.py); the
-    server sees only the sum, so per-update seals and attestation checks do not apply there.
+    `secure_aggregation`: Flower's SecAgg+ with fedsafe's hardening inside the same
+    coordinator loop (server/secure_aggregation.py): the server sees only the weighted sum,
+    each site signs the masked vector it sent; no per-update seal (the mask is the secrecy).
     """
 
     sealed_updates: bool = True
@@ -208,6 +213,14 @@ class ExperimentConfig:
             self.resume,
             "true only together with run_id (the run folder to continue)",
         )
+        if self.security.secure_aggregation:
+            _check(
+                self.strategy.name in SECURE_STRATEGIES,
+                "strategy.name",
+                self.strategy.name,
+                f"one of {list(SECURE_STRATEGIES)} under security.secure_aggregation (the server "
+                "sees only the weighted mean, so a robust rule has no updates to compare)",
+            )
         if self.dataset.partition == "natural":
             _check(
                 self.dataset.name in NATURAL_SITES,

@@ -47,9 +47,11 @@ def _simulate(runs: Path, run_id: str, *extra: str) -> subprocess.CompletedProce
     )
 
 
-def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 240) -> None:
+def _kill_after_round(
+    runs: Path, run_id: str, round_: int, *extra: str, timeout_s: float = 240
+) -> None:
     """Run the simulation as its own process group; SIGKILL it all once `round_` is checkpointed."""
-    cmd = _command(runs, run_id)
+    cmd = _command(runs, run_id, *extra)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -73,19 +75,27 @@ def _kill_after_round(runs: Path, run_id: str, round_: int, timeout_s: float = 2
         proc.wait(timeout=30)
 
 
-def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path) -> None:
-    runs, run_id = tmp_path / "runs", "crash"
-    _kill_after_round(runs, run_id, 2)
+# Every way of moving updates resumes the same way: one coordinator loop, one checkpoint.
+MODES = {
+    "sealed": (),
+    "secure-aggregation": ("security.secure_aggregation=true", "strategy.min_sites=3"),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path, mode: str) -> None:
+    runs, run_id, extra = tmp_path / "runs", "crash", MODES[mode]
+    _kill_after_round(runs, run_id, 2, *extra)
     killed_at = load_checkpoint(runs / run_id, _server_public(runs)).round  # type: ignore[union-attr]
     assert 2 <= killed_at < ROUNDS
 
     # A resume that changes what the run computes is refused, naming the key, before Ray.
-    changed = _simulate(runs, run_id, "resume=true", "training.local_epochs=2")
+    changed = _simulate(runs, run_id, *extra, "resume=true", "training.local_epochs=2")
     assert changed.returncode == 2, changed.stderr[-2000:]
     assert "training.local_epochs: 1 -> 2" in changed.stderr
 
     # The same command line as the killed run, plus resume=true: the same run continues.
-    done = _simulate(runs, run_id, "resume=true")
+    done = _simulate(runs, run_id, *extra, "resume=true")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((runs / run_id / "summary.json").read_text(encoding="utf-8"))
 
@@ -108,6 +118,10 @@ def test_a_killed_coordinator_resumes_without_double_charges(tmp_path: Path) -> 
     with Ledger.open(runs / run_id / "ledger.sqlite") as ledger:
         entries = list(ledger.entries())
     started = next(e.payload for e in entries if e.kind == "run_started")
+    assert started["secure_aggregation"] is (mode == "secure-aggregation")
+    aggregated = [e.payload for e in entries if e.kind == "round_aggregated"]
+    assert {p["round"] for p in aggregated} == set(range(1, ROUNDS + 1))
+    assert all(("protocol" in p) is (mode == "secure-aggregation") for p in aggregated)
     resumed = [e.payload for e in entries if e.kind == "run_resumed"]
     assert resumed == [
         {

@@ -1,4 +1,5 @@
-"""A real SecAgg+ simulation of four hospitals with DP-SGD: secure sum == FedAvg, with a dropout."""
+"""A real SecAgg+ simulation of four hospitals with DP-SGD through the one coordinator loop:
+secure sum == FedAvg (with a dropout), and the ledger holds what a sealed run's holds."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from fedsafe.common.config import ExperimentConfig, from_dict
 from fedsafe.common.crypto.pki import load_signing_public_key
 from fedsafe.common.flower_env import apply_offline_flower_env
 from fedsafe.common.layout import simulated_site_dir
-from fedsafe.common.secagg import PRG_NAME, SecAggSizing, aggregate_error_bound
+from fedsafe.common.ledger import Ledger
+from fedsafe.common.secagg import SecAggSizing, aggregate_error_bound
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +35,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Pat
     apply_offline_flower_env()
     from flwr.simulation import run_simulation
 
-    from fedsafe.client.secagg import build_secagg_client_app
-    from fedsafe.server.secagg import build_secagg_server_app
+    from fedsafe.client.app import build_client_app
+    from fedsafe.server.app import build_server_app
     from fedsafe.simulations.engine import _quiet_flower
 
     _quiet_flower()
@@ -47,7 +49,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Pat
             "training": {"rounds": ROUNDS},
             "privacy": {"target_epsilon": 8.0},
             "federation": {"caps": {"switzerland": CAP}},
-            "security": {"secure_aggregation": True, "sealed_updates": False},
+            "strategy": {"min_sites": 3},
+            "security": {"secure_aggregation": True},
         },
     )
     run_dir = runs / "sa-run"
@@ -58,8 +61,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Pat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
-            server_app=build_secagg_server_app(cfg, run_dir),
-            client_app=build_secagg_client_app(cfg, keep_update_arrays=True),
+            server_app=build_server_app(cfg, run_dir),
+            client_app=build_client_app(cfg, keep_update_arrays=True),
             num_supernodes=len(SITES),
             backend_config=backend,  # type: ignore[arg-type]
         )
@@ -92,17 +95,24 @@ def _fedavg(
     return {k: v / sum(counts) for k, v in total.items()}, counts
 
 
-def _sizing(summary: dict[str, Any]) -> SecAggSizing:
-    s = summary["secagg"]
+def _entries(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    with Ledger.open(run_dir / "ledger.sqlite") as ledger:
+        return [e.payload for e in ledger.entries() if e.kind == kind]
+
+
+def _sizing(run_dir: Path, server_round: int) -> SecAggSizing:
+    (entry,) = [p for p in _entries(run_dir, "round_aggregated") if p["round"] == server_round]
+    s = entry["protocol"]
+    assert s["secure_aggregation"] == "secagg+"
     return SecAggSizing(**{k: s[k] for k in SecAggSizing.__slots__})
 
 
 def test_every_site_trains_round_one_and_the_capped_one_drops_out_of_round_two(
     run: tuple[ExperimentConfig, Path, dict[str, Any]],
 ) -> None:
-    _, _, summary = run
+    _, run_dir, summary = run
     assert summary["rounds_completed"] == ROUNDS and summary["secure_aggregation"] is True
-    assert summary["secagg"]["prg"] == PRG_NAME and summary["secagg"]["threshold"] == 3
+    assert _sizing(run_dir, 1).threshold == 3 and _sizing(run_dir, 2).threshold == 3
     for site in SITES:
         expected = [1] if site == "switzerland" else [1, 2]
         assert summary["sites"][site]["rounds_trained"] == expected, site
@@ -117,7 +127,7 @@ def test_round_one_secure_aggregate_equals_fedavg_of_all_sites(
     cfg, run_dir, summary = run
     expected, counts = _fedavg(cfg, run_dir, 1)
     assert len(counts) == 4
-    bound = aggregate_error_bound(_sizing(summary), counts)
+    bound = aggregate_error_bound(_sizing(run_dir, 1), counts)
     with np.load(f"{_kept(cfg, run_dir, 'cleveland', 2)}-received.npz") as received:
         worst = max(float(np.abs(received[k] - expected[k]).max()) for k in expected)
     assert worst <= bound
@@ -130,7 +140,7 @@ def test_round_two_secure_aggregate_equals_fedavg_of_the_survivors_despite_the_d
     cfg, run_dir, summary = run
     expected, counts = _fedavg(cfg, run_dir, 2)
     assert len(counts) == 3
-    bound = aggregate_error_bound(_sizing(summary), counts)
+    bound = aggregate_error_bound(_sizing(run_dir, 2), counts)
     model = load_file(run_dir / summary["model"]["path"])
     for k, want in expected.items():
         got = model[k].numpy().astype(np.float64)
