@@ -10,10 +10,17 @@ from flwr.serverapp.strategy import Strategy
 from fedsafe.common import keys
 from fedsafe.common.config import StrategyConfig
 from fedsafe.server.bounds import cap_weights, distance
+from fedsafe.server.central_dp import base_strategy
 from fedsafe.server.strategies import finite_weighted_mean
 from fedsafe.server.validation import MalformedReplyError
 
-__all__ = ["AggregateRejectedError", "capped_weights", "checked_aggregate", "evaluate_metrics"]
+__all__ = [
+    "AggregateRejectedError",
+    "capped_weights",
+    "checked_aggregate",
+    "evaluate_metrics",
+    "uniform_weights",
+]
 
 
 class AggregateRejectedError(MalformedReplyError):
@@ -43,6 +50,13 @@ def capped_weights(
     return capped, {n: w for n, w in signed.items() if capped[n] < w}
 
 
+def uniform_weights(ok: list[Message]) -> dict[int, float]:
+    """Every update weighs 1 (client-level DP: the mean's sensitivity to one site is C / k)."""
+    for msg in ok:
+        _metrics(msg)[keys.NUM_EXAMPLES] = 1.0
+    return {m.metadata.src_node_id: 1.0 for m in ok}
+
+
 def checked_aggregate(
     inner: Strategy,
     server_round: int,
@@ -54,7 +68,8 @@ def checked_aggregate(
     it by at most `limits.max_update_norm`; else AggregateRejectedError, with the inner
     strategy's own state (FedAdam's moments) rolled back so a refused round leaves no trace.
     """
-    state = copy.deepcopy(vars(inner))
+    target = base_strategy(inner)  # a DP wrapper's account and noise source are not rolled back
+    state = copy.deepcopy(vars(target))
     try:
         arrays, metrics = inner.aggregate_train(server_round, ok)
         if arrays is None:
@@ -72,8 +87,8 @@ def checked_aggregate(
                 f"more than strategy.max_update_norm={limits.max_update_norm:g}"
             )
     except Exception as err:  # noqa: BLE001 - a bad aggregate must never become the model
-        vars(inner).clear()
-        vars(inner).update(state)
+        vars(target).clear()
+        vars(target).update(state)
         raise AggregateRejectedError(
             f"aggregate refused, previous model kept: {type(err).__name__}: {err}"
         ) from err

@@ -364,10 +364,10 @@ class Compliance:
         metrics: dict[str, float],
         *,
         weights: dict[str, float] | None = None,
-        protocol: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         """The adopted aggregate, the sites in it and (after clipping) the weight each one had;
-        `protocol` names how it was combined when that was not in the clear (secure aggregation)."""
+        `details` adds how it was combined (secure aggregation) and its client-level DP."""
         finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
         payload: dict[str, Any] = {
             "round": server_round,
@@ -377,8 +377,7 @@ class Compliance:
         }
         if weights is not None:
             payload["weights"] = {site: float(w) for site, w in sorted(weights.items())}
-        if protocol is not None:
-            payload["protocol"] = protocol
+        payload.update(details or {})
         self._pending.append((records.ROUND_AGGREGATED, payload))
         self.flush()
 

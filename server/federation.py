@@ -20,6 +20,8 @@ from fedsafe.common.data import dataset_info
 from fedsafe.common.layout import coordinator_keys_dir, federation_sites, simulated_site_dir
 from fedsafe.common.ledger import Ledger, records
 from fedsafe.common.models import model_for
+from fedsafe.common.privacy.client_level import client_level_account
+from fedsafe.server.central_dp import CentralDP, base_strategy
 from fedsafe.server.checkpoint import (
     Checkpoint,
     checkpoint_to_resume,
@@ -154,7 +156,10 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         compliance.ledger.close()
         raise
     recorder = RunRecorder(run_dir, cfg)
+    client_level = client_level_account(cfg)
     inner = build_strategy(cfg.strategy)
+    if client_level is not None and client_level.mode == "central":
+        inner = CentralDP(inner, client_level, num_sampled_clients=cfg.strategy.min_sites)
     initial = ArrayRecord(model.state_dict())
     bound = bound_config(cfg)
     done = 0
@@ -162,10 +167,12 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
     if checkpoint is not None:
         done = checkpoint.round
         initial = ArrayRecord({k: Array(v) for k, v in checkpoint.arrays.items()})
-        restore_strategy(inner, checkpoint.strategy)
+        restore_strategy(base_strategy(inner), checkpoint.strategy)
         recorder.restore(checkpoint.recorder)
         compliance.decisions = checkpoint.compliance.get("decisions", [])
         compliance.attestations = checkpoint.compliance.get("attestations", [])
+        if client_level is not None:
+            client_level.releases = int(checkpoint.compliance.get("client_level_releases", 0))
 
     def save(server_round: int, arrays: ArrayRecord, *, finished: bool = False) -> None:
         head = compliance.ledger.head()
@@ -176,12 +183,13 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             Checkpoint(
                 round=server_round,
                 arrays={k: v.numpy() for k, v in arrays.items()},
-                strategy=strategy_state(inner),
+                strategy=strategy_state(base_strategy(inner)),
                 ledger_head=(head.seq, head.hash),
                 recorder=recorder.state(),
                 compliance={
                     "decisions": compliance.decisions,
                     "attestations": compliance.attestations,
+                    "client_level_releases": client_level.releases if client_level else 0,
                 },
                 config=bound,
                 finished=finished,
@@ -219,6 +227,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             on_round_end=save,
             limits=cfg.strategy,
             secure=secure,
+            client_level=client_level,
         )
         log.info(
             "run %s: %s, %d rounds, strategy %s, purpose %s, run folder %s",
@@ -243,7 +252,12 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         final = result.arrays if len(result.arrays) else initial
         path, sha = _final_model(run_dir, final, compliance, rounds=len(recorder.rounds))
         save(max(last_round[0], done), final, finished=True)  # a finished run cannot be resumed
-        return recorder.finish(model_path=path, model_sha256=sha, compliance=compliance)
+        return recorder.finish(
+            model_path=path,
+            model_sha256=sha,
+            compliance=compliance,
+            client_level=client_level.as_dict() if client_level else None,
+        )
     except Exception as err:
         compliance.error("server", f"run failed: {type(err).__name__}: {err}")
         try:  # sign the error too: an unsigned tail would fail every audit of this run

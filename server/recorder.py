@@ -235,7 +235,12 @@ class RunRecorder:
         }
 
     def finish(
-        self, *, model_path: Path, model_sha256: str, compliance: Any = None
+        self,
+        *,
+        model_path: Path,
+        model_sha256: str,
+        compliance: Any = None,
+        client_level: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write summary.json; its numbers come only from what the sites reported."""
         self._metrics.close()
@@ -269,6 +274,7 @@ class RunRecorder:
             "secure_aggregation": self.cfg.security.secure_aggregation,
             "sealed_updates": self.cfg.security.sealed_updates
             and not self.cfg.security.secure_aggregation,
+            "client_level": client_level,
             "rounds_planned": self.cfg.training.rounds,
             "rounds_completed": len(self.rounds),
             "stopped_early": self.stop,

@@ -16,11 +16,13 @@ from fedsafe.common import keys
 from fedsafe.common.attestation import arrays_digest
 from fedsafe.common.config import StrategyConfig
 from fedsafe.common.errors import IntegrityError
+from fedsafe.common.privacy.client_level import ClientLevelAccount
 from fedsafe.server.aggregate import (
     AggregateRejectedError,
     capped_weights,
     checked_aggregate,
     evaluate_metrics,
+    uniform_weights,
 )
 from fedsafe.server.bounds import check_update_norm
 from fedsafe.server.compliance import Compliance
@@ -95,8 +97,10 @@ class RecordingStrategy(Strategy):
         on_round_end: Callable[[int, ArrayRecord], None] | None = None,
         limits: StrategyConfig | None = None,
         secure: SecureAggregationGrid | None = None,
+        client_level: ClientLevelAccount | None = None,
     ) -> None:
         self.inner = inner
+        self.client_level = client_level  # the run's client-level DP releases, if any
         self.secure = secure  # updates arrive as one SecAgg+ sum (see secure_aggregation.py)
         self.limits = limits if limits is not None else StrategyConfig(min_sites=min_sites)
         self.recorder = recorder
@@ -144,6 +148,17 @@ class RecordingStrategy(Strategy):
             return []
         self.recorder.round_started(server_round)
         self._global = arrays
+        if self.client_level is not None and not self.client_level.allows_another():
+            account = self.client_level
+            reason = (
+                f"one more release would take client-level epsilon to "
+                f"{account.epsilon(account.releases + 1):.4g}, past "
+                f"privacy.client_level.max_epsilon={account.max_epsilon:g}"
+            )
+            self.stopped_at = server_round
+            self.recorder.stopped(server_round, reason)
+            self.compliance.error("strategy", f"training stopped: {reason}", server_round)
+            return []
         eligible = _EligibleGrid(grid, self.compliance.refused_nodes)
         if len(eligible.get_node_ids()) < self.min_sites:  # Flower's sampler would wait forever
             reason = (
@@ -186,7 +201,11 @@ class RecordingStrategy(Strategy):
         sites = {m.metadata.src_node_id: self.compliance.roster[m.metadata.src_node_id] for m in ok}
         if self.secure is not None:
             return self._adopt_secure_sum(server_round, ok, sites)
-        weights, clipped = capped_weights(ok, max_share=self.limits.max_weight_share)
+        clipped: dict[int, int] = {}
+        if self.client_level is not None:  # uniform: one site moves the mean by at most C / k
+            weights = uniform_weights(ok)
+        else:
+            weights, clipped = capped_weights(ok, max_share=self.limits.max_weight_share)
         for node, signed in clipped.items():
             message = (
                 f"site {sites[node]}: weight {signed} clipped to {weights[node]:.6g} "
@@ -212,6 +231,7 @@ class RecordingStrategy(Strategy):
             digest,
             scalars,
             weights={sites[n]: w for n, w in weights.items()},
+            details=self._client_level_details(),
         )
         self._latest = arrays
         return arrays, metrics
@@ -255,10 +275,20 @@ class RecordingStrategy(Strategy):
             digest,
             {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
             weights=weights,
-            protocol={"secure_aggregation": "secagg+", **outcome.sizing.as_dict()},
+            details={
+                "protocol": {"secure_aggregation": "secagg+", **outcome.sizing.as_dict()},
+                **(self._client_level_details() or {}),
+            },
         )
         self._latest = arrays
         return arrays, metrics
+
+    def _client_level_details(self) -> dict[str, object] | None:
+        """The round's client-level release for the ledger: noise and the run's epsilon."""
+        if self.client_level is None:
+            return None
+        noise = getattr(self.inner, "last_noise_std", None)
+        return {"client_level": self.client_level.release_record(noise)}
 
     def _record_silence(self, server_round: int, replies: list[Message]) -> None:
         """Sites that were sent work and never answered (timeout, disconnect) are dropouts."""

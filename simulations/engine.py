@@ -131,6 +131,13 @@ def format_table(summary: dict[str, Any]) -> str:
         )
     if not summary["privacy"]["enabled"]:
         lines.append("privacy: OFF (no differential privacy guarantee)")
+    if summary.get("client_level"):
+        c = summary["client_level"]
+        lines.append(
+            f"client-level DP ({c['mode']}): epsilon {c['epsilon']:.3f} at delta {c['delta']:g} "
+            f"after {c['releases']} release(s), noise multiplier {c['noise_multiplier']:.3f}, "
+            f"update clipped to {c['clipping_norm']:g} (each site's whole contribution)"
+        )
     if summary.get("stopped_early"):
         lines.append(f"stopped early: {summary['stopped_early']}")
     lines.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from fedsafe.client.budget import BudgetStore
@@ -10,6 +11,7 @@ from fedsafe.common.data import load_sites
 from fedsafe.common.errors import ConfigError
 from fedsafe.common.layout import dataset_id_for, federation_sites, simulated_site_dir
 from fedsafe.common.privacy import Charge
+from fedsafe.common.privacy.client_level import client_level_account
 from fedsafe.common.privacy.plan_table import FederationPlan, plan_federation
 
 __all__ = ["plan_simulation"]
@@ -36,7 +38,7 @@ def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
             f"a float below 1/n = {1.0 / smallest.n_rows:.3g} for the smallest site "
             f"({smallest.site}, {smallest.n_rows} records); every site refuses it otherwise",
         )
-    return plan_federation(
+    plan = plan_federation(
         sites=sites,
         rounds=cfg.training.rounds,
         local_epochs=cfg.training.local_epochs,
@@ -49,3 +51,4 @@ def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
         caps={s: cfg.federation.cap_for(s) for s in sites},
         prior_spend={s: _prior(cfg, s, run_id) for s in sites},
     )
+    return dataclasses.replace(plan, client_level=client_level_account(cfg))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -149,6 +150,24 @@ def _plan(args: argparse.Namespace) -> int:
         caps=caps or None,  # type: ignore[arg-type]
         prior_spend=_prior(_pairs(args.store, "--store", str)) or None,
     )
+    if args.client_level is not None:
+        from fedsafe.common.privacy.client_level import (
+            CLIENT_LEVEL_ACCOUNTANT,
+            plan_client_level,
+        )
+
+        no_goal = args.client_target_epsilon is None and args.client_noise_multiplier is None
+        account = plan_client_level(
+            mode=args.client_level,
+            target_epsilon=8.0 if no_goal else args.client_target_epsilon,
+            noise_multiplier=args.client_noise_multiplier,
+            clipping_norm=args.client_clipping_norm,
+            max_epsilon=args.client_max_epsilon,
+            delta=args.delta,
+            accountant=CLIENT_LEVEL_ACCOUNTANT,
+            rounds=args.rounds,
+        )
+        plan = dataclasses.replace(plan, client_level=account)
     print(json.dumps(plan_to_json(plan), indent=2) if args.json else format_plan(plan))
     return 0
 
@@ -226,5 +245,16 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
         metavar="NAME=PATH",
         help="a site's budget store: what it spent before",
     )
+    client = plan.add_argument_group(
+        "client-level DP", "one site's whole contribution per round (privacy.client_level)"
+    )
+    client.add_argument("--client-level", choices=("central", "distributed"))
+    client_goal = client.add_mutually_exclusive_group()
+    client_goal.add_argument(
+        "--client-target-epsilon", type=_EPSILON, help="client-level target (default 8)"
+    )
+    client_goal.add_argument("--client-noise-multiplier", type=_NOISE)
+    client.add_argument("--client-clipping-norm", type=_number(0, 1e4), default=0.5)
+    client.add_argument("--client-max-epsilon", type=_number(0, MAX_CAP))
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=_plan, target_epsilon=None)

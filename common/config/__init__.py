@@ -26,6 +26,7 @@ from fedsafe.common.config.limits import (
     STRATEGIES,
 )
 from fedsafe.common.config.sections import (
+    ClientLevelConfig,
     DatasetConfig,
     ModelConfig,
     PrivacyConfig,
@@ -36,6 +37,7 @@ from fedsafe.common.config.sections import (
 __all__ = [
     "DatasetConfig",
     "ModelConfig",
+    "ClientLevelConfig",
     "PrivacyConfig",
     "TrainingConfig",
     "StrategyConfig",

@@ -143,6 +143,8 @@ class ComplianceConfig:
 
 # Strategies that need only the weighted mean of the updates: what secure aggregation gives.
 SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam")
+# Central DP noises what the strategy returns, so it must return the plain mean.
+CENTRAL_DP_STRATEGIES = ("fedavg", "fedprox")
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,30 @@ class ExperimentConfig:
                 self.strategy.name,
                 f"one of {list(SECURE_STRATEGIES)} under security.secure_aggregation (the server "
                 "sees only the weighted mean, so a robust rule has no updates to compare)",
+            )
+        mode = self.privacy.client_level.mode
+        if mode == "central":
+            _check(
+                not self.security.secure_aggregation,
+                "privacy.client_level.mode",
+                mode,
+                "'distributed' under security.secure_aggregation (the coordinator cannot clip "
+                "updates it never sees)",
+            )
+            _check(
+                self.strategy.name in CENTRAL_DP_STRATEGIES,
+                "strategy.name",
+                self.strategy.name,
+                f"one of {list(CENTRAL_DP_STRATEGIES)} with central DP (its noise is "
+                "calibrated to the mean of the clipped updates)",
+            )
+        if mode == "distributed":
+            _check(
+                self.security.secure_aggregation,
+                "privacy.client_level.mode",
+                mode,
+                "'distributed' only with security.secure_aggregation=true (the noise shares "
+                "must meet only in the masked sum); use 'central' otherwise",
             )
         if self.dataset.partition == "natural":
             _check(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from fedsafe.common.config.limits import (
@@ -16,7 +16,14 @@ from fedsafe.common.config.limits import (
     _within,
 )
 
-__all__ = ["DatasetConfig", "ModelConfig", "PrivacyConfig", "TrainingConfig", "StrategyConfig"]
+__all__ = [
+    "ClientLevelConfig",
+    "DatasetConfig",
+    "ModelConfig",
+    "PrivacyConfig",
+    "TrainingConfig",
+    "StrategyConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,46 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ClientLevelConfig:
+    """Client-level DP on top of the sites' sample-level DP (common/privacy/client_level.py).
+
+    `central`: the coordinator clips each site's update to `clipping_norm` and adds the noise
+    to the mean (Flower's server-side fixed-clipping wrapper, noise from the OS CSPRNG): it
+    protects a site against whoever sees a released model, not against the coordinator.
+    `distributed`: under secure aggregation each site clips its own update and adds its share
+    of the noise, so the coordinator sees only the noised sum. The noise multiplier is planned
+    from `target_epsilon` for the planned rounds, or given; `max_epsilon` caps the run.
+    """
+
+    mode: Literal["off", "central", "distributed"] = "off"
+    target_epsilon: float | None = 8.0
+    noise_multiplier: float | None = None
+    clipping_norm: float = 0.5
+    max_epsilon: float | None = None
+
+    def __post_init__(self) -> None:
+        _within("privacy.client_level.clipping_norm", self.clipping_norm, 0, 1e4)
+        for key, value in (
+            ("target_epsilon", self.target_epsilon),
+            ("max_epsilon", self.max_epsilon),
+        ):
+            if value is not None:
+                _within(f"privacy.client_level.{key}", value, 0, MAX_EPSILON)
+        if self.noise_multiplier is not None:
+            _within("privacy.client_level.noise_multiplier", self.noise_multiplier, 0, MAX_NOISE)
+        if self.mode != "off":
+            _check(
+                (self.target_epsilon is None) != (self.noise_multiplier is None),
+                "privacy.client_level.target_epsilon",
+                self.target_epsilon,
+                "exactly one of privacy.client_level.target_epsilon and noise_multiplier set "
+                f"(noise_multiplier is {self.noise_multiplier!r})",
+            )
+
+
+@dataclass(frozen=True)
 class PrivacyConfig:
-    """Sample-level DP-SGD at each site.
+    """Sample-level DP-SGD at each site, and optionally client-level DP (`client_level`).
 
     Either `noise_multiplier` is given, or it is derived per site from `target_epsilon`
     for the planned rounds and local epochs at that site's real sample rate.
@@ -79,6 +124,7 @@ class PrivacyConfig:
     max_grad_norm: float = 1.0
     delta: float = 1e-5
     accountant: Literal["rdp", "prv"] = "rdp"
+    client_level: ClientLevelConfig = field(default_factory=ClientLevelConfig)
 
     def __post_init__(self) -> None:
         _check(

@@ -10,6 +10,7 @@ from typing import Any
 
 from fedsafe.common.config import PrivacyConfig, TrainingConfig
 from fedsafe.common.privacy.accountants import Charge, epsilon_for, noise_for_target
+from fedsafe.common.privacy.client_level import ClientLevelAccount
 from fedsafe.common.privacy.planner import plan_site
 
 __all__ = [
@@ -64,6 +65,7 @@ class FederationPlan:
     target_epsilon: float | None
     noise_multiplier: float | None
     sites: tuple[SiteRow, ...]
+    client_level: ClientLevelAccount | None = None  # planned, no release made yet
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -315,6 +317,16 @@ def format_plan(plan: FederationPlan) -> str:
                 text, width=100, initial_indent=f"  {row.site}: ", subsequent_indent="    "
             )
         )
+    if plan.client_level is not None:
+        c = plan.client_level
+        cap = "no cap" if c.max_epsilon is None else f"cap {c.max_epsilon:g}"
+        lines.append("")
+        lines.append(
+            f"client-level DP ({c.mode}): noise multiplier {c.noise_multiplier:.4f} on the "
+            f"sum of updates clipped to {c.clipping_norm:g}; epsilon "
+            f"{c.epsilon(c.planned_rounds):.3f} at delta {c.delta:g} after {c.planned_rounds} "
+            f"rounds ({cap}; every round counts, no amplification by sampling)"
+        )
     if plan.warnings:
         lines.append("")
         lines.extend(f"warning: {w}" for w in plan.warnings)
@@ -353,5 +365,6 @@ def plan_to_json(plan: FederationPlan) -> dict[str, Any]:
             }
             for r in plan.sites
         ],
+        "client_level": plan.client_level.as_dict() if plan.client_level else None,
         "warnings": list(plan.warnings),
     }

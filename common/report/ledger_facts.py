@@ -178,7 +178,8 @@ def _add(facts: dict[str, Any], kind: str, payload: dict[str, Any], seq: int, ti
         facts["dropouts"].append({k: payload.get(k) for k in ("site", "round", "reason")} | where)
     elif kind == ROUND_AGGREGATED:
         facts["aggregated"].append(
-            {k: payload.get(k) for k in ("round", "sites", "aggregate_digest")} | where
+            {k: payload.get(k) for k in ("round", "sites", "aggregate_digest", "client_level")}
+            | where
         )
     elif kind == ERROR:
         facts["errors"].append(

@@ -288,6 +288,7 @@ def build_run_report(
             "wall_time_s": summary.get("wall_time_s"),
         },
         "privacy": summary.get("privacy") or {},
+        "client_level": summary.get("client_level"),
         "sites": sites,
         "utility": {
             "global": _utility(metrics, "global", None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedsafe.common.report.client_level_html import client_level_section
 from fedsafe.common.report.findings import NEAR_CAP
 from fedsafe.common.report.fmt import esc, num, pct, table, tag
 from fedsafe.common.report.page import document, findings_list
@@ -207,6 +208,7 @@ def render_run_html(report: dict[str, Any], *, json_name: str = "report.json") -
         )
         + _summary(report)
         + _privacy(report)
+        + client_level_section(report)
         + participation_section(report)
         + utility_section(report)
         + manifest_section(report)
