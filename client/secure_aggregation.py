@@ -37,14 +37,17 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 from flwr.compat.common import recorddict_compat as compat
 
 from fedsafe.client.local_round import RoundOutcome, released_weight, train_round
-from fedsafe.client.round_request import RoundContext
+from fedsafe.client.round_request import RoundContext, refusal
 from fedsafe.client.site import REFUSAL_CODE, SiteRuntime
+from fedsafe.client.update_cache import load_update
 from fedsafe.common import keys
 from fedsafe.common.attestation import sign_statement
 from fedsafe.common.config import ExperimentConfig
 from fedsafe.common.data import dataset_info
 from fedsafe.common.errors import FedsafeError
 from fedsafe.common.models import model_for
+from fedsafe.common.privacy.client_level import client_level_account
+from fedsafe.common.privacy.distributed_dp import MECHANISM, encode_update
 from fedsafe.common.secagg import (
     MASKING_NAME,
     PRG_KEY,
@@ -110,6 +113,11 @@ def _check_unmask(msg: Message, ctxt: Context) -> None:
             "secure aggregation (unmask stage): alive and dropped node lists are required"
         )
     state = _state(ctxt)
+    if len(active) < state.threshold:
+        raise UnmaskRefusedError(
+            f"secure aggregation (unmask stage): {len(active)} alive node(s), fewer than the "
+            f"threshold {state.threshold}; a sum of so few inputs hides too little"
+        )
     check_unmask_request(
         node_id=msg.metadata.dst_node_id,
         neighbours=state.public_keys_dict.keys(),
@@ -257,33 +265,68 @@ def secure_train(
     arrays = parameters_to_ndarrays(fitins.parameters)
     received = _received(cfg, arrays)
     state = _state(ctxt)
-    weight = released_weight(site, site.data.n_train)
+    account = client_level_account(cfg)
+    distributed = account is not None and account.mode == "distributed"
+    weight = 1 if distributed else released_weight(site, site.data.n_train)
     if state.max_weight <= 0 or weight > state.max_weight:
         raise UpdateOutOfRangeError(
             f"site {site.name}: its weight {weight} exceeds the round's max_weight "
             f"{state.max_weight:g}; refused before training (nothing charged)"
         )
-    if _peak(arrays) * weight / state.max_weight > state.clipping_range:
+    if not distributed and _peak(arrays) * weight / state.max_weight > state.clipping_range:
         raise UpdateOutOfRangeError(
             f"site {site.name}: the global model it was sent does not fit the clipping range "
             f"{state.clipping_range:g}; refused before training (nothing charged)"
         )
+    if load_update(site.budget_store.parent, ctx.run_id, ctx.server_round) is not None:
+        raise refusal(
+            site,
+            ctx,
+            "it already sent its masked input for this round; under secure aggregation it "
+            "never contributes to a round twice (two sums over different sites would reveal "
+            "the difference)",
+        )
     outcome = train_round(cfg, site, received, ctx)
     if keep_update_arrays:
         _keep(site, ctx, outcome, received)
-    # float64: Flower quantises in the input's dtype, and float32 near the clipping range
-    # has a coarser grid (2**-20 at 8) than the quantisation step itself.
+    draft = json.loads(str(outcome.attestation["payload"]))
+    metrics = dict(outcome.metrics)
+    if distributed:
+        assert account is not None
+        update = [
+            outcome.state[k].numpy().astype(np.float64) - received[k].numpy().astype(np.float64)
+            for k in received
+        ]
+        values, added = encode_update(
+            update,
+            noise_multiplier=account.noise_multiplier,
+            clipping_norm=account.clipping_norm,
+            clipping_range=state.clipping_range,
+            target_range=state.target_range,
+            threshold=state.threshold,
+        )
+        metrics[keys.NUM_EXAMPLES] = 1.0
+        draft["num_examples"] = 1
+        draft["client_level"] = {
+            "mechanism": MECHANISM,
+            "noise_multiplier": account.noise_multiplier,
+            "clipping_norm": account.clipping_norm,
+            "threshold": state.threshold,
+            "share_variance": added["share_variance"],
+        }
+    else:
+        # float64: Flower quantises in the input's dtype, and float32 near the clipping range
+        # has a coarser grid (2**-20 at 8) than the quantisation step itself.
+        values = [v.numpy().astype(np.float64) for v in outcome.state.values()]
     fitres = FitRes(
         status=Status(Code.OK, ""),
-        parameters=ndarrays_to_parameters(
-            [v.numpy().astype(np.float64) for v in outcome.state.values()]
-        ),
-        num_examples=int(outcome.metrics[keys.NUM_EXAMPLES]),
-        metrics=dict(outcome.metrics),
+        parameters=ndarrays_to_parameters(values),
+        num_examples=int(metrics[keys.NUM_EXAMPLES]),
+        metrics=dict(metrics),
     )
     content = compat.fitres_to_recorddict(fitres, keep_input=True)
     content[keys.SITE] = ConfigRecord({keys.SITE_NAME: site.name})
     # The draft names the plain update's digest; the mod replaces it by the masked one and
     # signs. Only the masked statement ever leaves the site.
-    content[keys.ATTESTATION] = ConfigRecord({"payload": outcome.attestation["payload"]})
+    content[keys.ATTESTATION] = ConfigRecord({"payload": json.dumps(draft)})
     return Message(content=content, reply_to=msg)

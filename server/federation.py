@@ -114,17 +114,19 @@ def _run_started(cfg: ExperimentConfig, compliance: Compliance) -> None:
     )
 
 
-def _run_resumed(compliance: Compliance, checkpoint: Checkpoint, bound: dict[str, Any]) -> None:
+def _run_resumed(
+    compliance: Compliance, checkpoint: Checkpoint, bound: dict[str, Any], *, skip: int
+) -> None:
     """The ledger says where the run continues and under which (unchanged) settings."""
-    compliance.ledger.append(
-        records.RUN_RESUMED,
-        {
-            "run_id": compliance.run_id,
-            "from_round": checkpoint.round + 1,
-            "checkpoint_head": list(checkpoint.ledger_head),
-            "config_hash": bound_config_hash(bound),
-        },
-    )
+    payload: dict[str, Any] = {
+        "run_id": compliance.run_id,
+        "from_round": checkpoint.round + 1 + skip,
+        "checkpoint_head": list(checkpoint.ledger_head),
+        "config_hash": bound_config_hash(bound),
+    }
+    if skip:
+        payload["abandoned_round"] = checkpoint.round + 1
+    compliance.ledger.append(records.RUN_RESUMED, payload)
     log.warning("resuming run %s after round %d", compliance.run_id, checkpoint.round)
 
 
@@ -165,7 +167,11 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
     done = 0
     last_round = [0]
     if checkpoint is not None:
-        done = checkpoint.round
+        # Under secure aggregation the interrupted round is abandoned, never re-run: a site
+        # contributes to a round's sum once (two sums over different sites would reveal the
+        # difference), so the run continues with the next round number.
+        skip = 1 if cfg.security.secure_aggregation else 0
+        done = checkpoint.round + skip
         initial = ArrayRecord({k: Array(v) for k, v in checkpoint.arrays.items()})
         restore_strategy(base_strategy(inner), checkpoint.strategy)
         recorder.restore(checkpoint.recorder)
@@ -208,10 +214,14 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         if checkpoint is None:
             _run_started(cfg, compliance)
         else:
-            _run_resumed(compliance, checkpoint, bound)
+            _run_resumed(compliance, checkpoint, bound, skip=done - checkpoint.round)
         secure = (
             SecureAggregationGrid(
-                grid, compliance, cfg.security, timeout_s=cfg.strategy.round_timeout_s
+                grid,
+                compliance,
+                cfg.security,
+                timeout_s=cfg.strategy.round_timeout_s,
+                client_level=client_level,
             )
             if cfg.security.secure_aggregation
             else None

@@ -277,17 +277,19 @@ class RecordingStrategy(Strategy):
             weights=weights,
             details={
                 "protocol": {"secure_aggregation": "secagg+", **outcome.sizing.as_dict()},
-                **(self._client_level_details() or {}),
+                **(self._client_level_details(server_round) or {}),
             },
         )
         self._latest = arrays
         return arrays, metrics
 
-    def _client_level_details(self) -> dict[str, object] | None:
+    def _client_level_details(self, server_round: int = 0) -> dict[str, object] | None:
         """The round's client-level release for the ledger: noise and the run's epsilon."""
         if self.client_level is None:
             return None
         noise = getattr(self.inner, "last_noise_std", None)
+        if self.secure is not None and server_round in self.secure.rounds:
+            noise = self.secure.rounds[server_round].noise_std
         return {"client_level": self.client_level.release_record(noise)}
 
     def _record_silence(self, server_round: int, replies: list[Message]) -> None:

@@ -333,3 +333,21 @@ def test_outside_secure_aggregation_a_secagg_request_is_refused_uncharged(tmp_pa
     assert reply.has_error()
     assert "sends updates by sealed updates" in reply.error.reason
     assert _charges(cfg) == 0
+
+
+def test_a_coordinator_that_replays_a_round_gets_no_second_masked_input(tmp_path: Path) -> None:
+    """Two sums over different sites would reveal the difference: one contribution a round."""
+    cfg = _secure_cfg(tmp_path)
+    site = simulated_site(cfg, 3, "run-1")
+    ctx = RoundContext(run_id="run-1", server_round=1, purpose=cfg.compliance.purpose)
+    context = _context(max_weight=10_000.0, clipping_range=8.0)
+    secure_train(cfg, site, ctx, _global_collect(cfg), context)
+    with pytest.raises(FedsafeError, match="never contributes to a round twice"):
+        secure_train(cfg, site, ctx, _global_collect(cfg), context)
+    assert _charges(cfg) == 1
+
+
+def test_an_unmask_request_for_fewer_alive_nodes_than_the_threshold_is_refused() -> None:
+    reply = hardened_secaggplus_mod(_unmask([7], [8, 9]), _context(threshold=2), _never)
+    assert reply.has_error() and reply.error.code == SECAGG_REFUSAL_CODE
+    assert "fewer than the threshold 2" in reply.error.reason
