@@ -194,6 +194,9 @@ def secure_aggregation_mod(
         stage = _stage(msg)
         if stage is None:
             return call_next(msg, ctxt)
+        flwr_log = logging.getLogger("flwr")  # its per-stage DEBUG lines would flood the log
+        if flwr_log.getEffectiveLevel() < logging.INFO:
+            flwr_log.setLevel(logging.INFO)
         try:
             if stage == Stage.UNMASK:
                 _check_unmask(msg, ctxt)
@@ -267,12 +270,14 @@ def secure_train(
     state = _state(ctxt)
     account = client_level_account(cfg)
     distributed = account is not None and account.mode == "distributed"
-    weight = 1 if distributed else released_weight(site, site.data.n_train)
-    if state.max_weight <= 0 or weight > state.max_weight:
+    cap = int(state.max_weight)
+    if cap < 1:
         raise UpdateOutOfRangeError(
-            f"site {site.name}: its weight {weight} exceeds the round's max_weight "
-            f"{state.max_weight:g}; refused before training (nothing charged)"
+            f"site {site.name}: the round's max_weight {state.max_weight:g} is below 1; "
+            "refused before training (nothing charged)"
         )
+    # The coordinator's share cap is announced as max_weight: the site weighs at most that.
+    weight = 1 if distributed else min(released_weight(site, site.data.n_train), cap)
     if not distributed and _peak(arrays) * weight / state.max_weight > state.clipping_range:
         raise UpdateOutOfRangeError(
             f"site {site.name}: the global model it was sent does not fit the clipping range "
@@ -291,6 +296,7 @@ def secure_train(
         _keep(site, ctx, outcome, received)
     draft = json.loads(str(outcome.attestation["payload"]))
     metrics = dict(outcome.metrics)
+    metrics[keys.NUM_EXAMPLES], draft["num_examples"] = float(weight), weight
     if distributed:
         assert account is not None
         update = [
@@ -305,8 +311,6 @@ def secure_train(
             target_range=state.target_range,
             threshold=state.threshold,
         )
-        metrics[keys.NUM_EXAMPLES] = 1.0
-        draft["num_examples"] = 1
         draft["client_level"] = {
             "mechanism": MECHANISM,
             "noise_multiplier": account.noise_multiplier,

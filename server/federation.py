@@ -222,6 +222,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
                 cfg.security,
                 timeout_s=cfg.strategy.round_timeout_s,
                 client_level=client_level,
+                max_weight_share=cfg.strategy.max_weight_share,
             )
             if cfg.security.secure_aggregation
             else None

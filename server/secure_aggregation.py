@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -61,6 +61,7 @@ from fedsafe.common.secagg import (
     hardened_prg,
     secagg_sizing,
 )
+from fedsafe.server.bounds import cap_weights
 from fedsafe.server.compliance import Compliance
 from fedsafe.server.secagg_stages import HALTED_CODE, REJECTED_CODE, SecureRound, StageGrid
 
@@ -68,6 +69,7 @@ __all__ = [
     "HALTED_CODE",
     "REJECTED_CODE",
     "SecureAggregationGrid",
+    "max_weight_for",
     "SecureRound",
 ]
 
@@ -122,6 +124,18 @@ class _RoundShim(LegacyStrategy):
         return None
 
 
+def max_weight_for(declared: Mapping[int, int], *, max_share: float) -> float:
+    """The round's max_weight: the largest declared count after the share cap.
+
+    Weights are inside the sum, so the coordinator cannot clip them afterwards; it announces
+    this bound instead, each site weighs min(its count, max_weight) and one claiming more is
+    refused at the boundary. A site that inflates its count at the roll call therefore weighs
+    no more than `max_share` of the declared total, as in a sealed round.
+    """
+    capped = cap_weights({n: float(c) for n, c in declared.items()}, max_share=max_share)
+    return float(max(1, math.floor(max(capped.values()))))
+
+
 class SecureAggregationGrid:
     """A Grid whose training exchange is one SecAgg+ round; everything else passes through.
 
@@ -137,8 +151,10 @@ class SecureAggregationGrid:
         *,
         timeout_s: float,
         client_level: ClientLevelAccount | None = None,
+        max_weight_share: float = 1.0,
     ) -> None:
         self.grid = grid
+        self.max_weight_share = max_weight_share
         self.compliance = compliance
         self.security = security
         self.timeout_s = timeout_s
@@ -179,7 +195,12 @@ class SecureAggregationGrid:
                 clipping_range=self.security.secagg_clipping_range,
                 threshold=self.security.secagg_threshold,
             )
-            if self.distributed is not None:
+            if self.distributed is None:
+                state.sizing.max_weight = max_weight_for(
+                    {n: int(cast(int, c)) for n, c in counts.items()},
+                    max_share=self.max_weight_share,
+                )
+            else:
                 state.sizing.clipping_range = distributed_clipping_range(
                     sites=len(nodes),
                     threshold=state.sizing.threshold,

@@ -1,4 +1,5 @@
-"""Benchmarks: DP step cost, round overhead, crypto/ledger throughput, scale and fixed cost."""
+"""Benchmarks: DP step cost, round overhead, crypto/ledger throughput, scale, fixed cost,
+deployed rounds and the aggregation modes."""
 
 from __future__ import annotations
 
@@ -12,4 +13,5 @@ BENCHES: tuple[str, ...] = (
     "scale",
     "fixed_cost",
     "deploy",  # deployed rounds, stock SuperNode vs the site worker (deploy_rounds.py)
+    "aggregation_modes",  # secure vs sealed round at 10 sites; utility per DP mode
 )

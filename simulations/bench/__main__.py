@@ -42,6 +42,10 @@ def _one(name: str, quick: bool, shared: dict[str, Any]) -> list[Row]:
         return crypto_ledger.run(quick=quick)
     if name == "scale":
         return scale.run(quick=quick)
+    if name == "aggregation_modes":
+        from fedsafe.simulations.bench import aggregation_modes
+
+        return aggregation_modes.run(quick=quick)
     if name == "deploy":
         from fedsafe.simulations.bench import deploy_rounds
 

@@ -56,19 +56,19 @@ def _num(value: float | None, unit: str = "") -> str:
 def format_table(rows: list[Row]) -> str:
     """A fixed-width table: bench, figure, unit, min, median, n, ratio (min/median), target."""
     head = (
-        f"{'bench':<15}{'figure':<44}{'unit':<9}{'min':>10}{'median':>10}{'n':>4}"
+        f"{'bench':<18}{'figure':<44}{'unit':<9}{'min':>10}{'median':>10}{'n':>4}"
         f"{'ratio min':>11}{'ratio med':>11}  {'target':<12}{'met':<5}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         met = "" if r.met is None else ("yes" if r.met else "NO")
         lines.append(
-            f"{r.bench:<15}{r.name[:43]:<44}{r.unit:<9}{_num(r.minimum):>10}{_num(r.median):>10}"
+            f"{r.bench:<18}{r.name[:43]:<44}{r.unit:<9}{_num(r.minimum):>10}{_num(r.median):>10}"
             f"{r.n:>4}{_num(r.ratio_min, 'x'):>11}{_num(r.ratio_median, 'x'):>11}  "
             f"{(r.target or ''):<12}{met:<5}"
         )
         if r.note:
-            lines.append(f"{'':<15}  note: {r.note}")
+            lines.append(f"{'':<18}  note: {r.note}")
     return "\n".join(lines)
 
 

@@ -247,7 +247,7 @@ def test_secure_train_charges_the_site_and_hands_the_mod_an_unsigned_draft(
 @pytest.mark.parametrize(
     ("state", "match"),
     [
-        ({"max_weight": 10.0, "clipping_range": 8.0}, "exceeds the round's max_weight"),
+        ({"max_weight": 0.5, "clipping_range": 8.0}, "max_weight 0.5 is below 1"),
         ({"max_weight": 10_000.0, "clipping_range": 1e-9}, "does not fit the clipping range"),
     ],
     ids=["weight", "global-range"],
@@ -261,6 +261,19 @@ def test_what_needs_no_training_is_refused_before_anything_is_charged(
     with pytest.raises(UpdateOutOfRangeError, match=match):
         secure_train(cfg, site, ctx, _global_collect(cfg), _context(**state))
     assert _charges(cfg) == 0
+
+
+def test_a_site_weighs_at_most_the_announced_max_weight(tmp_path: Path) -> None:
+    """The coordinator's share cap reaches the site as max_weight; the site signs what it used."""
+    cfg = _secure_cfg(tmp_path)
+    site = simulated_site(cfg, 3, "run-1")
+    ctx = RoundContext(run_id="run-1", server_round=1, purpose=cfg.compliance.purpose)
+    reply = secure_train(
+        cfg, site, ctx, _global_collect(cfg), _context(max_weight=50.0, clipping_range=8.0)
+    )
+    assert compat.recorddict_to_fitres(reply.content, keep_input=True).num_examples == 50
+    draft = json.loads(str(reply.content.config_records[keys.ATTESTATION]["payload"]))
+    assert draft["num_examples"] == 50 < site.data.n_train
 
 
 def _masked_reply(msg: Message, vector: list[bytes], payload: dict[str, object]) -> Message:
