@@ -108,7 +108,10 @@ def build_client_app(
     def signing_key(context: Context, run_id: str) -> bytes:
         return site_runtime(config_of(context), context, run_id).signing_key
 
-    app = ClientApp(mods=[secure_aggregation_mod(signing_key)])
+    def secure_run(context: Context) -> bool:
+        return config_of(context).security.secure_aggregation
+
+    app = ClientApp(mods=[secure_aggregation_mod(signing_key, secure_run)])
 
     @app.query()
     def roll_call(msg: Message, context: Context) -> Message:

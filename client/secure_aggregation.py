@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -25,12 +26,11 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Error, Message
 from flwr.app.message_type import MessageType
-from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState, secaggplus_mod
+from flwr.client.mod.secure_aggregation.secaggplus_mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import (
     RECORD_KEY_CONFIGS,
-    RECORD_KEY_STATE,
     Key,
     Stage,
 )
@@ -38,8 +38,8 @@ from flwr.compat.common import recorddict_compat as compat
 
 from fedsafe.client.local_round import RoundOutcome, released_weight, train_round
 from fedsafe.client.round_request import RoundContext, refusal
+from fedsafe.client.secagg_checks import check_stage, state_of
 from fedsafe.client.site import REFUSAL_CODE, SiteRuntime
-from fedsafe.client.update_cache import load_update
 from fedsafe.common import keys
 from fedsafe.common.attestation import sign_statement
 from fedsafe.common.config import ExperimentConfig
@@ -50,10 +50,6 @@ from fedsafe.common.privacy.client_level import client_level_account
 from fedsafe.common.privacy.distributed_dp import MECHANISM, encode_update
 from fedsafe.common.secagg import (
     MASKING_NAME,
-    PRG_KEY,
-    PRG_NAME,
-    UnmaskRefusedError,
-    check_unmask_request,
     hardened_prg,
     masked_digest,
 )
@@ -100,40 +96,7 @@ def _stage(msg: Message) -> str | None:
     return stage if isinstance(stage, str) else None
 
 
-def _state(ctxt: Context) -> SecAggPlusState:
-    record = ctxt.state.config_records.get(RECORD_KEY_STATE)
-    return SecAggPlusState(**(dict(record) if record is not None else {}))
-
-
-def _check_unmask(msg: Message, ctxt: Context) -> None:
-    configs = msg.content.config_records[RECORD_KEY_CONFIGS]
-    active, dead = configs.get(Key.ACTIVE_NODE_ID_LIST), configs.get(Key.DEAD_NODE_ID_LIST)
-    if not isinstance(active, list) or not isinstance(dead, list):
-        raise UnmaskRefusedError(
-            "secure aggregation (unmask stage): alive and dropped node lists are required"
-        )
-    state = _state(ctxt)
-    if len(active) < state.threshold:
-        raise UnmaskRefusedError(
-            f"secure aggregation (unmask stage): {len(active)} alive node(s), fewer than the "
-            f"threshold {state.threshold}; a sum of so few inputs hides too little"
-        )
-    check_unmask_request(
-        node_id=msg.metadata.dst_node_id,
-        neighbours=state.public_keys_dict.keys(),
-        active=cast(list[int], active),
-        dead=cast(list[int], dead),
-    )
-
-
-def _check_prg(msg: Message) -> None:
-    config = compat.recorddict_to_fitins(msg.content, keep_input=True).config
-    if config.get(PRG_KEY) != PRG_NAME:
-        raise UnmaskRefusedError(
-            f"secure aggregation: the server did not declare the {PRG_NAME} mask generator "
-            f"(fit config {PRG_KEY}={config.get(PRG_KEY)!r}); its masks would not cancel ours. "
-            "Run the coordinator with fedsafe's ServerApp"
-        )
+_state = state_of
 
 
 def _peak(arrays: list[np.ndarray]) -> float:
@@ -182,26 +145,24 @@ def _sign_masked(reply: Message, ctxt: Context, signer: Signer) -> Message:
 
 
 def secure_aggregation_mod(
-    signer: Signer,
+    signer: Signer, enabled: Callable[[Context], bool] = lambda ctxt: True
 ) -> Callable[[Message, Context, ClientAppCallable], Message]:
-    """Flower's ``secaggplus_mod`` with fedsafe's checks around it and the ChaCha20 masks.
+    """Flower's ``secaggplus_mod`` with fedsafe's checks (``secagg_checks.py``) and ChaCha20.
 
     A refused step leaves the SecAgg+ state unchanged and answers with an error reply (a
-    site's own refusal names the site). Messages of other kinds pass straight through.
+    site's own refusal names the site). Messages of other kinds, and every message of a run
+    that is not under secure aggregation (``enabled``), pass straight to the app.
     """
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         stage = _stage(msg)
-        if stage is None:
+        if stage is None or not enabled(ctxt):
             return call_next(msg, ctxt)
         flwr_log = logging.getLogger("flwr")  # its per-stage DEBUG lines would flood the log
         if flwr_log.getEffectiveLevel() < logging.INFO:
             flwr_log.setLevel(logging.INFO)
         try:
-            if stage == Stage.UNMASK:
-                _check_unmask(msg, ctxt)
-            elif stage == Stage.COLLECT_MASKED_VECTORS:
-                _check_prg(msg)
+            check_stage(stage, msg, ctxt)
             inner = _guard_range(call_next) if stage == Stage.COLLECT_MASKED_VECTORS else call_next
             with hardened_prg():
                 reply = secaggplus_mod(msg, ctxt, inner)
@@ -245,6 +206,25 @@ def _keep(
         np.savez(folder / f"{stem}{suffix}.npz", **named)
 
 
+def _claim_round(site: SiteRuntime, ctx: RoundContext) -> None:
+    """Record, before training, that this site answers this round's collect stage; a second
+    request for the same round is refused, DP or not (two sums over different sites would
+    reveal the difference between them)."""
+    folder = audit_dir(site)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f"{ctx.run_id}-round-{ctx.server_round}.contributed"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        raise refusal(
+            site,
+            ctx,
+            "it already sent its masked input for this round; under secure aggregation it "
+            "never contributes to a round twice (two sums over different sites would reveal "
+            "the difference)",
+        ) from None
+
+
 def _received(cfg: ExperimentConfig, arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
     names = list(model_for(cfg.model, dataset_info(cfg.dataset.name, cfg.dataset)).state_dict())
     if len(arrays) != len(names):
@@ -283,14 +263,7 @@ def secure_train(
             f"site {site.name}: the global model it was sent does not fit the clipping range "
             f"{state.clipping_range:g}; refused before training (nothing charged)"
         )
-    if load_update(site.budget_store.parent, ctx.run_id, ctx.server_round) is not None:
-        raise refusal(
-            site,
-            ctx,
-            "it already sent its masked input for this round; under secure aggregation it "
-            "never contributes to a round twice (two sums over different sites would reveal "
-            "the difference)",
-        )
+    _claim_round(site, ctx)
     outcome = train_round(cfg, site, received, ctx)
     if keep_update_arrays:
         _keep(site, ctx, outcome, received)

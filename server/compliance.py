@@ -53,6 +53,7 @@ class Compliance:
     roster: dict[int, str] = field(default_factory=dict)
     refused_nodes: set[int] = field(default_factory=set)
     example_counts: dict[int, int] = field(default_factory=dict)  # node -> signed n (secagg)
+    require_counts: bool = False  # secure aggregation: an identity must declare its count
     _pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     attestations: list[dict[str, Any]] = field(default_factory=list)
@@ -104,6 +105,11 @@ class Compliance:
         if statement.get("site") != claimed or statement.get("run_id") != self.run_id:
             raise RejectedUpdateError(f"site '{claimed}': identity names another site or run")
         count = statement.get("num_examples")
+        if count is None and self.require_counts:
+            raise RejectedUpdateError(
+                f"site '{claimed}': identity declares no num_examples; secure aggregation "
+                "sizes its weights from the signed counts"
+            )
         if count is not None:  # secure aggregation sizes its weights from the signed counts
             if (
                 isinstance(count, bool)

@@ -83,6 +83,7 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
         consent=registry,
         simulated_key_dirs=simulated,
         privacy=cfg.privacy,
+        require_counts=cfg.security.secure_aggregation,
     )
 
 
@@ -145,6 +146,20 @@ def _final_model(
     return path, sha
 
 
+def _releases_so_far(compliance: Compliance, checkpoint: Checkpoint, *, abandoned: bool) -> int:
+    """Client-level releases before a resume: never fewer than the ledger shows (a release is
+    in the ledger before its model leaves the coordinator), plus an abandoned round's sum,
+    which may have been unmasked before the crash without reaching the ledger."""
+    counted = int(checkpoint.compliance.get("client_level_releases", 0))
+    for entry in compliance.ledger.entries():
+        if entry.kind == records.ROUND_AGGREGATED:
+            level = entry.payload.get("client_level") or {}
+            counted = max(counted, int(level.get("releases") or 0))
+    if abandoned:
+        counted = max(counted, int(checkpoint.compliance.get("client_level_releases", 0)) + 1)
+    return counted
+
+
 def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Run all rounds; the server sees model shapes, scalar metrics and signed statements only."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +193,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         compliance.decisions = checkpoint.compliance.get("decisions", [])
         compliance.attestations = checkpoint.compliance.get("attestations", [])
         if client_level is not None:
-            client_level.releases = int(checkpoint.compliance.get("client_level_releases", 0))
+            client_level.releases = _releases_so_far(compliance, checkpoint, abandoned=skip > 0)
 
     def save(server_round: int, arrays: ArrayRecord, *, finished: bool = False) -> None:
         head = compliance.ledger.head()

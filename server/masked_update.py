@@ -21,6 +21,24 @@ from fedsafe.server.validation import RejectedUpdateError, reply_site_name
 __all__ = ["verify_masked_update"]
 
 
+def _check_noise_share(site: str, attested: object, expected: dict[str, float]) -> None:
+    """Distributed DP: the site must attest the run's noise multiplier, clipping norm and
+    threshold, and a share variance at least the one they imply."""
+    if not isinstance(attested, dict):
+        raise RejectedUpdateError(f"site '{site}': attests no distributed DP noise share")
+    for name in ("noise_multiplier", "clipping_norm", "threshold"):
+        if attested.get(name) != expected[name]:
+            raise RejectedUpdateError(
+                f"site '{site}': attested {name} {attested.get(name)!r} != {expected[name]!r}"
+            )
+    variance = attested.get("share_variance")
+    if not isinstance(variance, int | float) or not variance >= expected["share_variance"]:
+        raise RejectedUpdateError(
+            f"site '{site}': attested share variance {variance!r} is below the "
+            f"{expected['share_variance']:g} this round needs"
+        )
+
+
 def verify_masked_update(
     compliance: Compliance,
     server_round: int,
@@ -29,6 +47,7 @@ def verify_masked_update(
     digest: str,
     *,
     max_weight: float,
+    noise_share: dict[str, float] | None = None,
 ) -> RecordDict:
     """The verified reply (site, scalar metrics, signed statement), or RejectedUpdateError."""
     site = compliance.roster.get(node_id)
@@ -53,6 +72,8 @@ def verify_masked_update(
         raise RejectedUpdateError(
             f"site '{site}': masked with weight {fitres.num_examples}, attested {examples}"
         )
+    if noise_share is not None:
+        _check_noise_share(site, signed.get("client_level"), noise_share)
     if examples > max_weight:
         raise RejectedUpdateError(
             f"site '{site}': attested weight {examples} exceeds the round's max_weight "

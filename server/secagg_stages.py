@@ -31,6 +31,8 @@ log = logging.getLogger("fedsafe.server")
 
 HALTED_CODE = 4400  # the round's secure aggregation could not complete (too few sites, failure)
 REJECTED_CODE = 4210  # the server refused one site's SecAgg+ reply (malformed, unattested)
+MIN_SHARE_BYTES = 20  # Flower's Shamir share: a 4-byte index and at least one 16-byte chunk
+MIN_SUM = 3  # the fewest masked inputs a sum may be unmasked over (with 2, one reveals the other)
 MAX_SHARE_BYTES = 1 << 12  # a Shamir share or key is tens of bytes; anything larger is refused
 
 
@@ -50,7 +52,9 @@ class SecureRound:
     # node -> (code, reason) of the first failure seen for that node
     failures: dict[int, tuple[int, str]] = field(default_factory=dict)
     halted: str | None = None
+    nodes: set[int] = field(default_factory=set)  # the nodes this round was sent to
     noise_std: float | None = None  # distributed DP: the noise on the mean, per coordinate
+    weight_total: int | None = None  # the unmasked sum of the weight factors
 
     def fail(self, node: int, code: int, reason: str) -> None:
         self.failures.setdefault(node, (code, reason))
@@ -99,8 +103,15 @@ class StageGrid:
     it, and a reply that fails becomes an error reply, so the protocol treats it as a dropout."""
 
     def __init__(
-        self, grid: Grid, compliance: Compliance, state: SecureRound, shapes: list[Any]
+        self,
+        grid: Grid,
+        compliance: Compliance,
+        state: SecureRound,
+        shapes: list[Any],
+        *,
+        noise_share: dict[str, float] | None = None,
     ) -> None:
+        self._noise_share = noise_share  # distributed DP: what each site must attest
         self._grid = grid
         self._compliance = compliance
         self._state = state
@@ -128,15 +139,10 @@ class StageGrid:
             try:
                 self._check(stage, node, reply)
             except Exception as err:  # noqa: BLE001 - one site's reply never ends the round
-                site = self._compliance.roster.get(node, f"node-{node}")
-                reason = f"site {site}: secure aggregation {stage} reply refused: {err}"
-                log.warning("round %d: %s", self._state.server_round, reason)
-                self._state.fail(node, REJECTED_CODE, reason)
-                self._compliance.error("secure_aggregation", reason, self._state.server_round)
-                original = next(m for m in sent if m.metadata.dst_node_id == node)
-                out.append(Message(Error(code=REJECTED_CODE, reason=reason), reply_to=original))
+                out.append(self._reject(stage, node, sent, str(err)))
                 continue
             out.append(reply)
+        out = self._across_replies(stage, sent, out)
         for msg in sent:
             if msg.metadata.dst_node_id not in answered:
                 self._state.fail(
@@ -144,6 +150,48 @@ class StageGrid:
                     HALTED_CODE,
                     f"no answer in the secure-aggregation {stage} stage before the timeout",
                 )
+        return out
+
+    def _reject(self, stage: str, node: int, sent: list[Message], why: str) -> Message:
+        """The reply of `node` refused: recorded, and an error reply in its place."""
+        site = self._compliance.roster.get(node, f"node-{node}")
+        reason = f"site {site}: secure aggregation {stage} reply refused: {why}"
+        log.warning("round %d: %s", self._state.server_round, reason)
+        self._state.fail(node, REJECTED_CODE, reason)
+        self._state.contributed.pop(node, None)
+        self._compliance.error("secure_aggregation", reason, self._state.server_round)
+        original = next(m for m in sent if m.metadata.dst_node_id == node)
+        return Message(Error(code=REJECTED_CODE, reason=reason), reply_to=original)
+
+    def _across_replies(self, stage: str, sent: list[Message], out: list[Message]) -> list[Message]:
+        """Checks no single reply can answer: keys shared by two sites (they would make every
+        honest site fail), and a masked sum of fewer than MIN_SUM inputs (never unmasked)."""
+        good = [m for m in out if not m.has_error()]
+        if stage == Stage.SETUP:
+            holders: dict[bytes, list[int]] = {}
+            for msg in good:
+                configs = msg.content.config_records[RECORD_KEY_CONFIGS]
+                for key in (Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2):
+                    holders.setdefault(cast(bytes, configs[key]), []).append(
+                        msg.metadata.src_node_id
+                    )
+            shared = {n for nodes in holders.values() if len(nodes) > 1 for n in nodes}
+            return [
+                self._reject(
+                    stage, m.metadata.src_node_id, sent, "its public key is another site's"
+                )
+                if not m.has_error() and m.metadata.src_node_id in shared
+                else m
+                for m in out
+            ]
+        if stage == Stage.COLLECT_MASKED_VECTORS and 0 < len(good) < MIN_SUM:
+            why = (
+                f"only {len(good)} masked input(s); a sum of fewer than {MIN_SUM} is never unmasked"
+            )
+            return [
+                self._reject(stage, m.metadata.src_node_id, sent, why) if not m.has_error() else m
+                for m in out
+            ]
         return out
 
     def _check(self, stage: str, node: int, reply: Message) -> None:
@@ -174,6 +222,7 @@ class StageGrid:
                 reply.content,
                 masked_digest(vector),
                 max_weight=sizing.max_weight,
+                noise_share=self._noise_share,
             )
             self._state.contributed[node] = verified
         elif stage == Stage.UNMASK:
@@ -181,6 +230,10 @@ class StageGrid:
             shares = _bytes_list(configs, Key.SHARE_LIST, limit=MAX_SHARE_BYTES)
             if len(nids) != len(shares):
                 raise _BadReply("node ids and shares must pair up")
+            if len(set(nids)) != len(nids) or not set(nids) <= self._state.nodes:
+                raise _BadReply("shares must be for distinct nodes of this round")
+            if any(len(b) < MIN_SHARE_BYTES for b in shares):
+                raise _BadReply(f"a share is shorter than {MIN_SHARE_BYTES} bytes")
 
 
 def _stage_of(messages: list[Message]) -> str:

@@ -16,9 +16,11 @@ one round halts that round (recorded), never the run.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, cast
 
 import numpy as np
@@ -124,6 +126,46 @@ class _RoundShim(LegacyStrategy):
         return None
 
 
+_WORKFLOW = "flwr.server.workflow.secure_aggregation.secaggplus_workflow"
+
+
+@contextmanager
+def _weight_total(state: SecureRound) -> Iterator[None]:
+    """Record the unmasked sum of the weight factors (Flower's ``factor_extract``, the one
+    place the workflow reads it), so it can be held against the weights the sites signed."""
+    from flwr.common.secure_aggregation import ndarrays_arithmetic
+
+    module = importlib.import_module(_WORKFLOW)
+    original = getattr(module, "factor_extract", None)
+    if original is not ndarrays_arithmetic.factor_extract:
+        raise FedsafeError(
+            f"secure aggregation: {_WORKFLOW}.factor_extract is not Flower's (flwr 1.39.x "
+            "pinned); the weight check cannot be installed"
+        )
+
+    def recording(parameters: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
+        total, rest = original(parameters)
+        state.weight_total = int(np.asarray(total).reshape(-1)[0])
+        return total, rest
+
+    setattr(module, "factor_extract", recording)  # noqa: B010 - a module's global, pinned
+    try:
+        yield
+    finally:
+        setattr(module, "factor_extract", original)  # noqa: B010
+
+
+def _signed_weight_total(state: SecureRound) -> int:
+    """The weight factors the contributing sites' signed counts give, as Flower quantises them."""
+    sizing = state.sizing
+    assert sizing is not None
+    total = 0
+    for content in state.contributed.values():
+        weight = float(cast(float, content.metric_records[keys.METRICS][keys.NUM_EXAMPLES]))
+        total += round(weight / sizing.max_weight * sizing.quantization_range)
+    return total % sizing.modulus_range
+
+
 def max_weight_for(declared: Mapping[int, int], *, max_share: float) -> float:
     """The round's max_weight: the largest declared count after the share cap.
 
@@ -178,9 +220,9 @@ class SecureAggregationGrid:
         arrays = content.array_records[keys.ARRAYS]
         config = dict(content.config_records[keys.CONFIG])
         server_round = int(cast(int, config[keys.SERVER_ROUND]))
-        state = SecureRound(server_round)
-        self.rounds[server_round] = state
         nodes = [m.metadata.dst_node_id for m in sent]
+        state = SecureRound(server_round, nodes=set(nodes))
+        self.rounds[server_round] = state
         counts = {n: self.compliance.example_counts.get(n) for n in nodes}
         try:
             if any(c is None for c in counts.values()):
@@ -252,9 +294,26 @@ class SecureAggregationGrid:
             timeout=self.timeout_s,
         )
         shapes = [(1,)] + [a.shape for a in ndarrays]
-        with hardened_prg():
-            workflow(cast(Grid, StageGrid(self.grid, self.compliance, state, shapes)), legacy)
+        stages = StageGrid(
+            self.grid,
+            self.compliance,
+            state,
+            shapes,
+            noise_share=self._noise_share(state, ndarrays),
+        )
+        with hardened_prg(), _weight_total(state):
+            workflow(cast(Grid, stages), legacy)
         if shim.mean is None:
+            return
+        signed = _signed_weight_total(state)
+        if state.weight_total != signed:
+            if self.distributed is not None:  # the noised sum was unmasked: it was released
+                self.distributed.releases += 1
+            state.halted = (
+                f"secure aggregation: the weights inside the sum total {state.weight_total}, the "
+                f"signed weights {signed}: a site masked with a weight it did not sign; the "
+                "round's sum is not adopted"
+            )
             return
         mean = parameters_to_ndarrays(shim.mean)
         if self.distributed is not None:
@@ -271,6 +330,26 @@ class SecureAggregationGrid:
         for node in list(state.failures):
             if node in state.contributed and state.failures[node][0] != REJECTED_CODE:
                 del state.failures[node]
+
+    def _noise_share(self, state: SecureRound, model: list[np.ndarray]) -> dict[str, float] | None:
+        """What a site must attest it added under distributed DP this round (None otherwise)."""
+        account, sizing = self.distributed, state.sizing
+        if account is None or sizing is None:
+            return None
+        step = 2 * sizing.clipping_range / sizing.quantization_range
+        share = share_variance(
+            noise_multiplier=account.noise_multiplier,
+            clipping_norm=account.clipping_norm,
+            step=step,
+            dim=sum(int(m.size) for m in model),
+            threshold=sizing.threshold,
+        )
+        return {
+            "noise_multiplier": account.noise_multiplier,
+            "clipping_norm": account.clipping_norm,
+            "threshold": sizing.threshold,
+            "share_variance": float(share),
+        }
 
     def _decode(
         self, state: SecureRound, model: list[np.ndarray], mean: list[np.ndarray]

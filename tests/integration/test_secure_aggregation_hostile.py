@@ -4,7 +4,10 @@ instead of its honest masked vector is refused at the boundary, named, and unmas
 Switzerland runs the real site app and then tampers with its SecAgg+ reply: in round 1 it
 flips one bit of its masked vector after signing (the commitment no longer matches); in round
 2 it sends a vector of the wrong shape and signs a statement over exactly those bytes (its
-signature is valid, the vector is not). Each time the other three sites' sum is adopted.
+signature is valid, the vector is not). Each time the other three sites' sum is adopted. In
+round 3 it raises the weight factor inside its masked vector and signs that: no single vector
+shows it, but the unmasked weight total differs from the signed weights and the round's sum is
+not adopted.
 """
 
 from __future__ import annotations
@@ -19,9 +22,15 @@ from typing import Any
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message
+from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState
 from flwr.clientapp import ClientApp
-from flwr.common import ndarray_to_bytes
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common import bytes_to_ndarray, ndarray_to_bytes
+from flwr.common.secure_aggregation.secaggplus_constants import (
+    RECORD_KEY_CONFIGS,
+    RECORD_KEY_STATE,
+    Key,
+    Stage,
+)
 from safetensors.torch import load_file
 
 from fedsafe.client.site import site_runtime
@@ -43,7 +52,16 @@ def _tamper(cfg: ExperimentConfig, reply: Message, context: Context) -> Message:
     configs = reply.content.config_records[RECORD_KEY_CONFIGS]
     vector = list(configs[Key.MASKED_PARAMETERS])  # type: ignore[arg-type]
     statement = json.loads(str(reply.content.config_records[keys.ATTESTATION]["payload"]))
-    if statement["round"] == 1:  # one flipped bit (of a value, still in range) after signing
+    if statement["round"] == 3:  # a weight it did not sign: +1 weight unit in the factor
+        state = SecAggPlusState(**dict(context.state.config_records[RECORD_KEY_STATE]))
+        factor = bytes_to_ndarray(vector[0])  # type: ignore[arg-type]
+        vector[0] = ndarray_to_bytes((factor + state.target_range) % state.mod_range)
+        statement["update_digest"] = masked_digest(vector)  # type: ignore[arg-type]
+        key = site_runtime(cfg, context, statement["run_id"]).signing_key
+        reply.content.config_records[keys.ATTESTATION] = ConfigRecord(
+            sign_statement(statement, key)
+        )
+    elif statement["round"] == 1:  # one flipped bit (of a value, still in range) after signing
         blob = bytearray(vector[-1])  # type: ignore[arg-type]
         data_start = len(blob) - np.load(io.BytesIO(bytes(blob)), allow_pickle=False).nbytes
         blob[data_start] ^= 1
@@ -105,7 +123,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Pat
         {
             "name": "hostile",
             "runs_dir": str(runs),
-            "training": {"rounds": 2},
+            "training": {"rounds": 3},
             "strategy": {"min_sites": 3},
             "federation": {"fresh_budget": True},
             "security": {"secure_aggregation": True},
@@ -153,8 +171,18 @@ def test_the_tampered_vector_is_refused_naming_the_site_and_the_round_goes_on(
     ), errors
     (aggregated,) = [p for p in _entries(run_dir, "round_aggregated") if p["round"] == server_round]
     assert aggregated["sites"] == ["cleveland", "hungary", "va_long_beach"]
-    assert summary["rounds_completed"] == 2
     assert "switzerland" not in {a["site"] for a in summary["attestations"]}
+
+
+def test_a_weight_it_did_not_sign_keeps_the_rounds_sum_out_of_the_model(
+    run: tuple[ExperimentConfig, Path, dict[str, Any]],
+) -> None:
+    """Round 3: a valid signature over a masked vector whose weight factor was raised."""
+    _, run_dir, summary = run
+    errors = [e["message"] for e in _entries(run_dir, "error") if e.get("round") == 3]
+    assert any("a site masked with a weight it did not sign" in m for m in errors), errors
+    assert [p["round"] for p in _entries(run_dir, "round_aggregated")] == [1, 2]
+    assert summary["stopped_early"]["round"] == 3
 
 
 def test_the_adopted_model_is_fedavg_of_the_honest_sites(

@@ -72,11 +72,11 @@ def task_identity() -> None:
 
 
 def _context(**overrides: object) -> Context:
-    """A node that finished the masked-vector stage with neighbours 7, 8 and 9."""
-    state = SecAggPlusState(current_stage=Stage.COLLECT_MASKED_VECTORS, nid=NID, threshold=2)
-    state.public_keys_dict = {n: (b"pk1-%d" % n, b"pk2-%d" % n) for n in (7, 8, 9)}
-    state.rd_seed_share_dict = {n: b"seed-share-%d" % n for n in (7, 8, 9)}
-    state.sk1_share_dict = {n: b"sk1-share-%d" % n for n in (7, 8, 9)}
+    """A node that finished the masked-vector stage with neighbours 7, 8, 9 and 10."""
+    state = SecAggPlusState(current_stage=Stage.COLLECT_MASKED_VECTORS, nid=NID, threshold=3)
+    state.public_keys_dict = {n: (b"pk1-%d" % n, b"pk2-%d" % n) for n in (7, 8, 9, 10)}
+    state.rd_seed_share_dict = {n: b"seed-share-%d" % n for n in (7, 8, 9, 10)}
+    state.sk1_share_dict = {n: b"sk1-share-%d" % n for n in (7, 8, 9, 10)}
     state.ss2_dict = {}
     for k, v in overrides.items():
         setattr(state, k, v)
@@ -101,7 +101,7 @@ def test_an_unmask_request_with_intersecting_sets_is_refused_naming_the_nodes() 
     context = _context()
     before = dict(context.state.config_records[RECORD_KEY_STATE])
 
-    reply = hardened_secaggplus_mod(_unmask([7, 8, 9], [9]), context, _never)
+    reply = hardened_secaggplus_mod(_unmask([7, 8, 9], [9, 10]), context, _never)
 
     assert reply.has_error() and reply.error.code == SECAGG_REFUSAL_CODE
     assert "node(s) [9] are listed both alive and dropped" in reply.error.reason
@@ -111,12 +111,17 @@ def test_an_unmask_request_with_intersecting_sets_is_refused_naming_the_nodes() 
 
 
 def test_an_honest_unmask_request_reaches_flowers_mod() -> None:
-    reply = hardened_secaggplus_mod(_unmask([7, 8], [9]), _context(), _never)
+    reply = hardened_secaggplus_mod(_unmask([7, 8, 9], [10]), _context(), _never)
 
     assert not reply.has_error()
     configs = reply.content.config_records[RECORD_KEY_CONFIGS]
-    assert list(configs[Key.NODE_ID_LIST]) == [7, 8, 9]
-    assert list(configs[Key.SHARE_LIST]) == [b"seed-share-7", b"seed-share-8", b"sk1-share-9"]
+    assert list(configs[Key.NODE_ID_LIST]) == [7, 8, 9, 10]
+    assert list(configs[Key.SHARE_LIST]) == [
+        b"seed-share-7",
+        b"seed-share-8",
+        b"seed-share-9",
+        b"sk1-share-10",
+    ]
 
 
 def test_the_mod_runs_flower_with_the_chacha20_generator_and_restores_it() -> None:
@@ -126,7 +131,10 @@ def test_the_mod_runs_flower_with_the_chacha20_generator_and_restores_it() -> No
         seen.append(client_mod.pseudo_rand_gen)
         raise FedsafeError("site x: stops here")
 
-    context = _context(current_stage=Stage.SHARE_KEYS)
+    # A node alone with itself: no neighbour's key share to check, so the app is reached.
+    context = _context(
+        current_stage=Stage.SHARE_KEYS, threshold=1, public_keys_dict={NID: (b"a", b"b")}
+    )
     reply = hardened_secaggplus_mod(_collect({PRG_KEY: PRG_NAME}), context, app)
 
     assert seen == [chacha_rand_gen]
@@ -361,6 +369,90 @@ def test_a_coordinator_that_replays_a_round_gets_no_second_masked_input(tmp_path
 
 
 def test_an_unmask_request_for_fewer_alive_nodes_than_the_threshold_is_refused() -> None:
-    reply = hardened_secaggplus_mod(_unmask([7], [8, 9]), _context(threshold=2), _never)
+    reply = hardened_secaggplus_mod(_unmask([7, 8], [9, 10]), _context(threshold=2), _never)
     assert reply.has_error() and reply.error.code == SECAGG_REFUSAL_CODE
-    assert "fewer than the threshold 2" in reply.error.reason
+    assert "2 alive node(s), fewer than 3" in reply.error.reason
+
+
+def _setup(shares: int, threshold: int) -> Message:
+    configs = ConfigRecord(
+        {
+            Key.STAGE: Stage.SETUP,
+            Key.SAMPLE_NUMBER: shares,
+            Key.SHARE_NUMBER: shares,
+            Key.THRESHOLD: threshold,
+            Key.CLIPPING_RANGE: 8.0,
+            Key.TARGET_RANGE: 1 << 20,
+            Key.MOD_RANGE: 1 << 32,
+            Key.MAX_WEIGHT: 100.0,
+        }
+    )
+    return Message(RecordDict({RECORD_KEY_CONFIGS: configs}), dst_node_id=NID, message_type="train")
+
+
+@pytest.mark.parametrize(("shares", "threshold"), [(4, 2), (2, 2), (10, 5)])
+def test_a_minority_threshold_or_fewer_than_three_sites_is_refused_at_setup(
+    shares: int, threshold: int
+) -> None:
+    """With a threshold of half or less, two halves could each be told another story."""
+    context = _context(current_stage=Stage.UNMASK)
+    reply = hardened_secaggplus_mod(_setup(shares, threshold), context, _never)
+    assert reply.has_error() and "strict majority threshold" in reply.error.reason
+
+
+def test_two_neighbours_with_the_same_public_key_are_refused() -> None:
+    configs = ConfigRecord(
+        {Key.STAGE: Stage.SHARE_KEYS, "7": [b"a", b"b"], "8": [b"c", b"d"], "9": [b"a", b"e"]}
+    )
+    msg = Message(RecordDict({RECORD_KEY_CONFIGS: configs}), dst_node_id=NID, message_type="train")
+    reply = hardened_secaggplus_mod(msg, _context(current_stage=Stage.SETUP), _never)
+    assert reply.has_error() and "the same public key" in reply.error.reason
+
+
+def _collect_from(sources: list[int], ciphertexts: list[bytes]) -> Message:
+    msg = _collect({PRG_KEY: PRG_NAME})
+    configs = msg.content.config_records[RECORD_KEY_CONFIGS]
+    configs[Key.SOURCE_LIST], configs[Key.CIPHERTEXT_LIST] = sources, ciphertexts
+    return msg
+
+
+def test_a_withheld_key_share_is_refused_before_the_site_trains() -> None:
+    """Masking without neighbour 10 would let the coordinator later strip the 7-10 mask."""
+    context = _context(current_stage=Stage.SHARE_KEYS)
+    reply = hardened_secaggplus_mod(_collect_from([8, 9], [b"x", b"y"]), context, _never)
+    assert (
+        reply.has_error() and "no key share forwarded from neighbour(s) [10]" in reply.error.reason
+    )
+
+
+def test_a_key_share_that_does_not_decrypt_is_refused_naming_its_sender() -> None:
+    import base64
+
+    key = base64.urlsafe_b64encode(b"k" * 32)
+    context = _context(
+        current_stage=Stage.SHARE_KEYS,
+        public_keys_dict={n: (b"pk1-%d" % n, b"pk2-%d" % n) for n in (7, 8)},
+        ss2_dict={8: key},
+    )
+    reply = hardened_secaggplus_mod(_collect_from([8], [b"not a ciphertext"]), context, _never)
+    assert reply.has_error() and "the key share from node 8 does not decrypt" in reply.error.reason
+
+
+def test_the_one_contribution_per_round_rule_holds_without_dp_too(tmp_path: Path) -> None:
+    """A non-private round retrains the same batches: a second sum would difference it out."""
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "runs_dir": str(tmp_path),
+            "training": {"rounds": 2},
+            "strategy": {"min_sites": 3},
+            "privacy": {"enabled": False, "target_epsilon": None},
+            "security": {"secure_aggregation": True},
+        },
+    )
+    site = simulated_site(cfg, 3, "run-1")
+    ctx = RoundContext(run_id="run-1", server_round=1, purpose=cfg.compliance.purpose)
+    context = _context(max_weight=10_000.0, clipping_range=8.0)
+    secure_train(cfg, site, ctx, _global_collect(cfg), context)
+    with pytest.raises(FedsafeError, match="never contributes to a round twice"):
+        secure_train(cfg, site, ctx, _global_collect(cfg), context)
