@@ -25,6 +25,7 @@ from fedsafe.common import crypto, keys
 from fedsafe.common.attestation import identity_payload, sign_statement
 from fedsafe.common.config import ExperimentConfig, from_flat
 from fedsafe.common.errors import ConfigError, DataError, FedsafeError
+from fedsafe.common.flower_env import quiet_actor_shutdown
 from fedsafe.common.wire import pack_arrays, sealing_context
 
 __all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG"]
@@ -103,6 +104,7 @@ def build_client_app(
     secure aggregation and the model received (for a site's own audit, and for tests)."""
 
     def config_of(context: Context) -> ExperimentConfig:
+        quiet_actor_shutdown()  # runs where the site runs (a simulated site's actor, too)
         return cfg if cfg is not None else from_flat(dict(context.run_config), source="run config")
 
     def signing_key(context: Context, run_id: str) -> bytes:

@@ -146,6 +146,12 @@ def _final_model(
     return path, sha
 
 
+def _start_patience(cfg: ExperimentConfig) -> float:
+    """Simulated sites are processes that may still be starting: wait for them (bounded). A
+    deployed site that is silent is down, and the run must not wait on it."""
+    return cfg.compliance.start_patience_s if cfg.compliance.site_keys_dir is None else 0.0
+
+
 def _releases_so_far(compliance: Compliance, checkpoint: Checkpoint, *, abandoned: bool) -> int:
     """Client-level releases before a resume: never fewer than the ledger shows (a release is
     in the ledger before its model leaves the coordinator), plus an abandoned round's sum,
@@ -224,7 +230,13 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             grid, minimum=cfg.strategy.min_sites, timeout_s=cfg.compliance.roll_call_timeout_s
         )
         if cfg.strategy.fraction_train >= 1.0:  # everyone trains: know everyone before round 1
-            roll_call(grid, compliance, nodes, timeout_s=cfg.compliance.roll_call_timeout_s)
+            roll_call(
+                grid,
+                compliance,
+                nodes,
+                timeout_s=cfg.compliance.roll_call_timeout_s,
+                patience_s=_start_patience(cfg),
+            )
         # With sampling, each round's sampled newcomers are asked instead (RecordingStrategy).
         if checkpoint is None:
             _run_started(cfg, compliance)
@@ -248,6 +260,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             compliance,
             min_sites=cfg.strategy.min_sites,
             roll_call_timeout_s=cfg.compliance.roll_call_timeout_s,
+            roll_call_patience_s=_start_patience(cfg),
             sealed=cfg.security.sealed_updates and secure is None,
             rounds_done=done,
             on_round_end=save,

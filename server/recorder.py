@@ -15,6 +15,7 @@ from flwr.app import RecordDict
 from fedsafe.common import keys
 from fedsafe.common.config import ExperimentConfig, to_dict
 from fedsafe.server.bounds import cap_weights
+from fedsafe.server.progress import RoundProgress
 from fedsafe.server.validation import scalar_metrics
 
 __all__ = ["RunRecorder", "clean_json"]
@@ -90,6 +91,7 @@ class RunRecorder:
         self._t0 = time.perf_counter()
         self._round_t0 = self._t0
         self._round: dict[str, Any] = {}
+        self._progress: RoundProgress | None = None  # a bar on a terminal, from round 1
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps so a resumed run's summary covers every round (plain JSON)."""
@@ -113,6 +115,8 @@ class RunRecorder:
         return self.node_sites.get(node_id, f"node-{node_id}")
 
     def round_started(self, server_round: int) -> None:
+        if self._progress is None:
+            self._progress = RoundProgress(self.cfg.training.rounds, done=server_round - 1)
         self._round_t0 = time.perf_counter()
         self._round = {"round": server_round, "trained": [], "refused": []}
 
@@ -208,6 +212,8 @@ class RunRecorder:
             f"{max(finite_eps):.3f}" if finite_eps else "n/a (no DP)",
             seconds,
         )
+        if self._progress is not None:
+            self._progress.round_done(server_round)
 
     def _site_summary(self, name: str) -> dict[str, Any]:
         """One site's line of summary.json: only what the site itself reported and signed."""
@@ -243,6 +249,8 @@ class RunRecorder:
         client_level: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write summary.json; its numbers come only from what the sites reported."""
+        if self._progress is not None:
+            self._progress.close()
         self._metrics.close()
         wall = time.perf_counter() - self._t0
         sites = {name: self._site_summary(name) for name in sorted(self.sites)}

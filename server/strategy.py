@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
@@ -27,7 +27,7 @@ from fedsafe.server.aggregate import (
 from fedsafe.server.bounds import check_update_norm
 from fedsafe.server.compliance import Compliance
 from fedsafe.server.recorder import RunRecorder
-from fedsafe.server.roster import roll_call
+from fedsafe.server.roster import EligibleGrid, roll_call
 from fedsafe.server.secure_aggregation import SecureAggregationGrid
 from fedsafe.server.strategies import STRATEGIES, build_strategy, finite_weighted_mean
 from fedsafe.server.validation import (
@@ -46,25 +46,6 @@ MALFORMED_CODE = 4200  # the server dropped a reply that is not a well-formed, a
 SILENT_CODE = 4300  # a site was sent work and did not answer in time
 # The SuperLink answers for a site it lost (heartbeat missed, instruction expired).
 _LOST = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
-
-
-def _count(msg: Message) -> float:
-    value = msg.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES]
-    return float(value)  # type: ignore[arg-type]
-
-
-class _EligibleGrid:
-    """The grid as the inner strategy samples it: nodes refused at the roll call are left out,
-    so a refused node never takes a training slot (nor trains) for the rest of the run."""
-
-    def __init__(self, grid: Grid, refused: set[int]) -> None:
-        self._grid, self._refused = grid, refused
-
-    def get_node_ids(self) -> list[int]:
-        return [n for n in self._grid.get_node_ids() if n not in self._refused]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
 
 
 class RecordingStrategy(Strategy):
@@ -98,7 +79,9 @@ class RecordingStrategy(Strategy):
         limits: StrategyConfig | None = None,
         secure: SecureAggregationGrid | None = None,
         client_level: ClientLevelAccount | None = None,
+        roll_call_patience_s: float = 0.0,
     ) -> None:
+        self.roll_call_patience_s = roll_call_patience_s
         self.inner = inner
         self.client_level = client_level  # the run's client-level DP releases, if any
         self.secure = secure  # updates arrive as one SecAgg+ sum (see secure_aggregation.py)
@@ -137,7 +120,8 @@ class RecordingStrategy(Strategy):
         """Roll-call the sampled nodes not yet heard from (late joiners, reconnected sites)."""
         known = set(self.compliance.roster) | self.compliance.refused_nodes
         newcomers = [n for n in sampled if n not in known]
-        roll_call(grid, self.compliance, newcomers, timeout_s=self.roll_call_timeout_s)
+        wait = {"timeout_s": self.roll_call_timeout_s, "patience_s": self.roll_call_patience_s}
+        roll_call(grid, self.compliance, newcomers, **wait)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -159,7 +143,7 @@ class RecordingStrategy(Strategy):
             self.recorder.stopped(server_round, reason)
             self.compliance.error("strategy", f"training stopped: {reason}", server_round)
             return []
-        eligible = _EligibleGrid(grid, self.compliance.refused_nodes)
+        eligible = EligibleGrid(grid, self.compliance.refused_nodes)
         if len(eligible.get_node_ids()) < self.min_sites:  # Flower's sampler would wait forever
             reason = (
                 f"{len(eligible.get_node_ids())} connected site(s) not refused at the roll call, "
@@ -268,7 +252,10 @@ class RecordingStrategy(Strategy):
             return None, None
         metrics = finite_weighted_mean([m.content for m in ok], keys.NUM_EXAMPLES)
         digest = arrays_digest({k: v.numpy() for k, v in arrays.items()})
-        weights = {sites[m.metadata.src_node_id]: float(_count(m)) for m in ok}
+        weights = {
+            sites[m.metadata.src_node_id]: float(m.content[keys.METRICS][keys.NUM_EXAMPLES])  # type: ignore[arg-type,index]
+            for m in ok
+        }
         self.compliance.round_aggregated(
             server_round,
             list(sites.values()),

@@ -94,7 +94,15 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
         raise FedsafeError(
             f"the simulation ended without writing {summary_path}; see the log above"
         )
-    return json.loads(summary_path.read_text(encoding="utf-8"))
+    summary: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+    if not any(site.get("rounds_trained") for site in summary.get("sites", {}).values()):
+        stopped = summary.get("stopped_early") or {}
+        why = stopped.get("reason") or "every site was refused, excluded or silent"
+        raise FedsafeError(
+            f"no site trained in run {run_dir.name} ({why}); nothing was learned. The run "
+            f"folder {run_dir} keeps the ledger, the refusals and summary.json"
+        )
+    return summary
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:

@@ -133,12 +133,18 @@ class ComplianceConfig:
     )
     consent_registry: str | None = None  # deployment: the registry file/URL; None: per run folder
     roll_call_timeout_s: float = 120.0
+    # In a simulation, how much longer the roll call keeps asking sites that have not answered
+    # (their processes may still be starting on a loaded machine); 0 turns it off.
+    start_patience_s: float = 600.0
 
     def __post_init__(self) -> None:
         _check(
             bool(self.purpose.strip()), "compliance.purpose", self.purpose, "a non-empty purpose"
         )
         _within("compliance.roll_call_timeout_s", self.roll_call_timeout_s, 0, MAX_TIMEOUT_S)
+        _within(
+            "compliance.start_patience_s", self.start_patience_s, 0, MAX_TIMEOUT_S, low_open=False
+        )
 
 
 # Strategies that need only the weighted mean of the updates: what secure aggregation gives.
