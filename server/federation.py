@@ -146,6 +146,21 @@ def _final_model(
     return path, sha
 
 
+SIM_PULL_INTERVAL_S = 0.01
+
+
+def _poll_faster(grid: Grid) -> None:
+    """In a simulation, look for replies every 10 ms instead of Flower's 100 ms.
+
+    Flower's in-memory grid sleeps `pull_interval` between looks, and every exchange waits for
+    at least one look. A sealed round makes 2 exchanges, a secure-aggregation round 5, so the
+    secure round pays the most. Measured on 2 cores at 10 sites, the secure round went from
+    1.91 to 1.70 s. A deployed grid (gRPC) has no such attribute and is left alone.
+    """
+    if isinstance(getattr(grid, "pull_interval", None), float):
+        grid.pull_interval = min(grid.pull_interval, SIM_PULL_INTERVAL_S)  # type: ignore[attr-defined]
+
+
 def _start_patience(cfg: ExperimentConfig) -> float:
     """Simulated sites are processes that may still be starting: wait for them (bounded). A
     deployed site that is silent is down, and the run must not wait on it."""
@@ -169,6 +184,7 @@ def _releases_so_far(compliance: Compliance, checkpoint: Checkpoint, *, abandone
 def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Run all rounds; the server sees model shapes, scalar metrics and signed statements only."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    _poll_faster(grid)
     info = dataset_info(cfg.dataset.name, cfg.dataset)
     model = model_for(cfg.model, info, seed=cfg.seed)
     compliance = open_compliance(cfg, run_dir)
