@@ -294,13 +294,8 @@ class SecureAggregationGrid:
             timeout=self.timeout_s,
         )
         shapes = [(1,)] + [a.shape for a in ndarrays]
-        stages = StageGrid(
-            self.grid,
-            self.compliance,
-            state,
-            shapes,
-            noise_share=self._noise_share(state, ndarrays),
-        )
+        share = self._noise_share(state, ndarrays)
+        stages = StageGrid(self.grid, self.compliance, state, shapes, noise_share=share)
         with hardened_prg(), _weight_total(state):
             workflow(cast(Grid, stages), legacy)
         if shim.mean is None:
@@ -317,7 +312,8 @@ class SecureAggregationGrid:
             return
         mean = parameters_to_ndarrays(shim.mean)
         if self.distributed is not None:
-            mean = self._decode(state, ndarrays, mean)
+            assert share is not None
+            mean = self._decode(state, ndarrays, mean, share)
         state.aggregate = ArrayRecord(
             {
                 name: Array(np.asarray(value, dtype=ref.dtype))
@@ -336,11 +332,10 @@ class SecureAggregationGrid:
         account, sizing = self.distributed, state.sizing
         if account is None or sizing is None:
             return None
-        step = 2 * sizing.clipping_range / sizing.quantization_range
         share = share_variance(
             noise_multiplier=account.noise_multiplier,
             clipping_norm=account.clipping_norm,
-            step=step,
+            step=sizing.step,
             dim=sum(int(m.size) for m in model),
             threshold=sizing.threshold,
         )
@@ -352,9 +347,14 @@ class SecureAggregationGrid:
         }
 
     def _decode(
-        self, state: SecureRound, model: list[np.ndarray], mean: list[np.ndarray]
+        self,
+        state: SecureRound,
+        model: list[np.ndarray],
+        mean: list[np.ndarray],
+        share: dict[str, float],
     ) -> list[np.ndarray]:
-        """The global model plus the noised mean update the sites' residues sum to."""
+        """The global model plus the noised mean update the sites' residues sum to; `share`
+        is this round's noise share (``_noise_share``), computed once."""
         account, sizing = self.distributed, state.sizing
         assert account is not None and sizing is not None
         k = len(state.contributed)
@@ -364,16 +364,8 @@ class SecureAggregationGrid:
             target_range=sizing.quantization_range,
             contributors=k,
         )
-        step = 2 * sizing.clipping_range / sizing.quantization_range
-        share = share_variance(
-            noise_multiplier=account.noise_multiplier,
-            clipping_norm=account.clipping_norm,
-            step=step,
-            dim=sum(int(m.size) for m in model),
-            threshold=sizing.threshold,
-        )
         account.releases += 1
-        state.noise_std = math.sqrt(k * float(share)) * step / k
+        state.noise_std = math.sqrt(k * share["share_variance"]) * sizing.step / k
         return [m.astype(np.float64) + u for m, u in zip(model, update, strict=True)]
 
     def _reply(self, state: SecureRound, msg: Message) -> Message:
