@@ -5,8 +5,6 @@ and the client-level epsilon equals an independent accountant's for the releases
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +12,9 @@ import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 from safetensors.numpy import load_file
+from sim_apps import run_apps
 
 from fedsafe.common.config import ExperimentConfig, from_dict
-from fedsafe.common.flower_env import apply_offline_flower_env
 from fedsafe.common.layout import simulated_site_dir
 from fedsafe.common.ledger import Ledger
 from fedsafe.common.privacy.distributed_dp import MECHANISM
@@ -29,14 +27,9 @@ NOISE, CLIP, ROUNDS = 1.0, 0.5, 2
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Path, dict[str, Any]]:
-    apply_offline_flower_env()
-    from flwr.simulation import run_simulation
-
     from fedsafe.client.app import build_client_app
     from fedsafe.server.app import build_server_app
-    from fedsafe.simulations.engine import _quiet_flower
 
-    _quiet_flower()
     runs = tmp_path_factory.mktemp("runs")
     cfg = from_dict(
         ExperimentConfig,
@@ -58,18 +51,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Pat
         },
     )
     run_dir = runs / "ddp-run"
-    backend = {
-        "client_resources": {"num_cpus": 1.0, "num_gpus": 0.0},
-        "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": logging.ERROR},
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(
-            server_app=build_server_app(cfg, run_dir),
-            client_app=build_client_app(cfg, keep_update_arrays=True),
-            num_supernodes=len(SITES),
-            backend_config=backend,  # type: ignore[arg-type]
-        )
+    run_apps(
+        build_server_app(cfg, run_dir),
+        build_client_app(cfg, keep_update_arrays=True),
+        sites=len(SITES),
+    )
     return cfg, run_dir, json.loads((run_dir / "summary.json").read_text())
 
 

@@ -4,19 +4,17 @@ the wait is bounded); a run in which no site trained is an error, not a summary.
 from __future__ import annotations
 
 import json
-import logging
 import time
-import warnings
 from pathlib import Path
 
 import pytest
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from sim_apps import run_apps
 
 from fedsafe.common import keys
 from fedsafe.common.config import ExperimentConfig, from_dict
 from fedsafe.common.errors import FedsafeError
-from fedsafe.common.flower_env import apply_offline_flower_env
 from fedsafe.simulations.engine import simulate
 
 pytestmark = pytest.mark.slow
@@ -53,13 +51,8 @@ def _slow_to_start(cfg: ExperimentConfig, markers: Path, delay_s: float) -> Clie
 def test_sites_slower_to_start_than_the_roll_call_timeout_still_take_part(
     tmp_path: Path,
 ) -> None:
-    apply_offline_flower_env()
-    from flwr.simulation import run_simulation
-
     from fedsafe.server.app import build_server_app
-    from fedsafe.simulations.engine import _quiet_flower
 
-    _quiet_flower()
     cfg = from_dict(
         ExperimentConfig,
         {
@@ -73,18 +66,9 @@ def test_sites_slower_to_start_than_the_roll_call_timeout_still_take_part(
     markers = tmp_path / "markers"
     markers.mkdir()
     run_dir = tmp_path / "runs" / "slow-run"
-    backend = {
-        "client_resources": {"num_cpus": 1.0, "num_gpus": 0.0},
-        "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": logging.ERROR},
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(
-            server_app=build_server_app(cfg, run_dir),
-            client_app=_slow_to_start(cfg, markers, delay_s=3.0),
-            num_supernodes=len(SITES),
-            backend_config=backend,  # type: ignore[arg-type]
-        )
+    run_apps(
+        build_server_app(cfg, run_dir), _slow_to_start(cfg, markers, delay_s=3.0), sites=len(SITES)
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     assert len(list(markers.iterdir())) == len(SITES)  # every site really was slow
     for site in SITES:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +30,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
     Stage,
 )
 from safetensors.torch import load_file
+from sim_apps import run_apps
 
 from fedsafe.client.site import site_runtime
 from fedsafe.common import keys
 from fedsafe.common.attestation import sign_statement
 from fedsafe.common.config import ExperimentConfig, from_dict
-from fedsafe.common.flower_env import apply_offline_flower_env
 from fedsafe.common.layout import simulated_site_dir
 from fedsafe.common.ledger import Ledger
 from fedsafe.common.secagg import SecAggSizing, aggregate_error_bound, masked_digest
@@ -110,13 +108,8 @@ def _hostile_app(cfg: ExperimentConfig) -> ClientApp:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Path, dict[str, Any]]:
-    apply_offline_flower_env()
-    from flwr.simulation import run_simulation
-
     from fedsafe.server.app import build_server_app
-    from fedsafe.simulations.engine import _quiet_flower
 
-    _quiet_flower()
     runs = tmp_path_factory.mktemp("runs")
     cfg = from_dict(
         ExperimentConfig,
@@ -130,18 +123,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Pat
         },
     )
     run_dir = runs / "hostile-run"
-    backend = {
-        "client_resources": {"num_cpus": 1.0, "num_gpus": 0.0},
-        "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": logging.ERROR},
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(
-            server_app=build_server_app(cfg, run_dir),
-            client_app=_hostile_app(cfg),
-            num_supernodes=len(SITES),
-            backend_config=backend,  # type: ignore[arg-type]
-        )
+    run_apps(build_server_app(cfg, run_dir), _hostile_app(cfg), sites=len(SITES))
     return cfg, run_dir, json.loads((run_dir / "summary.json").read_text())
 
 
