@@ -1,4 +1,9 @@
-"""The one strict converter every config source uses: dicts, flat run-config keys and JSON."""
+"""The one strict converter every config source uses: dicts, flat run-config keys and JSON.
+
+pydantic validates against the frozen stdlib dataclasses themselves, so every other module keeps
+building, comparing and hashing the same plain objects. This module adds fedsafe's few rules to
+pydantic's lax mode and turns pydantic's error into a ConfigError (key, value, allowed, source).
+"""
 
 from __future__ import annotations
 
@@ -8,128 +13,142 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
 from fedsafe.common.config.experiment import ExperimentConfig
 from fedsafe.common.errors import ConfigError
 
 __all__ = ["from_dict", "from_flat", "to_dict", "to_flat", "load_json"]
 
+T = TypeVar("T")
+Loc = tuple[int | str, ...]
 
-def _type_name(tp: Any) -> str:
+
+def _refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # True is an int to Python, never a number to a config
+        raise PydanticCustomError("bool_not_number", "a bool is not a number")
+    return value
+
+
+def _bool_from_text(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"  # Flower's run config and env files carry strings
+    return value
+
+
+def _fedsafe_rules(schema: Any) -> Any:
+    """pydantic's lax schema, less what no config may mean: a bool as a number, 1 or "yes" as a
+    bool, or an unknown key. Rewriting the built schema covers every dataclass the config nests,
+    those outside common/config included (ReleasePolicy), without a pydantic type in them."""
+    if isinstance(schema, list):
+        return [_fedsafe_rules(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {
+        k: v if k in ("metadata", "serialization") else _fedsafe_rules(v) for k, v in schema.items()
+    }
+    kind = out.get("type")
+    if kind in ("int", "float"):
+        return core_schema.no_info_before_validator_function(_refuse_bool, out)
+    if kind == "bool":
+        strict = {**out, "strict": True}
+        return core_schema.no_info_before_validator_function(_bool_from_text, strict)
+    if kind == "dataclass-args":
+        out["extra_behavior"] = "forbid"
+    return out
+
+
+_VALIDATORS: dict[type[Any], SchemaValidator] = {}
+
+
+def _validator(cls: type[Any]) -> SchemaValidator:
+    if cls not in _VALIDATORS:  # built once per class: pydantic compiles the schema
+        _VALIDATORS[cls] = SchemaValidator(_fedsafe_rules(TypeAdapter(cls).core_schema))
+    return _VALIDATORS[cls]
+
+
+def _dotted(loc: Loc) -> str:
+    """pydantic's location as the config's key: `compliance.consent[0].site`."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else part
+    return key
+
+
+def _declared(cls: type[Any], loc: Loc) -> Any:
+    """The type the schema declares at a location (for the message's `allowed`)."""
+    tp: Any = cls
+    for part in loc:
+        if dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp).get(str(part))
+        elif typing.get_origin(tp) in (tuple, dict):
+            tp = typing.get_args(tp)[-1 if typing.get_origin(tp) is dict else 0]
+    return tp
+
+
+def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
     if origin is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
     if origin is dict:
-        return f"a mapping of {' to '.join(_type_name(a) for a in typing.get_args(tp))}"
+        return f"a mapping of {' to '.join(_describe(a) for a in typing.get_args(tp))}"
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(key: str, value: Any, tp: Any, source: str | None) -> Any:
-    """Coerce one leaf value to its declared type, or raise ConfigError naming it."""
-    origin = typing.get_origin(tp)
-    fail = ConfigError(key, value, _type_name(tp), source=source)
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise fail
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(key, value, arg, source)
-            except ConfigError:
-                continue
-        raise fail
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise fail
-        key_tp, value_tp = typing.get_args(tp)
-        return {
-            _coerce(key, k, key_tp, source): _coerce(f"{key}.{k}", v, value_tp, source)
-            for k, v in value.items()
-        }
-    if origin is tuple:
-        (item_tp, *_) = typing.get_args(tp)
-        if isinstance(item_tp, type) and dataclasses.is_dataclass(item_tp):
-            if not isinstance(value, (list, tuple)):
-                raise fail
-            return tuple(
-                from_dict(item_tp, v, source=source, prefix=f"{key}[{i}].")
-                for i, v in enumerate(value)
-            )
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise fail
-        return tuple(_coerce(f"{key}[{i}]", v, item_tp, source) for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise fail
-    if tp in (int, float):
-        if isinstance(value, bool):  # True is an int to Python, never a number to a config
-            raise fail
-        if isinstance(value, float) and tp is int:
-            if value.is_integer():
-                return int(value)
-            raise fail
-        if isinstance(value, (int, float, str)):
-            try:
-                return tp(value)
-            except ValueError:
-                raise fail from None
-        raise fail
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise fail
-    raise TypeError(f"unsupported config type {tp!r} at {key}")
+def _placed(err: ConfigError, loc: Loc, source: str | None) -> ConfigError:
+    """A check's own error, with the source, and its key placed where the section sits
+    (ReleasePolicy says `release.x`; in a run config it is `federation.release.x`)."""
+    where, head = _dotted(loc), err.key.split(".")[0].split("[")[0]
+    key = err.key
+    if not key.startswith(where) and where.split(".")[-1] == head:
+        key = f"{where[: -len(head)]}{key}"
+    return ConfigError(key, err.value, err.allowed, source=err.source or source)
 
 
-def from_dict(
-    cls: type[Any], data: dict[Any, Any], *, source: str | None = None, prefix: str = ""
-) -> Any:
+def _config_error(cls: type[Any], err: ValidationError, source: str | None) -> ConfigError:
+    """pydantic's first error as fedsafe's; an unknown key first, as it often explains the rest."""
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "unexpected_keyword_argument"), errors[0])
+    loc, kind, value = tuple(first["loc"]), first["type"], first["input"]
+    key = _dotted(loc) or "<root>"
+    if kind == "value_error":
+        cause = first["ctx"]["error"]
+        if isinstance(cause, ConfigError):
+            return _placed(cause, loc, source)
+        return ConfigError(key, value, str(cause), source=source)
+    if kind == "unexpected_keyword_argument":
+        fields = [f.name for f in dataclasses.fields(_declared(cls, loc[:-1]))]
+        close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+        parent = _dotted(loc[:-1])
+        hint = f" (did you mean '{parent}{'.' if parent else ''}{close[0]}'?)" if close else ""
+        return ConfigError(key, value, f"one of {sorted(fields)}{hint}", source=source)
+    if kind in ("missing", "missing_argument"):
+        return ConfigError(key, None, "a value (this key is required)", source=source)
+    return ConfigError(key, value, _describe(_declared(cls, loc)), source=source)
+
+
+def from_dict(cls: type[T], data: Any, *, source: str | None = None) -> T:
     """Build a frozen config dataclass from nested plain data, strictly.
 
     Unknown keys, wrong types and out-of-range values raise ConfigError naming the
     dotted key, the value, what is allowed and the source file.
     """
-    if not isinstance(data, dict):
-        raise ConfigError(prefix.rstrip(".") or "<root>", data, "a mapping", source=source)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, fields, n=1)
-        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-        raise ConfigError(
-            f"{prefix}{key}", data[key], f"one of {sorted(fields)}{hint}", source=source
-        )
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        tp = hints[name]
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value, source=source, prefix=f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(f"{prefix}{name}", value, tp, source)
     try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        if err.source is None and source is not None:
-            raise ConfigError(err.key, err.value, err.allowed, source=source) from None
-        raise
+        result: T = _validator(cls).validate_python(data)
+    except ValidationError as err:
+        raise _config_error(cls, err, source) from None
+    return result
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -177,6 +196,8 @@ def from_flat(flat: dict[str, Any], *, source: str | None = None) -> ExperimentC
             )
         if isinstance(value, str) and value.lower() == "null":
             value = None
+        elif isinstance(value, str) and isinstance(node[leaf], list):
+            value = [v for v in value.split(",") if v]
         node[leaf] = value
     return from_dict(ExperimentConfig, nested, source=source)
 

@@ -137,3 +137,97 @@ def test_values_that_would_fail_late_or_hang_are_refused_at_the_boundary(
 def test_privacy_off_without_target_or_caps_is_fine() -> None:
     cfg = from_dict(ExperimentConfig, {"privacy": {"enabled": False, "target_epsilon": None}})
     assert not cfg.privacy.enabled
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "allowed"),
+    [
+        ({"training": {"rounds": True}}, "training.rounds", "int"),
+        ({"training": {"rounds": False}}, "training.rounds", "int"),  # not 0: not a range error
+        ({"privacy": {"max_grad_norm": True}}, "privacy.max_grad_norm", "float"),
+        ({"privacy": {"target_epsilon": True}}, "privacy.target_epsilon", "float or null"),
+        ({"federation": {"caps": {"cleveland": True}}}, "federation.caps.cleveland", "float"),
+        ({"federation": {"release": {"decimals": True}}}, "federation.release.decimals", "int"),
+        ({"privacy": {"enabled": 1}}, "privacy.enabled", "bool"),
+        ({"privacy": {"enabled": "yes"}}, "privacy.enabled", "bool"),
+        ({"resume": 0}, "resume", "bool"),
+        ({"name": 5}, "name", "str"),
+        ({"training": {"rounds": 4.5}}, "training.rounds", "int"),
+    ],
+)
+def test_bools_are_never_numbers_nor_numbers_bools(
+    data: dict[str, object], key: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_dict(ExperimentConfig, data)
+    assert (err.value.key, err.value.allowed) == (key, allowed)
+
+
+def test_an_integral_float_is_an_int_and_text_booleans_are_booleans() -> None:
+    cfg = from_dict(
+        ExperimentConfig,
+        {"training": {"rounds": 4.0}, "privacy": {"enabled": "False", "target_epsilon": None}},
+    )
+    assert cfg.training.rounds == 4 and isinstance(cfg.training.rounds, int)
+    assert cfg.privacy.enabled is False
+
+
+def test_flat_run_config_strings_become_values() -> None:
+    """Flower's run config holds no None and no lists: "null" and comma-separated strings."""
+    cfg = from_flat(
+        {
+            "privacy.enabled": "true",
+            "privacy.target-epsilon": "null",
+            "privacy.noise-multiplier": "1.5",
+            "training.rounds": "4",
+            "federation.sites": "cleveland,hungary",
+            "compliance.jurisdictions": "",
+        }
+    )
+    assert cfg.privacy.enabled is True and cfg.privacy.target_epsilon is None
+    assert (cfg.privacy.noise_multiplier, cfg.training.rounds) == (1.5, 4)
+    assert (cfg.federation.sites, cfg.compliance.jurisdictions) == (("cleveland", "hungary"), ())
+    with pytest.raises(ConfigError, match=r"'privacy.enabled' \(from run config\): got '1'"):
+        from_flat({"privacy.enabled": "1"}, source="run config")
+
+
+def test_nested_tuples_and_mappings_are_checked_item_by_item() -> None:
+    consent = {"site": "cleveland", "purposes": ["cardiology-research"]}
+    cfg = from_dict(
+        ExperimentConfig,
+        {"compliance": {"consent": [consent]}, "federation": {"caps": {"cleveland": 2}}},
+    )
+    assert cfg.compliance.consent[0].purposes == ("cardiology-research",)
+    assert cfg.federation.caps == {"cleveland": 2.0}
+    for data, key, allowed in [
+        ({"compliance": {"consent": ["cleveland"]}}, "compliance.consent[0]", "a mapping"),
+        ({"compliance": {"consent": [{"purposes": []}]}}, "compliance.consent[0].site", "a value"),
+        ({"federation": {"sites": ["a", 1]}}, "federation.sites[1]", "str"),
+        ({"federation": {"sites": "a,b"}}, "federation.sites", "a list of str"),
+        ({"federation": {"caps": [1.0]}}, "federation.caps", "a mapping of str to float"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            from_dict(ExperimentConfig, data)
+        assert err.value.key == key and err.value.allowed.startswith(allowed), data
+
+
+def test_a_check_inside_a_nested_section_keeps_its_key_and_the_source() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_dict(
+            ExperimentConfig,
+            {"compliance": {"consent": [{"site": "cleveland", "withdraw_at_round": 0}]}},
+            source="my.yaml",
+        )
+    assert err.value.key == "compliance.consent[cleveland].withdraw_at_round"
+    assert err.value.source == "my.yaml"
+    with pytest.raises(ConfigError, match=r"'federation.release.decimals'.*got 9; allowed"):
+        from_dict(ExperimentConfig, {"federation": {"release": {"decimals": 9}}})
+    with pytest.raises(ConfigError, match="did you mean 'federation.release.decimals'"):
+        from_dict(ExperimentConfig, {"federation": {"release": {"decimalz": 2}}})
+
+
+def test_a_non_mapping_is_refused_at_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"config key 'privacy': got 3; allowed: a mapping"):
+        from_dict(ExperimentConfig, {"privacy": 3})
+    with pytest.raises(ConfigError, match=r"config key '<root>': got \[\]; allowed: a mapping"):
+        from_dict(ExperimentConfig, [])
