@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from fedsafe.common.errors import ConfigError, FedsafeError
+from fedsafe.common.storage import write_atomic
 
 __all__ = [
     "APPROVED_KEY",
@@ -144,7 +146,5 @@ def add_approval(site_yaml: Path, entries: Sequence[str]) -> list[str]:
     new_text = "\n".join(lines) + "\n"
     if _entries_in(new_text, source) != wanted:
         raise FedsafeError(f"{source}: could not add {APPROVED_KEY} safely; edit it by hand")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, new_text, mode=stat.S_IMODE(path.stat().st_mode))  # keep its mode
     return wanted

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TextIO
 
 from fedsafe.common.errors import FedsafeError
+from fedsafe.common.storage import write_atomic
 
 __all__ = ["write_secret", "Supervisor", "BACKOFF_S", "worker_command"]
 
@@ -33,12 +34,7 @@ def write_secret(path: Path) -> Path:
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_hex(32).encode("ascii"))
-    tmp.replace(path)
-    return path
+    return write_atomic(path, secrets.token_hex(32).encode("ascii"))  # 0600 from its first byte
 
 
 def worker_command(site_yaml: Path, runtime_api: str, secret: Path) -> list[str]:

@@ -7,7 +7,6 @@ would be a new release, which the site refuses instead.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedsafe.common.storage import write_atomic
 from fedsafe.common.wire import pack_arrays, unpack_arrays
 
 __all__ = ["CachedUpdate", "save_update", "load_update"]
@@ -61,12 +61,8 @@ def save_update(
             },
         }
     ).encode()
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        f.write(_LEN.pack(len(head)) + head + pack_arrays({k: v.numpy() for k, v in state.items()}))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    body = pack_arrays({k: v.numpy() for k, v in state.items()})
+    write_atomic(path, _LEN.pack(len(head)) + head + body)  # 0600: a noised update, not public
     for older in path.parent.glob(f"{path.name.split('.round-')[0]}.round-*.bin"):
         if older != path:
             older.unlink(missing_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from safetensors.numpy import save
 from fedsafe.common import crypto
 from fedsafe.common.config import ExperimentConfig
 from fedsafe.common.errors import FedsafeError, IntegrityError
+from fedsafe.common.storage import write_atomic
 from fedsafe.server.resume_config import bound_config, bound_config_hash, changed_keys
 
 __all__ = [
@@ -127,14 +127,7 @@ def save_checkpoint(
         "signer": crypto.public_key_fingerprint(public_pem),
         "signature": signature.hex(),
     }
-    path = run_dir / CHECKPOINT
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        f.write(save(tensors, metadata=metadata))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_atomic(run_dir / CHECKPOINT, save(tensors, metadata=metadata))
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from fedsafe.client.budget.records import StoreIntegrityError
 from fedsafe.client.budget.schema import charges_table, metadata, store_id
 from fedsafe.common import crypto
 from fedsafe.common.errors import IntegrityError
+from fedsafe.common.storage import write_atomic
 
 __all__ = ["StoreAnchor", "HEAD_STATEMENT", "state_digest", "Head"]
 
@@ -152,14 +152,7 @@ class StoreAnchor:
         body = json.dumps(
             {"payload": text, "signature": crypto.sign(self.private_key, text.encode()).hex()}
         )
-        self.head_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.head_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.head_path)
+        write_atomic(self.head_path, body)  # 0600, durable before the charge commits
         return Head(store, digest, pending, charges, time)
 
     def check(self, conn: Connection, path: Path) -> Head:

@@ -18,7 +18,7 @@ from fedsafe.client.budget.schema import (
 )
 from fedsafe.common.errors import PrivacyError
 from fedsafe.common.privacy.accountants import Charge, epsilon_for
-from fedsafe.common.sqlite_setup import transaction
+from fedsafe.common.storage import transaction
 
 __all__ = ["StoreReader", "row_charge"]
 

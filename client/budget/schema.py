@@ -17,17 +17,18 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
     inspect,
     select,
 )
 from sqlalchemy import exc as sa_exc
 
 from fedsafe.client.budget.records import BudgetStoreError
-from fedsafe.common.files import private_file
-from fedsafe.common.sqlite_setup import configure_sqlite, transaction
+from fedsafe.common.storage import StoreSchema, StoreVersionError, store_url, transaction
+from fedsafe.common.storage import open_engine as open_store_engine
+from fedsafe.common.storage.schema import meta_table as key_value_table
 
 __all__ = [
+    "BUDGET_SCHEMA",
     "SCHEMA_VERSION",
     "metadata",
     "meta_table",
@@ -42,16 +43,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 3
-# Versions this fedsafe opens: older ones are migrated by the site (under its signed head).
-MIGRATABLE = ("2",)
 
 metadata = MetaData()
-meta_table = Table(
-    "budget_meta",
-    metadata,
-    Column("key", String(40), primary_key=True),
-    Column("value", Text, nullable=False),
-)
+meta_table = key_value_table(metadata, "budget_meta")
 # One row per data set: its label, the fingerprint of its rows and the unit pinned at its
 # first charge. A label is only a name; the rows are the identity.
 datasets_table = Table(
@@ -150,53 +144,57 @@ def store_id(conn: Connection) -> str:
     return str(row[0])
 
 
+def _add_records_table(conn: Connection) -> None:
+    """Migration 2 -> 3: the records table (empty: data sets charged before it are matched by
+    fingerprint only, as before)."""
+    records_table.create(conn, checkfirst=True)
+
+
+# Version 3: charges bound to their unit, data fingerprint and a signed head. A version 2 store
+# is read as it is and migrated by the site on its next write, under its signed head. A store
+# from before versioning (version 1) is refused: its charges carry no unit.
+BUDGET_SCHEMA = StoreSchema(
+    store="budget store",
+    version=SCHEMA_VERSION,
+    meta=meta_table,
+    migrations={2: _add_records_table},
+    advice="start a new store with `fedsafe site acknowledge`",
+)
+
+
 def schema_version(conn: Connection) -> str | None:
-    row = conn.execute(
-        select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-    ).first()
-    return None if row is None else str(row[0])
+    """The version recorded in the store (None: not a versioned fedsafe store)."""
+    return BUDGET_SCHEMA.found(conn)
 
 
 def migrate(conn: Connection) -> bool:
-    """Bring a version 2 store to version 3 inside the caller's write transaction.
-
-    Version 3 adds the records table (empty: data sets charged before it are matched by
-    fingerprint only, as before). Returns whether anything changed.
-    """
-    if schema_version(conn) == str(SCHEMA_VERSION):
-        return False
-    records_table.create(conn, checkfirst=True)
-    conn.execute(
-        meta_table.update()
-        .where(meta_table.c.key == "schema_version")
-        .values(value=str(SCHEMA_VERSION))
-    )
-    return True
-
-
-def _check_version(engine: Engine, path: Path) -> None:
-    with engine.connect() as conn:
-        found = schema_version(conn)
-    if found not in (str(SCHEMA_VERSION), *MIGRATABLE):
-        raise BudgetStoreError(
-            f"budget store {path} has schema version {found or '1 (no version table)'}; this "
-            f"fedsafe reads versions {', '.join(MIGRATABLE)} (migrated on the site's next "
-            f"write) and {SCHEMA_VERSION} (charges bound to their unit, data fingerprint and "
-            "a signed head). Keep the old file as a record and start a new store with "
-            "`fedsafe site acknowledge`"
-        )
+    """Bring an older store to this version inside the caller's write transaction."""
+    return BUDGET_SCHEMA.upgrade(conn, "")
 
 
 def _create(engine: Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
     with transaction(engine, write=True) as conn:
         have = {r.key for r in conn.execute(select(meta_table.c.key))}
-        for key, value in (
-            ("schema_version", str(SCHEMA_VERSION)),
-            ("store_id", uuid.uuid4().hex),
-        ):
-            if key not in have:
-                conn.execute(meta_table.insert().values(key=key, value=value))
+        if "store_id" not in have:
+            conn.execute(meta_table.insert().values(key="store_id", value=uuid.uuid4().hex))
+        if "schema_version" not in have:
+            BUDGET_SCHEMA.stamp(conn)
+
+
+def _check(engine: Engine, path: Path) -> None:
+    names = set(inspect(engine).get_table_names())
+    missing = _TABLES - names - _ADDED_IN_3
+    legacy = charges_table.name in names and meta_table.name not in names  # version 1
+    if missing and not legacy:
+        raise BudgetStoreError(
+            f"{path} is not a fedsafe budget store (missing tables {sorted(missing)})"
+        )
+    with engine.connect() as conn:
+        try:
+            BUDGET_SCHEMA.check(conn, str(path))
+        except StoreVersionError as err:
+            raise BudgetStoreError(str(err)) from None
 
 
 def open_engine(path: Path, *, create: bool) -> Engine:
@@ -206,32 +204,19 @@ def open_engine(path: Path, *, create: bool) -> Engine:
     a typo never shows an empty, fresh budget. The file is readable by its owner only.
     """
     path = Path(path)
-    if not create and not path.is_file():
-        raise BudgetStoreError(
-            f"no budget store at {path}: the site creates it on its first private round; "
+    engine = open_store_engine(
+        store_url(path),
+        create=create,
+        missing=lambda p: BudgetStoreError(
+            f"no budget store at {p}: the site creates it on its first private round; "
             "check the site config's budget store path"
-        )
-    if create:
-        private_file(path)  # 0600: the charge history is the site's alone
-    engine = create_engine(f"sqlite:///{path.resolve()}", connect_args={"timeout": 30})
-    configure_sqlite(engine)
+        ),
+    )
     try:
-        names = set(inspect(engine).get_table_names())
-        if create and not names:
+        if create and not inspect(engine).get_table_names():
             _create(engine)
-        elif "budget_charges" in names and "budget_meta" not in names:
-            raise BudgetStoreError(
-                f"budget store {path} has schema version 1 (no version table); this fedsafe "
-                f"reads version {SCHEMA_VERSION} only. Keep the old file as a record and start a "
-                "new store with `fedsafe site acknowledge`"
-            )
         else:
-            missing = _TABLES - names - _ADDED_IN_3
-            if missing:
-                raise BudgetStoreError(
-                    f"{path} is not a fedsafe budget store (missing tables {sorted(missing)})"
-                )
-            _check_version(engine, path)
+            _check(engine, path)
     except sa_exc.SQLAlchemyError as err:
         engine.dispose()
         raise BudgetStoreError(f"cannot open budget store at {path}: {err}") from err

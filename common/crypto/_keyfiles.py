@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from fedsafe.common.errors import FedsafeError
+from fedsafe.common.storage.atomic import PRIVATE_MODE, PUBLIC_MODE, write_atomic
 
 __all__ = [
     "KeyFileError",
@@ -20,8 +20,6 @@ __all__ = [
     "read_key_file",
 ]
 
-PRIVATE_MODE = 0o600
-PUBLIC_MODE = 0o644
 DIRECTORY_MODE = 0o700
 
 
@@ -69,16 +67,8 @@ def write_new_private(path: Path, data: bytes) -> None:
 
 
 def replace_file(path: Path, data: bytes, *, private: bool) -> None:
-    """Atomically write ``path`` (temp file + rename), 0600 if ``private`` else 0644."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), PRIVATE_MODE if private else PUBLIC_MODE)
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically and durably write ``path``, 0600 if ``private`` else 0644."""
+    write_atomic(path, data, mode=PRIVATE_MODE if private else PUBLIC_MODE)
 
 
 def read_key_file(path: Path) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     func,
     insert,
     select,
@@ -38,9 +36,19 @@ from fedsafe.common.ledger.records import (
     format_time,
     head_message,
 )
-from fedsafe.common.sqlite_setup import configure_sqlite
+from fedsafe.common.storage import (
+    StoreSchema,
+    StoreVersionError,
+    configure_sqlite,
+    open_engine,
+    store_url,
+    transaction,
+    write_atomic,
+)
+from fedsafe.common.storage.atomic import PUBLIC_MODE
+from fedsafe.common.storage.schema import meta_table
 
-__all__ = ["Ledger", "ledger_table", "to_url", "write_witness", "WITNESS_FORMAT"]
+__all__ = ["LEDGER_SCHEMA", "Ledger", "ledger_table", "to_url", "write_witness", "WITNESS_FORMAT"]
 
 WITNESS_FORMAT = "fedsafe-ledger-witness-v1"
 _PAGE = 2000
@@ -57,6 +65,14 @@ ledger_table = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+# Version 1 is the layout above. Ledgers written before stores carried a version have exactly
+# this table and no meta table: they are read as version 1 (and stamped on their next open).
+LEDGER_SCHEMA = StoreSchema(
+    store="ledger",
+    version=1,
+    meta=meta_table(_metadata, "ledger_meta"),
+    unmarked=((ledger_table.name, 1),),
+)
 _COLS = (
     ledger_table.c.seq,
     ledger_table.c.time,
@@ -69,10 +85,7 @@ _COLS = (
 
 def to_url(url_or_path: str | os.PathLike[str]) -> str:
     """A plain path means a SQLite file; anything with ``://`` is an SQLAlchemy URL as given."""
-    text = os.fspath(url_or_path)
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).resolve()}"
+    return store_url(url_or_path)
 
 
 def _row_to_entry(row: Any) -> Entry:
@@ -80,23 +93,8 @@ def _row_to_entry(row: Any) -> Entry:
 
 
 def write_witness(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` as JSON atomically (temp file, fsync, rename, fsync dir)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(canonical_json(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write ``record`` as JSON atomically and durably (it is what makes truncation visible)."""
+    write_atomic(Path(path), canonical_json(record) + "\n", mode=PUBLIC_MODE)
 
 
 class Ledger:
@@ -115,7 +113,9 @@ class Ledger:
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)
         try:
-            _metadata.create_all(engine, checkfirst=True)
+            LEDGER_SCHEMA.prepare(engine, self.url, _metadata)
+        except StoreVersionError as err:
+            raise LedgerError(str(err)) from err
         except sa_exc.SQLAlchemyError as err:
             raise LedgerError(f"cannot open ledger at {engine.url!r}: {err}") from err
 
@@ -124,9 +124,8 @@ class Ledger:
         cls, url_or_path: str | os.PathLike[str], *, clock: Callable[[], datetime] | None = None
     ) -> Ledger:
         """Open (creating if needed) the ledger at a SQLAlchemy URL or a SQLite file path."""
-        url = to_url(url_or_path)
-        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
-        return cls(create_engine(url, connect_args=connect_args), clock=clock)
+        engine = open_engine(to_url(url_or_path), create=True, private=False)
+        return cls(engine, clock=clock)
 
     @property
     def url(self) -> str:
@@ -224,33 +223,31 @@ class Ledger:
         last_error: Exception | None = None
         for _attempt in range(_RETRIES):
             try:
-                with self._engine.connect() as conn:
-                    conn.execution_options(fedsafe_write=True)
-                    with conn.begin():
-                        if conn.dialect.name == "postgresql":
-                            conn.exec_driver_sql(
-                                "LOCK TABLE ledger_entries IN SHARE ROW EXCLUSIVE MODE"
-                            )
-                        head = self._head(conn)
-                        seq = head.seq if head else 0
-                        prev = head.hash if head else GENESIS_PREV_HASH
-                        entries, rows = [], []
-                        for kind, payload, text in build(head):
-                            seq += 1
-                            digest = entry_hash(seq, time, kind, payload, prev)
-                            entries.append(Entry(seq, time, kind, payload, prev, digest))
-                            rows.append(
-                                {
-                                    "seq": seq,
-                                    "time": time,
-                                    "kind": kind,
-                                    "payload": text,
-                                    "prev_hash": prev,
-                                    "hash": digest,
-                                }
-                            )
-                            prev = digest
-                        conn.execute(insert(ledger_table), rows)
+                with transaction(self._engine, write=True) as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql(
+                            "LOCK TABLE ledger_entries IN SHARE ROW EXCLUSIVE MODE"
+                        )
+                    head = self._head(conn)
+                    seq = head.seq if head else 0
+                    prev = head.hash if head else GENESIS_PREV_HASH
+                    entries, rows = [], []
+                    for kind, payload, text in build(head):
+                        seq += 1
+                        digest = entry_hash(seq, time, kind, payload, prev)
+                        entries.append(Entry(seq, time, kind, payload, prev, digest))
+                        rows.append(
+                            {
+                                "seq": seq,
+                                "time": time,
+                                "kind": kind,
+                                "payload": text,
+                                "prev_hash": prev,
+                                "hash": digest,
+                            }
+                        )
+                        prev = digest
+                    conn.execute(insert(ledger_table), rows)
                 return entries
             except sa_exc.IntegrityError as err:  # lost a race for the next seq: retry
                 last_error = err

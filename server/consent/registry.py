@@ -12,7 +12,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     insert,
-    inspect,
     select,
 )
 from sqlalchemy import exc as sa_exc
@@ -26,17 +25,17 @@ from fedsafe.common.consent import (
 )
 from fedsafe.common.errors import ConsentError, IntegrityError
 from fedsafe.common.ledger.records import format_time
-from fedsafe.common.sqlite_setup import transaction
+from fedsafe.common.storage import StoreVersionError, transaction
 from fedsafe.server.consent.config_grants import signed_grants, signed_withdrawals
 from fedsafe.server.consent.decision import ConsentDecision, ConsentEntry, aware
 from fedsafe.server.consent.store import (
+    CONSENT_SCHEMA,
     _record_row,
     _records,
     _row_to_signed,
     _row_to_withdrawal,
     _withdrawals,
     consent_tables,
-    copy_legacy_rows,
     open_engine,
 )
 
@@ -57,11 +56,11 @@ class ConsentRegistry:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._planned: dict[tuple[int, str], list[str]] = {}
+        where = engine.url.render_as_string(hide_password=True)
         try:
-            fresh = not inspect(engine).has_table(_records.name)
-            consent_tables.create_all(engine, checkfirst=True)
-            if fresh:
-                copy_legacy_rows(engine)
+            CONSENT_SCHEMA.prepare(engine, where, consent_tables)
+        except StoreVersionError as err:
+            raise ConsentError(str(err)) from err
         except sa_exc.SQLAlchemyError as err:
             raise ConsentError(f"cannot open consent registry at {engine.url!r}: {err}") from err
 

@@ -7,29 +7,29 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
     insert,
     inspect,
     select,
 )
-from sqlalchemy.pool import StaticPool
 
 from fedsafe.common.consent import ConsentRecord, SignedConsent, Withdrawal, parse_time
 from fedsafe.common.errors import ConsentError
-from fedsafe.common.files import private_file
-from fedsafe.common.sqlite_setup import configure_sqlite
+from fedsafe.common.storage import StoreSchema, store_url
+from fedsafe.common.storage import open_engine as open_store_engine
+from fedsafe.common.storage.schema import meta_table
 
 __all__ = [
+    "CONSENT_SCHEMA",
     "DEFAULT_FILENAME",
     "consent_tables",
     "copy_legacy_rows",
@@ -77,32 +77,33 @@ _withdrawals = Table(
 
 def registry_url(url_or_path: str | os.PathLike[str]) -> str:
     """URL as given; a directory means ``<dir>/consent.db``; any other path a SQLite file."""
-    text = os.fspath(url_or_path)
-    if "://" in text:
-        return text
-    path = Path(text).expanduser()
-    if path.is_dir():
-        path = path / DEFAULT_FILENAME
-    return f"sqlite:///{path.resolve()}"
+    return store_url(url_or_path, default_name=DEFAULT_FILENAME)
 
 
-def copy_legacy_rows(engine: Engine) -> None:
-    """Bring the rows of a v1 registry (same columns, other key) into the v2 tables."""
-    names = set(inspect(engine).get_table_names())
-    with engine.begin() as conn:
-        for table in (_records, _withdrawals):
-            legacy = _LEGACY[table.name]
-            if legacy not in names:
-                continue
-            columns = [c.name for c in table.columns]
-            old = Table(legacy, MetaData(), autoload_with=conn)
-            rows = conn.execute(select(*(old.c[name] for name in columns))).all()
-            if rows:
-                conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+def copy_legacy_rows(conn: Connection) -> None:
+    """Migration 1 -> 2: the v2 tables, filled with a v1 registry's rows (other key)."""
+    names = set(inspect(conn).get_table_names())
+    consent_tables.create_all(conn, checkfirst=True)
+    for table in (_records, _withdrawals):
+        legacy = _LEGACY[table.name]
+        if legacy not in names:
+            continue
+        columns = [c.name for c in table.columns]
+        old = Table(legacy, MetaData(), autoload_with=conn)
+        rows = conn.execute(select(*(old.c[name] for name in columns))).all()
+        if rows:
+            conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 
 
-def _is_memory(url: str) -> bool:
-    return url in ("sqlite://", "sqlite:///:memory:")
+# Version 2: rows keyed by (site, record_id). A file from before versioning is version 2 if it
+# has the v2 tables, version 1 if it has only the v1 tables (migrated on open).
+CONSENT_SCHEMA = StoreSchema(
+    store="consent registry",
+    version=2,
+    meta=meta_table(consent_tables, "consent_meta"),
+    migrations={1: copy_legacy_rows},
+    unmarked=((_records.name, 2), ("consent_records", 1)),
+)
 
 
 def _record_row(signed: SignedConsent) -> dict[str, Any]:
@@ -147,23 +148,13 @@ def open_engine(url_or_path: str | os.PathLike[str], *, create: bool) -> Engine:
 
     ``sqlite://`` is an in-memory registry shared by all threads, for simulations. With
     ``create=False`` a missing SQLite file is an error instead of a new empty registry,
-    so a mistyped path is not mistaken for "no consent".
+    so a mistyped path is not mistaken for "no consent". A new file is 0600 (consent records);
+    SQLite runs in WAL so `fedsafe consent grant` writes while a running server reads.
     """
-    url = registry_url(url_or_path)
-    if not create and url.startswith("sqlite:///") and not _is_memory(url):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise ConsentError(f"no consent registry at {path} (nothing granted there yet?)")
-    if _is_memory(url):
-        return create_engine(
-            "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
-        )
-    if url.startswith("sqlite"):
-        if create and url.startswith("sqlite:///"):
-            private_file(Path(url.removeprefix("sqlite:///")))  # 0600: consent records
-        engine = create_engine(url, connect_args={"timeout": 30})
-        # The settings every fedsafe store shares: WAL (so `fedsafe consent grant` writes
-        # while a running server reads), durable commits, writers that lock first.
-        configure_sqlite(engine)
-        return engine
-    return create_engine(url)
+    return open_store_engine(
+        registry_url(url_or_path),
+        create=create,
+        missing=lambda path: ConsentError(
+            f"no consent registry at {path} (nothing granted there yet?)"
+        ),
+    )

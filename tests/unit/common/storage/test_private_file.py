@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 from fedsafe.client.budget import BudgetStore
-from fedsafe.common.files import private_file
+from fedsafe.common.storage import private_file
 from fedsafe.server.consent import ConsentRegistry
 
 

@@ -18,21 +18,29 @@ __all__ = ["WRITE_OPTION", "configure_sqlite", "transaction"]
 WRITE_OPTION = "fedsafe_write"
 
 
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
 def configure_sqlite(engine: Engine) -> None:
-    """WAL journal, synchronous=FULL (a commit survives power loss), BEGIN IMMEDIATE for writers."""
+    """WAL journal, synchronous=FULL (a commit survives power loss), BEGIN IMMEDIATE for writers.
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    Idempotent: an engine configured twice (opened by the storage layer, then handed to a
+    store) must not issue BEGIN twice.
+    """
+    if not event.contains(engine, "connect", _on_connect):
+        event.listen(engine, "connect", _on_connect)
+    if not event.contains(engine, "begin", _on_begin):
+        event.listen(engine, "begin", _on_begin)
 
 
 @contextmanager
