@@ -1,7 +1,8 @@
 """Typed, frozen configuration schemas and the one strict converter every config source uses.
 
 `limits` holds the registries' names and the bounds, `sections` and `experiment` the frozen
-dataclasses, `convert` the converter (key, value, allowed and the source file in every error).
+dataclasses, `convert` the converter (pydantic over those dataclasses; key, value, allowed and the
+source file in every error).
 """
 
 from fedsafe.common.config.convert import from_dict, from_flat, load_json, to_dict, to_flat
