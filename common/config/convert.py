@@ -116,12 +116,14 @@ def _placed(err: ConfigError, loc: Loc, source: str | None) -> ConfigError:
     return ConfigError(key, err.value, err.allowed, source=err.source or source)
 
 
-def _config_error(cls: type[Any], err: ValidationError, source: str | None) -> ConfigError:
+def _config_error(
+    cls: type[Any], err: ValidationError, source: str | None, prefix: str
+) -> ConfigError:
     """pydantic's first error as fedsafe's; an unknown key first, as it often explains the rest."""
     errors = err.errors()
     first = next((e for e in errors if e["type"] == "unexpected_keyword_argument"), errors[0])
     loc, kind, value = tuple(first["loc"]), first["type"], first["input"]
-    key = _dotted(loc) or "<root>"
+    key = f"{prefix}{_dotted(loc)}".rstrip(".") or "<root>"
     if kind == "value_error":
         cause = first["ctx"]["error"]
         if isinstance(cause, ConfigError):
@@ -130,7 +132,7 @@ def _config_error(cls: type[Any], err: ValidationError, source: str | None) -> C
     if kind == "unexpected_keyword_argument":
         fields = [f.name for f in dataclasses.fields(_declared(cls, loc[:-1]))]
         close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
-        parent = _dotted(loc[:-1])
+        parent = f"{prefix}{_dotted(loc[:-1])}".rstrip(".")
         hint = f" (did you mean '{parent}{'.' if parent else ''}{close[0]}'?)" if close else ""
         return ConfigError(key, value, f"one of {sorted(fields)}{hint}", source=source)
     if kind in ("missing", "missing_argument"):
@@ -138,16 +140,17 @@ def _config_error(cls: type[Any], err: ValidationError, source: str | None) -> C
     return ConfigError(key, value, _describe(_declared(cls, loc)), source=source)
 
 
-def from_dict(cls: type[T], data: Any, *, source: str | None = None) -> T:
+def from_dict(cls: type[T], data: Any, *, source: str | None = None, prefix: str = "") -> T:
     """Build a frozen config dataclass from nested plain data, strictly.
 
     Unknown keys, wrong types and out-of-range values raise ConfigError naming the
-    dotted key, the value, what is allowed and the source file.
+    dotted key, the value, what is allowed and the source file. `prefix` places a
+    section's keys when `cls` is one section (`strategy.`).
     """
     try:
         result: T = _validator(cls).validate_python(data)
     except ValidationError as err:
-        raise _config_error(cls, err, source) from None
+        raise _config_error(cls, err, source, prefix) from None
     return result
 
 
