@@ -35,7 +35,7 @@ def _refuse_bool(value: Any) -> Any:
 
 def _bool_from_text(value: Any) -> Any:
     if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"  # Flower's run config and env files carry strings
+        return value.lower() == "true"  # Flower's run config carries strings
     return value
 
 
