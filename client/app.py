@@ -96,6 +96,85 @@ def _instructions(msg: Message) -> Mapping[str, Any]:
     return msg.content.config_records[keys.CONFIG]
 
 
+def _roll_call(run_cfg: ExperimentConfig, msg: Message, context: Context) -> Message:
+    """Answer "who is there" with a statement signed by the site's key, bound to the run."""
+    instructions = msg.content[keys.CONFIG]
+    run_id = str(instructions[keys.RUN_ID])
+    try:
+        site = site_runtime(run_cfg, context, run_id)
+    except DataError as err:
+        return _refuse(msg, "(unidentified)", err)
+    statement = identity_payload(
+        site=site.name, run_id=run_id, purpose=str(instructions[keys.PURPOSE])
+    )
+    if run_cfg.security.secure_aggregation:  # the server sizes SecAgg+ weights from it
+        statement["num_examples"] = released_weight(site, site.data.n_train)
+    records: dict[str, object] = {
+        keys.IDENTITY: ConfigRecord(sign_statement(statement, site.signing_key))
+    }
+    if SITE_CONFIG not in context.node_config:  # a simulated site brings its consent along
+        records[keys.CONSENT] = ConfigRecord(
+            grants_record(run_cfg, site.name, site.signing_key, site.signing_public)
+        )
+    return _reply(msg, site.name, records)
+
+
+def _train(
+    run_cfg: ExperimentConfig, msg: Message, context: Context, *, keep_update_arrays: bool
+) -> Message:
+    """One private round, or a refusal naming why; never a crash on what the server sent."""
+    try:
+        ctx = parse_round_context(_instructions(msg), train=True)
+        site = site_runtime(run_cfg, context, ctx.run_id)
+    except DataError as err:
+        return _refuse(msg, "(unidentified)", err)
+    except _BAD_REQUEST as err:
+        return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
+    if is_secure_stage(msg) != run_cfg.security.secure_aggregation:
+        # Under secure aggregation the plain update never leaves; outside it, no SecAgg+.
+        mode = "secure aggregation" if run_cfg.security.secure_aggregation else "sealed updates"
+        why = MalformedRequestError(f"this run sends updates by {mode}; request refused")
+        return _refuse(msg, site.name, why)
+    try:
+        if is_secure_stage(msg):
+            return secure_train(
+                run_cfg, site, ctx, msg, context, keep_update_arrays=keep_update_arrays
+            )
+        state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
+        update = _update_record(run_cfg, site, ctx, train_round(run_cfg, site, state, ctx))
+    except FedsafeError as err:
+        return _refuse(msg, site.name, err)
+    except _BAD_REQUEST as err:  # a model of other shapes, a missing record: refused
+        return _refuse(msg, site.name, MalformedRequestError(f"malformed request: {err}"))
+    return _reply(msg, site.name, update)
+
+
+def _evaluate(run_cfg: ExperimentConfig, msg: Message, context: Context) -> Message:
+    """Metrics on the site's held-out rows, as its release policy allows them to leave."""
+    try:
+        ctx = parse_round_context(msg.content.config_records[keys.CONFIG], train=False)
+        site = site_runtime(run_cfg, context, ctx.run_id)
+    except DataError as err:
+        return _refuse(msg, "(unidentified)", err)
+    except _BAD_REQUEST as err:
+        return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
+    try:
+        state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
+        metrics = evaluate_round(run_cfg, site, state, ctx)
+    except FedsafeError as err:
+        return _refuse(msg, site.name, err)
+    except _BAD_REQUEST as err:
+        return _refuse(msg, site.name, MalformedRequestError(f"malformed request: {err}"))
+    records: dict[str, object] = {keys.METRICS: _metric_record(metrics)}
+    if SITE_CONFIG not in context.node_config:  # a simulated site withdrawing before next round
+        withdrawal = withdrawals_record(
+            run_cfg, site.name, site.signing_key, next_round=ctx.server_round + 1
+        )
+        if withdrawal is not None:
+            records[keys.CONSENT] = ConfigRecord(withdrawal)
+    return _reply(msg, site.name, records)
+
+
 def build_client_app(
     cfg: ExperimentConfig | None = None, *, keep_update_arrays: bool = False
 ) -> ClientApp:
@@ -117,81 +196,15 @@ def build_client_app(
 
     @app.query()
     def roll_call(msg: Message, context: Context) -> Message:
-        """Answer "who is there" with a statement signed by the site's key, bound to the run."""
-        run_cfg = config_of(context)
-        instructions = msg.content[keys.CONFIG]
-        run_id = str(instructions[keys.RUN_ID])
-        try:
-            site = site_runtime(run_cfg, context, run_id)
-        except DataError as err:
-            return _refuse(msg, "(unidentified)", err)
-        statement = identity_payload(
-            site=site.name, run_id=run_id, purpose=str(instructions[keys.PURPOSE])
-        )
-        if run_cfg.security.secure_aggregation:  # the server sizes SecAgg+ weights from it
-            statement["num_examples"] = released_weight(site, site.data.n_train)
-        records: dict[str, object] = {
-            keys.IDENTITY: ConfigRecord(sign_statement(statement, site.signing_key))
-        }
-        if SITE_CONFIG not in context.node_config:  # a simulated site brings its consent along
-            records[keys.CONSENT] = ConfigRecord(
-                grants_record(run_cfg, site.name, site.signing_key, site.signing_public)
-            )
-        return _reply(msg, site.name, records)
+        return _roll_call(config_of(context), msg, context)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        run_cfg = config_of(context)
-        try:
-            ctx = parse_round_context(_instructions(msg), train=True)
-            site = site_runtime(run_cfg, context, ctx.run_id)
-        except DataError as err:
-            return _refuse(msg, "(unidentified)", err)
-        except _BAD_REQUEST as err:
-            return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
-        if is_secure_stage(msg) != run_cfg.security.secure_aggregation:
-            # Under secure aggregation the plain update never leaves; outside it, no SecAgg+.
-            mode = "secure aggregation" if run_cfg.security.secure_aggregation else "sealed updates"
-            why = MalformedRequestError(f"this run sends updates by {mode}; request refused")
-            return _refuse(msg, site.name, why)
-        try:
-            if is_secure_stage(msg):
-                return secure_train(
-                    run_cfg, site, ctx, msg, context, keep_update_arrays=keep_update_arrays
-                )
-            state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
-            update = _update_record(run_cfg, site, ctx, train_round(run_cfg, site, state, ctx))
-        except FedsafeError as err:
-            return _refuse(msg, site.name, err)
-        except _BAD_REQUEST as err:  # a model of other shapes, a missing record: refused
-            return _refuse(msg, site.name, MalformedRequestError(f"malformed request: {err}"))
-        return _reply(msg, site.name, update)
+        return _train(config_of(context), msg, context, keep_update_arrays=keep_update_arrays)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        run_cfg = config_of(context)
-        try:
-            ctx = parse_round_context(msg.content.config_records[keys.CONFIG], train=False)
-            site = site_runtime(run_cfg, context, ctx.run_id)
-        except DataError as err:
-            return _refuse(msg, "(unidentified)", err)
-        except _BAD_REQUEST as err:
-            return _refuse(msg, "(unidentified)", MalformedRequestError(str(err)))
-        try:
-            state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
-            metrics = evaluate_round(run_cfg, site, state, ctx)
-        except FedsafeError as err:
-            return _refuse(msg, site.name, err)
-        except _BAD_REQUEST as err:
-            return _refuse(msg, site.name, MalformedRequestError(f"malformed request: {err}"))
-        records: dict[str, object] = {keys.METRICS: _metric_record(metrics)}
-        if SITE_CONFIG not in context.node_config:  # a simulated site withdrawing before next round
-            withdrawal = withdrawals_record(
-                run_cfg, site.name, site.signing_key, next_round=ctx.server_round + 1
-            )
-            if withdrawal is not None:
-                records[keys.CONSENT] = ConfigRecord(withdrawal)
-        return _reply(msg, site.name, records)
+        return _evaluate(config_of(context), msg, context)
 
     return app
 

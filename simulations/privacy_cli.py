@@ -172,33 +172,51 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accounting_arguments(p: argparse.ArgumentParser) -> None:
+    """What `epsilon` and `noise` both need: q, steps, delta, the accountant."""
+    p.add_argument(
+        "--sample-rate", type=_number(0, 1), required=True, help="Poisson sampling rate q"
+    )
+    p.add_argument("--steps", type=_number(1, 10**7, integer=True, low_open=False), required=True)
+    p.add_argument("--delta", type=_DELTA, required=True)
+    p.add_argument("--accountant", choices=sorted(ACCOUNTANTS), default="rdp")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _client_level_arguments(plan: argparse.ArgumentParser) -> None:
+    client = plan.add_argument_group(
+        "client-level DP", "one site's whole contribution per round (privacy.client_level)"
+    )
+    client.add_argument("--client-level", choices=("central", "distributed"))
+    client_goal = client.add_mutually_exclusive_group()
+    client_goal.add_argument(
+        "--client-target-epsilon", type=_EPSILON, help="client-level target (default 8)"
+    )
+    client_goal.add_argument("--client-noise-multiplier", type=_NOISE)
+    client.add_argument("--client-clipping-norm", type=_number(0, 1e4), default=0.5)
+    client.add_argument("--client-max-epsilon", type=_number(0, MAX_CAP))
+
+
 def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`fedsafe privacy epsilon | noise | plan`."""
     privacy = sub.add_parser("privacy", help="privacy accounting for planning a site's spend")
     psub = privacy.add_subparsers(dest="privacy_command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--sample-rate", type=_number(0, 1), required=True, help="Poisson sampling rate q"
-        )
-        p.add_argument(
-            "--steps", type=_number(1, 10**7, integer=True, low_open=False), required=True
-        )
-        p.add_argument("--delta", type=_DELTA, required=True)
-        p.add_argument("--accountant", choices=sorted(ACCOUNTANTS), default="rdp")
-        p.add_argument("--json", action="store_true", help="print JSON")
 
     eps = psub.add_parser("epsilon", help="epsilon spent by a noise multiplier over steps")
     eps.add_argument(  # 0 is allowed here: the answer is then an infinite epsilon
         "--noise-multiplier", type=_number(0, MAX_NOISE, low_open=False), required=True
     )
-    common(eps)
+    _accounting_arguments(eps)
     eps.set_defaults(func=_epsilon)
 
     noise = psub.add_parser("noise", help="noise multiplier that stays within a target epsilon")
     noise.add_argument("--target-epsilon", type=_EPSILON, required=True)
-    common(noise)
+    _accounting_arguments(noise)
     noise.set_defaults(func=_noise)
+    _add_plan_parser(psub)
 
+
+def _add_plan_parser(psub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     plan = psub.add_parser(
         "plan",
         help="per site: noise for the target, epsilon after each round, the round a cap stops it",
@@ -245,16 +263,6 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
         metavar="NAME=PATH",
         help="a site's budget store: what it spent before",
     )
-    client = plan.add_argument_group(
-        "client-level DP", "one site's whole contribution per round (privacy.client_level)"
-    )
-    client.add_argument("--client-level", choices=("central", "distributed"))
-    client_goal = client.add_mutually_exclusive_group()
-    client_goal.add_argument(
-        "--client-target-epsilon", type=_EPSILON, help="client-level target (default 8)"
-    )
-    client_goal.add_argument("--client-noise-multiplier", type=_NOISE)
-    client.add_argument("--client-clipping-norm", type=_number(0, 1e4), default=0.5)
-    client.add_argument("--client-max-epsilon", type=_number(0, MAX_CAP))
+    _client_level_arguments(plan)
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=_plan, target_epsilon=None)

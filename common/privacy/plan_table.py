@@ -249,52 +249,45 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "inf" if math.isinf(value) else format(value, spec)
 
 
-def format_plan(plan: FederationPlan) -> str:
-    """A fixed-width table, then each site's epsilon after each joined round, then warnings."""
-    goal = (
-        f"target epsilon {plan.target_epsilon:g}"
-        if plan.target_epsilon is not None
-        else f"noise multiplier {plan.noise_multiplier:g}"
+_HEADER = (
+    "site",
+    "n",
+    "p",
+    "exp.rds",
+    "q",
+    "steps/rd",
+    "noise",
+    "prior eps",
+    "eps@exp",
+    "eps@all",
+    "cap",
+    "cap round",
+)
+
+
+def _site_cells(row: SiteRow) -> tuple[str, ...]:
+    eps_all = row.epsilon_after_round[-1] if row.epsilon_after_round else None
+    return (
+        row.site,
+        str(row.n_train),
+        f"{row.participation:.2f}",
+        str(row.expected_rounds),
+        f"{row.sample_rate:.4f}",
+        str(row.steps_per_round),
+        _fmt(row.noise_multiplier, ".4f"),
+        _fmt(row.prior_epsilon),
+        _fmt(row.expected_epsilon if row.noise_multiplier is not None else None),
+        _fmt(eps_all),
+        _fmt(row.cap, "g"),
+        "-" if row.cap_round is None else str(row.cap_round),
     )
-    lines = [
-        f"privacy plan: {plan.rounds} rounds x {plan.local_epochs} local epoch(s), batch "
-        f"{plan.batch_size}, {goal}, delta={plan.delta:g}, accountant '{plan.accountant}' "
-        "(Poisson sampling, sample-level DP)"
-    ]
-    header = (
-        "site",
-        "n",
-        "p",
-        "exp.rds",
-        "q",
-        "steps/rd",
-        "noise",
-        "prior eps",
-        "eps@exp",
-        "eps@all",
-        "cap",
-        "cap round",
-    )
-    table = [header]
-    for row in plan.sites:
-        eps_all = row.epsilon_after_round[-1] if row.epsilon_after_round else None
-        table.append(
-            (
-                row.site,
-                str(row.n_train),
-                f"{row.participation:.2f}",
-                str(row.expected_rounds),
-                f"{row.sample_rate:.4f}",
-                str(row.steps_per_round),
-                _fmt(row.noise_multiplier, ".4f"),
-                _fmt(row.prior_epsilon),
-                _fmt(row.expected_epsilon if row.noise_multiplier is not None else None),
-                _fmt(eps_all),
-                _fmt(row.cap, "g"),
-                "-" if row.cap_round is None else str(row.cap_round),
-            )
-        )
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+
+
+def _table_lines(plan: FederationPlan) -> list[str]:
+    """The per-site table, fixed width: names left-aligned, figures right-aligned."""
+    table = [_HEADER, *(_site_cells(row) for row in plan.sites)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(_HEADER))]
+    lines = []
     for i, cells in enumerate(table):
         lines.append(
             "  ".join(
@@ -304,8 +297,11 @@ def format_plan(plan: FederationPlan) -> str:
         )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append("")
-    lines.append("epsilon after each joined round (| marks the expected rounds' end):")
+    return lines
+
+
+def _trajectory_lines(plan: FederationPlan) -> list[str]:
+    lines = ["", "epsilon after each joined round (| marks the expected rounds' end):"]
     for row in plan.sites:
         marks = [
             f"{_fmt(e, '.2f')}{' |' if j == row.expected_rounds else ''}"
@@ -317,6 +313,23 @@ def format_plan(plan: FederationPlan) -> str:
                 text, width=100, initial_indent=f"  {row.site}: ", subsequent_indent="    "
             )
         )
+    return lines
+
+
+def format_plan(plan: FederationPlan) -> str:
+    """A fixed-width table, then each site's epsilon after each joined round, then warnings."""
+    goal = (
+        f"target epsilon {plan.target_epsilon:g}"
+        if plan.target_epsilon is not None
+        else f"noise multiplier {plan.noise_multiplier:g}"
+    )
+    lines = [
+        f"privacy plan: {plan.rounds} rounds x {plan.local_epochs} local epoch(s), batch "
+        f"{plan.batch_size}, {goal}, delta={plan.delta:g}, accountant '{plan.accountant}' "
+        "(Poisson sampling, sample-level DP)",
+        *_table_lines(plan),
+        *_trajectory_lines(plan),
+    ]
     if plan.client_level is not None:
         c = plan.client_level
         cap = "no cap" if c.max_epsilon is None else f"cap {c.max_epsilon:g}"

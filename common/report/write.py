@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +11,8 @@ from typing import Any
 from fedsafe.common.ledger.audit import Anchors
 from fedsafe.common.report.run_data import build_run_report
 from fedsafe.common.report.run_html import render_run_html
+from fedsafe.common.storage import write_atomic
+from fedsafe.common.storage.atomic import PUBLIC_MODE
 
 __all__ = ["WrittenReport", "json_path_for", "write_html_and_json", "write_run_report"]
 
@@ -42,17 +42,9 @@ def json_path_for(html_path: Path) -> Path:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    # A half-written report must never be mistaken for a complete one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be handed on
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A half-written report must never be mistaken for a complete one; a report is meant to
+    be handed on, so it is readable by others (0644)."""
+    write_atomic(path, text, mode=PUBLIC_MODE)
 
 
 def write_html_and_json(report: dict[str, Any], html: str, out: Path) -> WrittenReport:

@@ -25,16 +25,8 @@ __all__ = ["CONFIG_KEYS", "entry_to_grant", "signed_grants", "signed_withdrawals
 CONFIG_KEYS = (*(k for k in RECORD_KEYS if k != "granted_at"), "withdraw_at_round")
 
 
-def entry_to_grant(
-    index: int,
-    entry: Any,
-    keys: Mapping[str, tuple[bytes, bytes]],
-    *,
-    now: datetime,
-    dataset: str | None,
-    source: str | None,
-) -> tuple[SignedConsent, bytes, int | None]:
-    """Check one config entry by name and sign it with its site's key."""
+def _fields(index: int, entry: Any, source: str | None) -> Mapping[str, Any]:
+    """The entry as a mapping holding only known consent fields, else ConfigError naming it."""
     where = f"consent[{index}]"
     if not isinstance(entry, Mapping):
         raise ConfigError(where, entry, "a mapping of consent fields", source=source)
@@ -46,29 +38,56 @@ def entry_to_grant(
             f"one of {', '.join(CONFIG_KEYS)}",
             source=source,
         )
+    return entry
 
-    def required(key: str) -> Any:
-        if entry.get(key) is None:
-            raise ConfigError(f"{where}.{key}", None, "a value (required)", source=source)
-        return entry[key]
 
-    def when(key: str, default: datetime | None) -> datetime | None:
-        value = entry.get(key)
-        if value is None:
-            return default
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_time(value, field=key)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"{where}.{key}",
-                value,
-                "ISO-8601 time with zone (e.g. 2025-01-01T00:00:00Z) or null",
-                source=source,
-            ) from None
+def _required(entry: Mapping[str, Any], where: str, key: str, source: str | None) -> Any:
+    if entry.get(key) is None:
+        raise ConfigError(f"{where}.{key}", None, "a value (required)", source=source)
+    return entry[key]
 
-    site = required("site")
+
+def _when(
+    entry: Mapping[str, Any], where: str, key: str, default: datetime | None, source: str | None
+) -> datetime | None:
+    value = entry.get(key)
+    if value is None:
+        return default
+    if isinstance(value, datetime):
+        return value
+    try:
+        return parse_time(value, field=key)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{where}.{key}",
+            value,
+            "ISO-8601 time with zone (e.g. 2025-01-01T00:00:00Z) or null",
+            source=source,
+        ) from None
+
+
+def _withdraw_round(entry: Mapping[str, Any], where: str, source: str | None) -> int | None:
+    value = entry.get("withdraw_at_round")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(
+            f"{where}.withdraw_at_round", value, "a round number >= 1 or null", source=source
+        )
+    return value
+
+
+def entry_to_grant(
+    index: int,
+    raw: Any,
+    keys: Mapping[str, tuple[bytes, bytes]],
+    *,
+    now: datetime,
+    dataset: str | None,
+    source: str | None,
+) -> tuple[SignedConsent, bytes, int | None]:
+    """Check one config entry by name and sign it with its site's key."""
+    where = f"consent[{index}]"
+    entry = _fields(index, raw, source)
+    site = _required(entry, where, "site", source)
     if site not in keys:
         raise ConfigError(
             f"{where}.site",
@@ -79,17 +98,11 @@ def entry_to_grant(
     chosen = entry.get("dataset") or dataset
     if chosen is None:
         raise ConfigError(f"{where}.dataset", None, "a dataset name (required)", source=source)
-    round_number = entry.get("withdraw_at_round")
-    if round_number is not None and (
-        isinstance(round_number, bool) or not isinstance(round_number, int) or round_number < 1
-    ):
-        raise ConfigError(
-            f"{where}.withdraw_at_round", round_number, "a round number >= 1 or null", source=source
-        )
-    fields = {key: required(key) for key in ("purposes", "legal_basis", "data_categories")}
-    jurisdiction = required("jurisdiction")
-    valid_from = when("valid_from", now) or now
-    valid_until = when("valid_until", None)
+    round_number = _withdraw_round(entry, where, source)
+    fields = {
+        key: _required(entry, where, key, source)
+        for key in ("purposes", "legal_basis", "data_categories", "jurisdiction")
+    }
     try:
         record = ConsentRecord(
             site=site,
@@ -97,9 +110,9 @@ def entry_to_grant(
             purposes=fields["purposes"],
             legal_basis=fields["legal_basis"],
             data_categories=fields["data_categories"],
-            jurisdiction=jurisdiction,
-            valid_from=valid_from,
-            valid_until=valid_until,
+            jurisdiction=fields["jurisdiction"],
+            valid_from=_when(entry, where, "valid_from", now, source) or now,
+            valid_until=_when(entry, where, "valid_until", None, source),
             granted_at=now,
             record_id=entry.get("record_id") or f"cfg-{site}-{index}",
         )
