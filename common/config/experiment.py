@@ -10,6 +10,7 @@ from fedsafe.common.config.limits import (
     MAX_NOISE,
     MAX_TIMEOUT_S,
     NATURAL_SITES,
+    StrategyName,
     _check,
     _within,
 )
@@ -148,9 +149,9 @@ class ComplianceConfig:
 
 
 # Strategies that need only the weighted mean of the updates: what secure aggregation gives.
-SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam")
+SECURE_STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedprox", "fedadam")
 # Central DP noises what the strategy returns, so it must return the plain mean.
-CENTRAL_DP_STRATEGIES = ("fedavg", "fedprox")
+CENTRAL_DP_STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedprox")
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,24 @@
 """The names and bounds every config value is checked against, and the two checks themselves.
 
-Registries' names live here so that a config can be checked without importing torch.
+One name registry per kind: each kind's names are written once, as the Literal type the config
+schema declares; the tuple used in messages and checks is derived from it, and each runtime
+registry (data sets, models, accountants, strategies) is tested to hold exactly these names.
+They live here so that a config can be checked without importing torch.
 """
 
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 from fedsafe.common.errors import ConfigError
 
 __all__ = [
+    "AccountantName",
+    "DatasetName",
+    "ModelName",
+    "StrategyName",
     "DATASETS",
     "MODELS",
     "STRATEGIES",
@@ -23,7 +32,7 @@ __all__ = [
     "MAX_TIMEOUT_S",
 ]
 
-DATASETS = (
+DatasetName = Literal[
     "heart_disease",
     "breast_cancer",
     "lending_club",
@@ -31,21 +40,19 @@ DATASETS = (
     "digits",
     "fashion_mnist",
     "site_files",
-)
-MODELS = ("logreg", "mlp", "cnn")
-STRATEGIES = (
-    "fedavg",
-    "fedprox",
-    "fedadam",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "multikrum",
-    "bulyan",
-)
-ACCOUNTANTS = ("rdp", "prv")
+]
+ModelName = Literal["logreg", "mlp", "cnn"]
+StrategyName = Literal[
+    "fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan"
+]
+AccountantName = Literal["rdp", "prv"]
+
+DATASETS: tuple[DatasetName, ...] = typing.get_args(DatasetName)
+MODELS: tuple[ModelName, ...] = typing.get_args(ModelName)
+STRATEGIES: tuple[StrategyName, ...] = typing.get_args(StrategyName)
+ACCOUNTANTS: tuple[AccountantName, ...] = typing.get_args(AccountantName)
 # Data sets whose rows already belong to real sites (hospitals, regional banks, site files).
-NATURAL_SITES = ("heart_disease", "lending_club", "site_files")
+NATURAL_SITES: tuple[DatasetName, ...] = ("heart_disease", "lending_club", "site_files")
 
 
 def _check(ok: bool, key: str, value: object, allowed: str) -> None:

@@ -12,6 +12,10 @@ from fedsafe.common.config.limits import (
     MAX_NOISE,
     MAX_ROUNDS,
     MAX_TIMEOUT_S,
+    AccountantName,
+    DatasetName,
+    ModelName,
+    StrategyName,
     _check,
     _within,
 )
@@ -30,15 +34,7 @@ __all__ = [
 class DatasetConfig:
     """Which data each site holds and how a pooled set is split into sites."""
 
-    name: Literal[
-        "heart_disease",
-        "breast_cancer",
-        "lending_club",
-        "credit_data",
-        "digits",
-        "fashion_mnist",
-        "site_files",
-    ] = "heart_disease"
+    name: DatasetName = "heart_disease"
     partition: Literal["natural", "iid", "dirichlet"] = "natural"
     num_sites: int = 4
     alpha: float = 0.5
@@ -65,7 +61,7 @@ class DatasetConfig:
 class ModelConfig:
     """Model by registry name; every registered model is valid under Opacus."""
 
-    name: Literal["logreg", "mlp", "cnn"] = "mlp"
+    name: ModelName = "mlp"
     hidden: int = 32
 
     def __post_init__(self) -> None:
@@ -123,7 +119,7 @@ class PrivacyConfig:
     noise_multiplier: float | None = None
     max_grad_norm: float = 1.0
     delta: float = 1e-5
-    accountant: Literal["rdp", "prv"] = "rdp"
+    accountant: AccountantName = "rdp"
     client_level: ClientLevelConfig = field(default_factory=ClientLevelConfig)
 
     def __post_init__(self) -> None:
@@ -204,9 +200,7 @@ class StrategyConfig:
     `trim_fraction`, `num_selected_sites`: the robust strategies' f, beta and MultiKrum's m.
     """
 
-    name: Literal[
-        "fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan"
-    ] = "fedavg"
+    name: StrategyName = "fedavg"
     fraction_train: float = 1.0
     min_sites: int = 2
     proximal_mu: float = 0.01
