@@ -65,12 +65,17 @@ def open_compliance(cfg: ExperimentConfig, run_dir: Path) -> Compliance:
     if c.site_keys_dir is None:  # a simulation: each simulated site's key sits in its own folder
         simulated = {s: simulated_site_dir(cfg, s, run_id) / "keys" for s in federation_sites(cfg)}
     registry = ConsentRegistry.open(c.consent_registry or run_dir / "consent.sqlite")
+    try:
+        ledger = Ledger.open(run_dir / "ledger.sqlite")
+    except Exception:
+        registry.close()  # a refused ledger leaves no registry connection open
+        raise
     return Compliance(
         run_id=run_id,
         purpose=c.purpose,
         dataset=cfg.dataset.name,
         jurisdictions=c.jurisdictions or None,
-        ledger=Ledger.open(run_dir / "ledger.sqlite"),
+        ledger=ledger,
         witness=run_dir / "ledger.witness.json",
         coordinator=coordinator,
         consent=registry,

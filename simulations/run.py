@@ -75,7 +75,10 @@ def _source_of(key: str, hydra_node: Any) -> str:
     if matches:
         return f"command-line override '{max(matches)[1]}'"
     overrides = [*(str(override) for override in hydra_node.overrides.hydra), *task]
-    found = _file_of(key, hydra_node, overrides)
+    try:
+        found = _file_of(key, hydra_node, overrides)
+    except Exception:  # noqa: BLE001 - naming the file is a courtesy; the ConfigError must surface
+        found = None
     groups = ", ".join(f"{g}={c}" for g, c in choices.items() if not str(g).startswith("hydra"))
     return found or (f"conf/config.yaml with {groups}" if groups else _SOURCE)
 

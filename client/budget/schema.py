@@ -173,8 +173,10 @@ def migrate(conn: Connection) -> bool:
 
 
 def _create(engine: Engine) -> None:
-    metadata.create_all(engine, checkfirst=True)
+    """Tables, identity and version in one write transaction: a second process creating the
+    same store at once waits for the lock, then finds it made (never half made)."""
     with transaction(engine, write=True) as conn:
+        metadata.create_all(conn, checkfirst=True)
         have = {r.key for r in conn.execute(select(meta_table.c.key))}
         if "store_id" not in have:
             conn.execute(meta_table.insert().values(key="store_id", value=uuid.uuid4().hex))

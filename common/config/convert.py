@@ -30,6 +30,14 @@ Loc = tuple[int | str, ...]
 def _refuse_bool(value: Any) -> Any:
     if isinstance(value, bool):  # True is an int to Python, never a number to a config
         raise PydanticCustomError("bool_not_number", "a bool is not a number")
+    if not isinstance(value, (int, float, str)):  # bytes, Decimal, ...: never a config number
+        raise PydanticCustomError("not_a_number", "not a number")
+    return value
+
+
+def _plain_list(value: Any) -> Any:
+    if not isinstance(value, (list, tuple)):  # a set would reorder and drop duplicates
+        raise PydanticCustomError("not_a_list", "not a list")
     return value
 
 
@@ -56,6 +64,10 @@ def _fedsafe_rules(schema: Any) -> Any:
     if kind == "bool":
         strict = {**out, "strict": True}
         return core_schema.no_info_before_validator_function(_bool_from_text, strict)
+    if kind == "str":
+        return {**out, "strict": True}  # bytes are not text
+    if kind == "tuple":
+        return core_schema.no_info_before_validator_function(_plain_list, out)
     if kind == "dataclass-args":
         out["extra_behavior"] = "forbid"
     return out

@@ -115,8 +115,10 @@ class Ledger:
         try:
             LEDGER_SCHEMA.prepare(engine, self.url, _metadata)
         except StoreVersionError as err:
+            engine.dispose()  # a refused store keeps no connection (nor its WAL files) open
             raise LedgerError(str(err)) from err
         except sa_exc.SQLAlchemyError as err:
+            engine.dispose()
             raise LedgerError(f"cannot open ledger at {engine.url!r}: {err}") from err
 
     @classmethod

@@ -11,15 +11,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import URL, Engine, create_engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from fedsafe.common.storage.sqlite import configure_sqlite
 
-__all__ = ["is_memory", "open_engine", "private_file", "sqlite_path", "store_url"]
-
-_MEMORY = ("sqlite://", "sqlite:///:memory:")
-_FILE_PREFIX = "sqlite:///"
+__all__ = ["is_memory", "is_sqlite", "open_engine", "private_file", "sqlite_path", "store_url"]
 
 
 def store_url(url_or_path: str | os.PathLike[str], *, default_name: str | None = None) -> str:
@@ -30,19 +28,37 @@ def store_url(url_or_path: str | os.PathLike[str], *, default_name: str | None =
     path = Path(text).expanduser()
     if default_name is not None and path.is_dir():
         path = path / default_name
-    return f"{_FILE_PREFIX}{path.resolve()}"
+    return f"sqlite:///{path.resolve()}"
+
+
+def _parsed(url: str) -> URL | None:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        return None
+
+
+def is_sqlite(url: str) -> bool:
+    """Any SQLite URL, whatever its driver (`sqlite://`, `sqlite+pysqlite://`, ...)."""
+    parsed = _parsed(url)
+    return parsed is not None and parsed.get_backend_name() == "sqlite"
 
 
 def is_memory(url: str) -> bool:
     """True for an in-memory SQLite URL."""
-    return url in _MEMORY
+    parsed = _parsed(url)
+    return is_sqlite(url) and parsed is not None and parsed.database in (None, "", ":memory:")
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite file URL; None for memory or another database."""
-    if url.startswith(_FILE_PREFIX) and not is_memory(url):
-        return Path(url.removeprefix(_FILE_PREFIX))
-    return None
+    """The file behind a SQLite file URL; None for memory, a URI form, or another database."""
+    parsed = _parsed(url)
+    if parsed is None or not is_sqlite(url) or is_memory(url):
+        return None
+    database = str(parsed.database)
+    if database.startswith("file:") or parsed.query.get("uri") == "true":
+        return None  # a SQLite URI (mode=ro, ...): opened as given, no file made or tightened
+    return Path(database)
 
 
 def private_file(path: Path) -> Path:
@@ -80,6 +96,8 @@ def open_engine(
         )
         configure_sqlite(engine)
         return engine
+    if not is_sqlite(url):
+        return create_engine(url)
     path = sqlite_path(url)
     if path is not None:
         if not create and not path.is_file():
@@ -88,10 +106,9 @@ def open_engine(
             private_file(path)
         elif create:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-        configure_sqlite(engine)
-        return engine
-    return create_engine(url)
+    engine = create_engine(url, connect_args={"timeout": 30})
+    configure_sqlite(engine)
+    return engine
 
 
 def _missing(path: Path) -> Exception:

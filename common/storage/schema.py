@@ -85,7 +85,9 @@ class StoreSchema:
         """The file's version if this code reads it, else StoreVersionError naming it."""
         found = self.found(conn)
         readable = self.readable()
-        if found is None or not found.isdigit() or int(found) not in readable:
+        # ASCII digits only: int() also reads other scripts' digits and fails on some of them
+        number = found is not None and found.isascii() and found.isdecimal()
+        if found is None or not number or int(found) not in readable:
             listed = ", ".join(str(v) for v in readable)
             raise StoreVersionError(self.store, where, found, f"version(s) {listed}", self.advice)
         return int(found)
@@ -115,29 +117,32 @@ class StoreSchema:
         return True
 
     def prepare(self, engine: Engine, where: str, tables: MetaData) -> None:
-        """Open a store: create and stamp it when empty, else check it and migrate it forward.
+        """Open a store: create and stamp it when it is not there, else check it and migrate it.
 
-        Reads first and writes only when something must change, so opening a current store
-        (an auditor verifying a ledger) never takes the write lock.
+        A database may hold other stores' tables (one PostgreSQL database for the ledger and
+        the consent registry), so "not there" means none of this store's own tables. Reads first
+        and writes only when something must change: opening a current store (an auditor
+        verifying a ledger, an unversioned ledger of the current layout) never writes.
         """
-
-        def create(conn: Connection) -> None:
-            tables.create_all(conn, checkfirst=True)
-
+        mine = set(tables.tables) | {table for table, _ in self.unmarked} | {self.meta.name}
+        data = set(tables.tables) - {self.meta.name}
         with transaction(engine, write=False) as conn:
             names = set(inspect(conn).get_table_names())
-            complete = set(tables.tables) <= names
-            if names and self.check(conn, where) == self.version and complete:
+            exists = not names.isdisjoint(mine)
+            if exists and self.check(conn, where) == self.version and data <= names:
                 return
         with transaction(engine, write=True) as conn:
             if conn.dialect.name == "postgresql":  # one creator or migrator at a time
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.store,))
-            if not inspect(conn).get_table_names():
-                create(conn)
+            if set(inspect(conn).get_table_names()).isdisjoint(mine):
+                tables.create_all(conn, checkfirst=True)
                 self.stamp(conn)
                 return
-            self.upgrade(conn, where)
-            create(conn)  # tables this version has that the file lacked (checkfirst)
+            found = self.check(conn, where)
+            for step in range(found, self.version):
+                self.migrations[step](conn)
+            tables.create_all(conn, checkfirst=True)  # tables the file lacked (checkfirst)
+            self.stamp(conn)
 
     def _stamped(self, conn: Connection) -> bool:
         return self.meta.name in set(inspect(conn).get_table_names())

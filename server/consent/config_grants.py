@@ -99,6 +99,8 @@ def entry_to_grant(
     if chosen is None:
         raise ConfigError(f"{where}.dataset", None, "a dataset name (required)", source=source)
     round_number = _withdraw_round(entry, where, source)
+    valid_from = _when(entry, where, "valid_from", now, source) or now
+    valid_until = _when(entry, where, "valid_until", None, source)
     fields = {
         key: _required(entry, where, key, source)
         for key in ("purposes", "legal_basis", "data_categories", "jurisdiction")
@@ -111,8 +113,8 @@ def entry_to_grant(
             legal_basis=fields["legal_basis"],
             data_categories=fields["data_categories"],
             jurisdiction=fields["jurisdiction"],
-            valid_from=_when(entry, where, "valid_from", now, source) or now,
-            valid_until=_when(entry, where, "valid_until", None, source),
+            valid_from=valid_from,
+            valid_until=valid_until,
             granted_at=now,
             record_id=entry.get("record_id") or f"cfg-{site}-{index}",
         )

@@ -60,8 +60,10 @@ class ConsentRegistry:
         try:
             CONSENT_SCHEMA.prepare(engine, where, consent_tables)
         except StoreVersionError as err:
+            engine.dispose()  # a refused store keeps no connection (nor its WAL files) open
             raise ConsentError(str(err)) from err
         except sa_exc.SQLAlchemyError as err:
+            engine.dispose()
             raise ConsentError(f"cannot open consent registry at {engine.url!r}: {err}") from err
 
     @classmethod

@@ -56,9 +56,19 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago on `host` (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free a moment ago: all are held open until all are chosen, so
+    the OS cannot hand the same port out twice (two `free_port()` calls can collide)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def wait_for_port(

@@ -19,7 +19,7 @@ from fedsafe.common.crypto.pki import (
 )
 from fedsafe.server.deploy.config import load_server_config
 from fedsafe.server.deploy.flower import staged_fab_hash
-from fedsafe.server.deploy.process import free_port
+from fedsafe.server.deploy.process import free_ports
 
 __all__ = ["Deployment", "make_deployment", "HOSPITALS"]
 
@@ -74,7 +74,8 @@ def make_deployment(root: Path, *, rounds: int) -> Deployment:
     issue_server_certificate(root / "ca", root / "server", hosts=["127.0.0.1", "localhost"])
     init_server_signing_key(root / "server-keys")
     _, sealing = init_server_sealing_key(root / "server-keys")
-    fleet = f"127.0.0.1:{free_port()}"
+    fleet_port, control_port = free_ports(2)
+    fleet = f"127.0.0.1:{fleet_port}"
     site_yaml = {}
     for site, hospital in HOSPITALS.items():
         kit = init_site_kit(
@@ -91,7 +92,7 @@ def make_deployment(root: Path, *, rounds: int) -> Deployment:
             "key": str(root / "server" / "server.key"),
         },
         "fleet_api": fleet,
-        "control_api": f"127.0.0.1:{free_port()}",
+        "control_api": f"127.0.0.1:{control_port}",
         "run": {
             "submit": True,
             "config": {

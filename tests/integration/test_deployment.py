@@ -31,7 +31,7 @@ from fedsafe.common.crypto.pki import (
 )
 from fedsafe.server.deploy.config import load_server_config
 from fedsafe.server.deploy.flower import project_root, staged_fab_hash
-from fedsafe.server.deploy.process import ManagedProcess, flower_env, free_port
+from fedsafe.server.deploy.process import ManagedProcess, flower_env, free_ports
 from fedsafe.server.deploy.superlink import READY_FILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
@@ -110,7 +110,7 @@ def _point_sites_at(fed: Federation, fleet: str) -> None:
 
 
 def _server_yaml(fed: Federation, name: str, *, submit: bool) -> Path:
-    fleet, control = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    fleet, control = (f"127.0.0.1:{port}" for port in free_ports(2))
     _point_sites_at(fed, fleet)
     site_a = fed.kits["site-a"].parent
     config = {

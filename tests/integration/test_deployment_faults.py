@@ -37,7 +37,7 @@ from fedsafe.server.deploy.process import (
     ManagedProcess,
     descendants,
     flower_env,
-    free_port,
+    free_ports,
 )
 from fedsafe.server.deploy.resume import resume_target, with_resume
 from fedsafe.server.resume_config import bound_config
@@ -110,7 +110,7 @@ def kits(tmp_path: Path) -> Kits:
 
 def _server_yaml(kits: Kits, sites: list[str], *, rounds: int, submit: bool) -> Path:
     """server.yaml on free loopback ports, every site enrolled at start; sites point at it."""
-    fleet, control = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    fleet, control = (f"127.0.0.1:{port}" for port in free_ports(2))
     for site in sites:
         settings = yaml.safe_load(kits.site_yaml[site].read_text())
         settings["superlink"] = fleet
@@ -492,11 +492,12 @@ def _bare_server_yaml(root: Path, **run_config: object) -> Path:
     """A server.yaml whose TLS files exist (nothing here starts a process)."""
     for name in ("ca.pem", "server.pem", "server.key"):
         (root / name).write_text("placeholder")
+    fleet_port, control_port = free_ports(2)
     config = {
         "workdir": "coordinator",
         "tls": {"ca_cert": "ca.pem", "cert": "server.pem", "key": "server.key"},
-        "fleet_api": f"127.0.0.1:{free_port()}",
-        "control_api": f"127.0.0.1:{free_port()}",
+        "fleet_api": f"127.0.0.1:{fleet_port}",
+        "control_api": f"127.0.0.1:{control_port}",
         "run": {"config": {"experiment.name": "faults", "training.rounds": 3, **run_config}},
     }
     path = root / "server.yaml"

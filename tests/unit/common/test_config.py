@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,23 @@ def test_a_non_mapping_is_refused_at_its_key() -> None:
         from_dict(ExperimentConfig, {"privacy": 3})
     with pytest.raises(ConfigError, match=r"config key '<root>': got \[\]; allowed: a mapping"):
         from_dict(ExperimentConfig, [])
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"seed": b"1"}, "seed"),
+        ({"seed": Decimal(1)}, "seed"),
+        ({"name": b"run"}, "name"),
+        ({"federation": {"sites": {"cleveland", "hungary"}}}, "federation.sites"),
+    ],
+    ids=["bytes-as-int", "decimal-as-int", "bytes-as-str", "set-as-list"],
+)
+def test_what_no_config_file_can_hold_is_refused_from_python_too(
+    data: dict[str, object], key: str
+) -> None:
+    """A set would reorder and silently drop duplicates before the distinct-names check; bytes
+    and Decimal are never what a YAML, JSON or run-config value means."""
+    with pytest.raises(ConfigError) as caught:
+        from_dict(ExperimentConfig, data)
+    assert caught.value.key == key

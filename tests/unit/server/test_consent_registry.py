@@ -467,13 +467,17 @@ def test_from_config_names_the_entry_with_an_unknown_site_key() -> None:
         ConsentRegistry.from_config(_entries(), keys, now=T0)
 
 
-def test_from_config_names_a_bad_time() -> None:
+@pytest.mark.parametrize("field", ["valid_from", "valid_until"])
+def test_from_config_names_a_bad_time(field: str) -> None:
     keys = {site: generate_signing_key() for site in ("h1", "h2", "h3")}
     entries = _entries()
-    entries[0]["valid_until"] = "next tuesday"
+    entries[0][field] = "next tuesday"
 
-    with pytest.raises(ConfigError, match=r"consent\[0\]\.valid_until"):
+    with pytest.raises(ConfigError) as caught:
         ConsentRegistry.from_config(entries, keys, now=T0)
+    assert caught.value.key == f"consent[0].{field}"  # the field itself, not the whole entry
+    assert caught.value.value == "next tuesday"
+    assert caught.value.allowed.startswith("ISO-8601 time with zone")
 
 
 def test_from_config_refuses_unknown_keys() -> None:

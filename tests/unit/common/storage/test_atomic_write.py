@@ -59,3 +59,10 @@ def test_the_file_is_private_from_its_first_byte(
     monkeypatch.setattr(os, "fdopen", spying_fdopen)
     write_atomic(tmp_path / "secret", b"x" * 32)
     assert seen == [0o600]
+
+
+def test_ports_asked_for_together_are_distinct() -> None:
+    """Two `free_port()` calls can return the same port (a flaky deployment test did)."""
+    from fedsafe.server.deploy.process import free_ports
+
+    assert len(set(free_ports(64))) == 64

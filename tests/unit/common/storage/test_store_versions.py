@@ -8,7 +8,6 @@ as it was. Files from before stores were versioned open as the version their tab
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -60,8 +59,10 @@ def _version(path: Path, table: str) -> str:
     return str(value)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _contents(path: Path) -> list[str]:
+    """Every table and row, as SQL (the header may change: SQLite's journal mode, not data)."""
+    with sqlite3.connect(path) as db:
+        return list(db.iterdump())
 
 
 @pytest.mark.parametrize(("store", "table", "make", "_open", "_error"), STORES, ids=IDS)
@@ -82,7 +83,7 @@ def test_a_new_store_is_stamped_with_its_version(
 
 
 @pytest.mark.parametrize(("store", "table", "make", "open_", "error"), STORES, ids=IDS)
-@pytest.mark.parametrize("planted", ["99", "0", "two", None])
+@pytest.mark.parametrize("planted", ["99", "0", "two", "\u00b2", "\u0661", None])
 def test_a_version_this_fedsafe_cannot_read_is_refused_and_the_file_kept(
     tmp_path: Path,
     store: str,
@@ -100,14 +101,17 @@ def test_a_version_this_fedsafe_cannot_read_is_refused_and_the_file_kept(
         else:
             db.execute(f"UPDATE {table} SET value = ? WHERE key = 'schema_version'", (planted,))
     db.close()
-    before = _digest(path)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=DELETE")  # so a refused open cannot hide in the WAL
+    db.close()
+    before = _contents(path)
     with pytest.raises(error) as caught:
         open_(path)
     message = str(caught.value)
     assert store in message and str(path) in message
     assert (repr(planted) if planted is not None else "no version recorded") in message
     assert "reads version" in message
-    assert _digest(path) == before  # nothing already stored is touched
+    assert _contents(path) == before  # no table or row already stored is touched
 
 
 def test_a_ledger_from_before_versions_opens_as_version_1_unchanged(
@@ -123,7 +127,9 @@ def test_a_ledger_from_before_versions_opens_as_version_1_unchanged(
     with Ledger.open(path) as ledger:
         assert list(ledger) == [entry]  # same entry, same hash chain
         assert entry_hash(1, entry.time, entry.kind, entry.payload, entry.prev_hash) == entry.hash
-    assert _version(path, "ledger_meta") == "1"
+        ledger.append(ERROR, {"note": "after"})  # and it is written to as before
+    # Read as version 1 by its layout, it is left unstamped: opening it never writes.
+    assert "ledger_meta" not in inspect(create_engine(f"sqlite:///{path}")).get_table_names()
 
 
 def test_a_consent_file_of_version_1_is_migrated_and_stamped(tmp_path: Path) -> None:
@@ -198,3 +204,29 @@ def test_a_version_below_the_oldest_migration_is_refused(tmp_path: Path) -> None
     with pytest.raises(StoreVersionError, match=r"version '1'.*reads version\(s\) 2, 3"):
         gap.prepare(engine, "s.db", MetaData())
     assert steps == []
+
+
+def test_a_ledger_and_a_consent_registry_can_share_one_database(tmp_path: Path) -> None:
+    """One PostgreSQL database (here one SQLite file) for both coordinator stores: neither
+    store's tables make the other look like an unversioned file of its own kind."""
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    ConsentRegistry.open(url).close()
+    _make_ledger(Path(url.removeprefix("sqlite:///")))
+    ConsentRegistry.open(url).close()
+    with Ledger.open(url) as ledger:
+        assert len(ledger) == 1
+    assert _version(tmp_path / "coordinator.db", "ledger_meta") == "1"
+    assert _version(tmp_path / "coordinator.db", "consent_meta") == "2"
+
+
+def test_an_unversioned_current_ledger_opens_read_only(tmp_path: Path) -> None:
+    """An auditor with a read-only copy of a ledger written before versioning can open it."""
+    path = tmp_path / "ledger.db"
+    _make_ledger(path)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE ledger_meta")
+    db.close()
+    engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with Ledger(engine) as ledger:
+        assert [e.payload for e in ledger] == [{"note": "kept"}]
+    assert "ledger_meta" not in inspect(create_engine(f"sqlite:///{path}")).get_table_names()
