@@ -14,6 +14,7 @@ from flwr.app import RecordDict
 
 from fedsafe.common import keys
 from fedsafe.common.config import ExperimentConfig, to_dict
+from fedsafe.common.metrics import fairness_gap
 from fedsafe.server.bounds import cap_weights
 from fedsafe.server.progress import RoundProgress
 from fedsafe.server.validation import scalar_metrics
@@ -255,16 +256,11 @@ class RunRecorder:
         wall = time.perf_counter() - self._t0
         sites = {name: self._site_summary(name) for name in sorted(self.sites)}
         accuracies = {n: v["accuracy"] for n, v in sites.items() if v["accuracy"] is not None}
+        counts = {n: int(v["num_test"]) for n, v in sites.items() if v.get("num_test")}
         fairness = None
         if accuracies:
-            best = max(accuracies, key=accuracies.__getitem__)
-            worst = min(accuracies, key=accuracies.__getitem__)
-            fairness = {
-                "metric": "accuracy",
-                "best_site": best,
-                "worst_site": worst,
-                "gap": accuracies[best] - accuracies[worst],
-            }
+            gap = fairness_gap(accuracies, counts)
+            fairness = {"metric": "accuracy", **gap} if gap["n_sites"] else None
         round_seconds = [r["seconds"] for r in self.rounds]
         summary = {
             "run": self.cfg.name,

@@ -133,9 +133,12 @@ def format_table(summary: dict[str, Any]) -> str:
     )
     if summary.get("fairness"):
         f = summary["fairness"]
+        ci = f.get("gap_ci95")
+        interval = f", 95% CI {ci[0]:.3f} to {ci[1]:.3f}" if ci else ""
         lines.append(
-            f"fairness: accuracy gap {f['gap']:.3f} "
-            f"(best {f['best_site']}, worst {f['worst_site']})"
+            f"fairness: accuracy gap {f['gap']:.3f}{interval} "
+            f"(best {f['best_site']}, worst {f['worst_site']}); "
+            f"mean of the sites' accuracies {f['mean']:.3f}"
         )
     if not summary["privacy"]["enabled"]:
         lines.append("privacy: OFF (no differential privacy guarantee)")

