@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
+import statistics
+from collections.abc import Mapping
 
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
@@ -19,6 +22,7 @@ __all__ = [
     "capped_weights",
     "checked_aggregate",
     "evaluate_metrics",
+    "fairness_factors",
     "uniform_weights",
 ]
 
@@ -32,9 +36,10 @@ def _metrics(msg: Message) -> MetricRecord:
 
 
 def capped_weights(
-    ok: list[Message], *, max_share: float
+    ok: list[Message], *, max_share: float, factors: Mapping[int, float] | None = None
 ) -> tuple[dict[int, float], dict[int, int]]:
-    """Set each update's weight to its signed example count clipped to `max_share` of the total.
+    """Set each update's weight to its signed example count (times its fairness factor)
+    clipped to `max_share` of the total.
 
     The counts were checked equal to the signed attestation before; the weight Flower reads
     (`num-examples`) is overwritten in place. Returns (weight per node, signed count of each
@@ -44,10 +49,43 @@ def capped_weights(
         m.metadata.src_node_id: int(_metrics(m)[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
         for m in ok
     }
-    capped = cap_weights(signed, max_share=max_share)
+    wanted = {n: w * (factors or {}).get(n, 1.0) for n, w in signed.items()}
+    capped = cap_weights(wanted, max_share=max_share)
     for msg in ok:
         _metrics(msg)[keys.NUM_EXAMPLES] = capped[msg.metadata.src_node_id]
-    return capped, {n: w for n, w in signed.items() if capped[n] < w}
+    return capped, {n: signed[n] for n, w in wanted.items() if capped[n] < w}
+
+
+# A site's loss ratio counts within [1/10, 10] of the median: a site that reports a huge held-out
+# loss gains at most 10**q in weight before the share cap, never the round.
+_RATIO_BOUNDS = (0.1, 10.0)
+
+
+def fairness_factors(
+    losses: Mapping[str, float | None], sites: Mapping[int, str], *, q: float
+) -> dict[int, float] | None:
+    """q-FFL's reweighting (Li, Sanjabi, Beirami, Smith, "Fair Resource Allocation in Federated
+    Learning", ICLR 2020), in its one-step form: each site's weight times (F_s / median F)^q.
+
+    F_s is the held-out loss the site last released for the current global model, under its
+    release policy: reweighting is post-processing of values already released, so it costs no
+    privacy. A site without a released loss (its first round, release policy `off`) weighs as
+    the median. q = 0 is plain weighting; larger q pulls the model toward the worst-served sites.
+    The median, not the mean, is the reference: one site reporting a huge loss cannot shrink
+    every other site's factor (it is a site-reported figure, so it is bounded, not trusted).
+    """
+    if q == 0:
+        return None
+    known = {
+        node: float(value)
+        for node, site in sites.items()
+        if (value := losses.get(site)) is not None and math.isfinite(value) and value > 0
+    }
+    if not known:
+        return None
+    middle = statistics.median(known.values())
+    low, high = _RATIO_BOUNDS
+    return {node: min(max(known.get(node, middle) / middle, low), high) ** q for node in sites}
 
 
 def uniform_weights(ok: list[Message]) -> dict[int, float]:

@@ -191,6 +191,10 @@ class RunRecorder:
             for k in (keys.LOSS, keys.ACCURACY, keys.BALANCED_ACCURACY, keys.AUROC)
         }
 
+    def held_out_losses(self) -> dict[str, float | None]:
+        """Each site's last released held-out loss (of the model it evaluated last)."""
+        return {name: s.evaluation.get(keys.LOSS) for name, s in self.sites.items()}
+
     def round_finished(self, server_round: int) -> None:
         figures = self.global_metrics()
         eps = [s.train.get(keys.EPSILON, math.nan) for s in self.sites.values() if s.train]

@@ -22,6 +22,7 @@ from fedsafe.server.aggregate import (
     capped_weights,
     checked_aggregate,
     evaluate_metrics,
+    fairness_factors,
     uniform_weights,
 )
 from fedsafe.server.bounds import check_update_norm
@@ -189,7 +190,12 @@ class RecordingStrategy(Strategy):
         if self.client_level is not None:  # uniform: one site moves the mean by at most C / k
             weights = uniform_weights(ok)
         else:
-            weights, clipped = capped_weights(ok, max_share=self.limits.max_weight_share)
+            factors = fairness_factors(
+                self.recorder.held_out_losses(), sites, q=self.limits.fairness_q
+            )
+            weights, clipped = capped_weights(
+                ok, max_share=self.limits.max_weight_share, factors=factors
+            )
         for node, signed in clipped.items():
             message = (
                 f"site {sites[node]}: weight {signed} clipped to {weights[node]:.6g} "

@@ -231,6 +231,14 @@ class ExperimentConfig:
                 "sees only the weighted mean, so a robust rule has no updates to compare)",
             )
         mode = self.privacy.client_level.mode
+        if self.strategy.fairness_q > 0:
+            _check(
+                not self.security.secure_aggregation and mode == "off",
+                "strategy.fairness_q",
+                self.strategy.fairness_q,
+                "0 under security.secure_aggregation or client-level DP (the weights there are "
+                "the sites' signed counts, or uniform for the DP bound, and cannot be reweighted)",
+            )
         if mode == "central":
             _check(
                 not self.security.secure_aggregation,

@@ -222,6 +222,9 @@ class StrategyConfig:
     num_malicious_sites: int = 1
     trim_fraction: float = 0.25
     num_selected_sites: int = 2
+    # q-FFL's reweighting toward the sites the model serves worst (0: off): see
+    # server/aggregate.py::fairness_factors
+    fairness_q: float = 0.0
 
     def __post_init__(self) -> None:
         _check(
@@ -264,3 +267,4 @@ class StrategyConfig:
             self.num_selected_sites,
             "an integer >= 1",
         )
+        _within("strategy.fairness_q", self.fairness_q, 0, 10.0, low_open=False)
