@@ -46,9 +46,17 @@ lint: env
 	MYPYPATH=$(MYPY_ROOT) $(VENV)/bin/mypy --explicit-package-bases \
 	  $(addprefix $(MYPY_ROOT)/fedsafe/,common server client simulations)
 
+# One table per federation: privacy off / epsilon 1 / 3 / 8, mean and spread over 3 seeds (fresh
+# budget stores per job: a non-private job would otherwise leave every site's epsilon infinite).
+SWEEP_FEDERATIONS ?= hospitals banks
+SWEEP_DIR := runs/sweep-$(shell date +%Y%m%d-%H%M%S)
+
 sweep: env
-	# fresh stores per job: a non-private job would otherwise leave every site's epsilon infinite
-	$(VENV)/bin/fedsafe simulate -m privacy=eps1,eps3,eps8,off federation.fresh_budget=true $(ARGS)
+	for fed in $(SWEEP_FEDERATIONS); do \
+	  $(VENV)/bin/fedsafe simulate -m federation=$$fed privacy=eps1,eps3,eps8,off seed=0,1,2 \
+	    federation.fresh_budget=true hydra.sweep.dir=$(SWEEP_DIR)/$$fed $(ARGS) || exit 1; \
+	done
+	$(VENV)/bin/fedsafe sweep-table $(SWEEP_DIR)
 
 bench: env
 	$(VENV)/bin/python -m fedsafe.simulations.bench $(ARGS)

@@ -16,6 +16,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("fedsafe.simulations.privacy_cli", "add_privacy_parser"),  # fedsafe privacy epsilon|noise|plan
     ("fedsafe.simulations.audit_cli", "add_audit_parser"),  # fedsafe audit verify|export
     ("fedsafe.simulations.report_cli", "add_report_parser"),  # fedsafe report RUN_DIR
+    ("fedsafe.simulations.sweep_table", "add_sweep_parser"),  # fedsafe sweep-table DIR
     ("fedsafe.server.cli", "add_server_parsers"),  # fedsafe server|certs|consent ...
     ("fedsafe.client.cli", "add_site_parser"),  # fedsafe site init|start|budget|report
 )
