@@ -166,6 +166,8 @@ def test_unknown_dataset_override_is_refused() -> None:
         ["privacy=off", "strategy=fedprox"],
         ["federation=banks"],
         ["federation=imaging"],
+        ["federation=flamby"],
+        ["strategy.fairness_q=3"],
         ["federation=open", "dataset=breast_cancer", "dataset.alpha=0.3"],
         ["+federation.caps.switzerland=2.5"],
         ["security.secure_aggregation=true"],
@@ -185,3 +187,10 @@ def test_the_readme_examples_compose(overrides: list[str]) -> None:
         if key in ("privacy", "strategy", "federation", "dataset"):  # a group: what it selects
             continue
         assert node == yaml.safe_load(value), key
+
+
+def test_the_flamby_federation_is_the_measured_one() -> None:
+    """README's FLamby table was measured with this federation: logistic regression at 0.5."""
+    cfg = _compose("federation=flamby")
+    assert cfg.dataset.protocol == "flamby" and cfg.model.name == "logreg"
+    assert cfg.training.learning_rate == 0.5
