@@ -18,7 +18,13 @@ from fedsafe.client.budget import (
     record_nonprivate,
     round_lock,
 )
-from fedsafe.client.round_request import RoundContext, check_request, class_weights, refusal
+from fedsafe.client.round_request import (
+    RoundContext,
+    check_request,
+    class_weights,
+    decision_prior,
+    refusal,
+)
 from fedsafe.client.site import SiteRuntime
 from fedsafe.client.update_cache import load_update, save_update
 from fedsafe.common import keys
@@ -319,6 +325,8 @@ def _evaluate_round(
         data.y_test,
         device=resolve_device(cfg.training.device),
         loss_clip=policy.loss_clip,
+        prior=decision_prior(cfg, site, ctx),
+        balanced_decision=cfg.training.decision_rule == "balanced",
     )
     charge = None
     gaussian = None

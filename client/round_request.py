@@ -19,7 +19,14 @@ from fedsafe.common.data import dataset_info
 from fedsafe.common.names import check_name
 from fedsafe.common.training import balanced_class_weights
 
-__all__ = ["RoundContext", "parse_round_context", "refusal", "check_request", "class_weights"]
+__all__ = [
+    "RoundContext",
+    "parse_round_context",
+    "refusal",
+    "check_request",
+    "class_weights",
+    "decision_prior",
+]
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,27 @@ def class_weights(
             "label counts would depend on every record",
         )
     return 1.0 / (n_classes * prevalence)
+
+
+def decision_prior(
+    cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext
+) -> np.ndarray | None:
+    """The class prevalence a `prevalence` decision divides by: the site's declared one only
+    (its policy, or federation.class_prevalence in a simulation), so the decision depends on no
+    record; a site that declared none refuses rather than guess."""
+    if cfg.training.decision_rule != "prevalence":
+        return None
+    n_classes = dataset_info(cfg.dataset.name, cfg.dataset).n_classes
+    prevalence = np.asarray(site.policy.class_prevalence, dtype=np.float64)
+    if len(prevalence) != n_classes:
+        raise refusal(
+            site,
+            ctx,
+            "training.decision_rule=prevalence needs the class prevalence the site declared "
+            f"({n_classes} probabilities in its policy's class_prevalence, or "
+            "federation.class_prevalence in a simulation)",
+        )
+    return prevalence
 
 
 def check_request(cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext) -> None:

@@ -161,15 +161,31 @@ def train_local(
 
 @torch.no_grad()
 def eval_counts(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: torch.device, loss_clip: float
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    device: torch.device,
+    loss_clip: float,
+    prior: np.ndarray | None = None,
+    balanced_decision: bool = False,
 ) -> EvalCounts:
-    """Held-out statistics before any release policy: counts, clipped loss sum and metrics."""
+    """Held-out statistics before any release policy: counts, clipped loss sum and metrics.
+
+    With `prior` (a declared class prevalence) the decision is argmax p(c|x) / prior_c instead
+    of argmax p(c|x); with `balanced_decision`, argmax p(c|x) / m_c for m_c the mean of
+    p(c|x) over these rows (no label read). Loss and AUROC do not depend on the decision."""
     model.to(device).eval()
     logits = model(torch.from_numpy(x).float().to(device))
     target = torch.from_numpy(y).long().to(device)
     losses = nn.functional.cross_entropy(logits, target, reduction="none").cpu().numpy()
     prob = torch.softmax(logits, dim=1).cpu().numpy()
-    pred = prob.argmax(axis=1)
+    scores = logits.detach().cpu().numpy()
+    if prior is not None:
+        scores = scores - np.log(prior)
+    if balanced_decision and len(prob):
+        scores = scores - np.log(np.maximum(prob.mean(axis=0), 1e-12))
+    pred = scores.argmax(axis=1)
     n = len(y)
     correct = int((pred == y).sum())
     n_classes = prob.shape[1]

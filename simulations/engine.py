@@ -140,6 +140,10 @@ def format_table(summary: dict[str, Any]) -> str:
             f"(best {f['best_site']}, worst {f['worst_site']}); "
             f"mean of the sites' accuracies {f['mean']:.3f}"
         )
+    rule = ((summary.get("config") or {}).get("training") or {}).get("decision_rule", "argmax")
+    if rule != "argmax":
+        divisor = "the declared prevalence" if rule == "prevalence" else "the model's mean p(c)"
+        lines.append(f"decision rule: {rule} (argmax of p(c|x) / {divisor} on each site's rows)")
     if not summary["privacy"]["enabled"]:
         lines.append("privacy: OFF (no differential privacy guarantee)")
     if summary.get("client_level"):

@@ -192,12 +192,28 @@ class TrainingConfig:
     # federation.class_prevalence in simulation), never its exact private counts, and each
     # example's weighted loss is its own term (sensitivity C); without DP the site's counts.
     class_weighting: Literal["none", "balanced"] = "none"
+    # How a site turns the model's probabilities into a decision on its held-out rows.
+    # "prevalence": argmax_c p(c|x) / p_c, p the declared class prevalence: the rule that
+    # minimises balanced error for calibrated probabilities (post-hoc logit adjustment, Menon
+    # et al., ICLR 2021); it reads nothing of the site's rows.
+    # "balanced": argmax_c p(c|x) / m_c, m_c the model's own mean predicted probability of c
+    # over the rows it decides on (no label read). A DP model is not calibrated: clipping each
+    # example's gradient to C shrinks a rare class's pull, so its p(rare|x) sits below the
+    # prevalence for everyone; dividing by the model's own mean undoes that shift.
+    decision_rule: Literal["argmax", "prevalence", "balanced"] = "argmax"
 
     def __post_init__(self) -> None:
         _within("training.rounds", self.rounds, 1, MAX_ROUNDS, low_open=False)
         _within("training.local_epochs", self.local_epochs, 1, 1000, low_open=False)
         _within("training.batch_size", self.batch_size, 1, 1_000_000, low_open=False)
         _within("training.learning_rate", self.learning_rate, 0, 10.0)
+        _check(
+            not (self.decision_rule == "prevalence" and self.class_weighting == "balanced"),
+            "training.decision_rule",
+            self.decision_rule,
+            "'argmax' or 'balanced' with training.class_weighting=balanced (class weights already "
+            "divide by the prevalence: dividing the decision by it again flags every row)",
+        )
         _check(0 <= self.momentum < 1, "training.momentum", self.momentum, "a float in [0, 1)")
 
 
