@@ -72,6 +72,24 @@ def refusal(site: SiteRuntime, ctx: RoundContext, message: str) -> PolicyRefused
     )
 
 
+def _declared_prevalence(
+    site: SiteRuntime, ctx: RoundContext, n_classes: int, asked: str
+) -> np.ndarray:
+    """The class prevalence the site declared (its policy, or federation.class_prevalence in a
+    simulation), never one read from its labels; a site that declared none refuses."""
+    prevalence = np.asarray(site.policy.class_prevalence, dtype=np.float64)
+    if len(prevalence) != n_classes:
+        raise refusal(
+            site,
+            ctx,
+            f"{asked} needs the class prevalence the site declared ({n_classes} probabilities "
+            "in its policy's class_prevalence, or federation.class_prevalence in a "
+            "simulation); one read from the site's exact label counts would depend on every "
+            "record",
+        )
+    return prevalence
+
+
 def class_weights(
     cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext, *, private: bool
 ) -> np.ndarray | None:
@@ -81,16 +99,7 @@ def class_weights(
     n_classes = dataset_info(cfg.dataset.name, cfg.dataset).n_classes
     if not private:
         return balanced_class_weights(site.data.y_train, n_classes)
-    prevalence = np.asarray(site.policy.class_prevalence, dtype=np.float64)
-    if len(prevalence) != n_classes:
-        raise refusal(
-            site,
-            ctx,
-            "training.class_weighting=balanced under DP needs the class prevalence the site "
-            f"declared ({n_classes} probabilities in its policy's class_prevalence, or "
-            "federation.class_prevalence in a simulation); weights from the site's exact "
-            "label counts would depend on every record",
-        )
+    prevalence = _declared_prevalence(site, ctx, n_classes, "training.class_weighting=balanced")
     return 1.0 / (n_classes * prevalence)
 
 
@@ -103,16 +112,7 @@ def decision_prior(
     if cfg.training.decision_rule != "prevalence":
         return None
     n_classes = dataset_info(cfg.dataset.name, cfg.dataset).n_classes
-    prevalence = np.asarray(site.policy.class_prevalence, dtype=np.float64)
-    if len(prevalence) != n_classes:
-        raise refusal(
-            site,
-            ctx,
-            "training.decision_rule=prevalence needs the class prevalence the site declared "
-            f"({n_classes} probabilities in its policy's class_prevalence, or "
-            "federation.class_prevalence in a simulation)",
-        )
-    return prevalence
+    return _declared_prevalence(site, ctx, n_classes, "training.decision_rule=prevalence")
 
 
 def check_request(cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext) -> None:

@@ -9,12 +9,12 @@ import pandas as pd
 
 from fedsafe.common.config import DatasetConfig
 from fedsafe.common.data.base import DatasetInfo, SiteData, partition_rows, tabular_site
-from fedsafe.common.data.heart_flamby import FLAMBY_SCHEMA, flamby_rows, flamby_split
+from fedsafe.common.data.heart_flamby import flamby_rows, flamby_schema, flamby_split
 from fedsafe.common.data.registry import register_dataset
 from fedsafe.common.data.schema import NumericScale, TabularSchema
 from fedsafe.common.errors import DataError
 
-__all__ = ["HEART_SITES", "HEART_SCHEMA", "heart_disease_frame"]
+__all__ = ["FLAMBY_SCHEMA", "HEART_SITES", "HEART_SCHEMA", "heart_disease_frame"]
 
 HEART_SITES = {
     "cleveland": "Cleveland",
@@ -47,6 +47,9 @@ HEART_SCHEMA = TabularSchema(
         ("ca", NumericScale(0, 3)),
     ),
 )
+
+
+FLAMBY_SCHEMA = flamby_schema(HEART_SCHEMA)  # dataset.protocol=flamby
 
 
 @cache

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from fedsafe.common.data.schema import NumericScale, TabularSchema
+from fedsafe.common.data.schema import TabularSchema
 
-__all__ = ["FLAMBY_COLUMNS", "FLAMBY_SCHEMA", "FLAMBY_SPLIT_SEED", "flamby_rows", "flamby_split"]
+__all__ = ["FLAMBY_COLUMNS", "FLAMBY_SPLIT_SEED", "flamby_rows", "flamby_schema", "flamby_split"]
 
 FLAMBY_COLUMNS = (
     "age",
@@ -39,26 +39,18 @@ FLAMBY_COLUMNS = (
 FLAMBY_SPLIT_SEED = 43
 _TRAIN_FRACTION = 0.66
 
-FLAMBY_SCHEMA = TabularSchema(
-    numeric=("age", "trestbps", "chol", "thalch", "oldpeak"),
-    categorical=(
-        ("sex", ("Male", "Female")),
-        ("cp", ("typical angina", "atypical angina", "non-anginal", "asymptomatic")),
-        ("fbs", ("True", "False")),
-        ("restecg", ("normal", "st-t abnormality", "lv hypertrophy")),
-        ("exang", ("True", "False")),
-    ),
-    target="num",
-    # The same clinical ranges as the fedsafe protocol (common/data/heart.py): a cholesterol of
-    # 0 (all of Switzerland) means "not measured", so it is encoded as missing, not as a value.
-    scales=(
-        ("age", NumericScale(18, 100)),
-        ("trestbps", NumericScale(60, 240, outside="missing")),
-        ("chol", NumericScale(80, 700, outside="missing")),
-        ("thalch", NumericScale(50, 230)),
-        ("oldpeak", NumericScale(-3, 7)),
-    ),
-)
+_DROPPED = ("slope", "ca", "thal")
+
+
+def flamby_schema(full: TabularSchema) -> TabularSchema:
+    """The hospitals' data dictionary without the columns FLamby drops: the same declared
+    levels and clinical ranges (a cholesterol of 0, all of Switzerland, stays "not measured")."""
+    return TabularSchema(
+        numeric=tuple(c for c in full.numeric if c not in _DROPPED),
+        categorical=tuple((c, levels) for c, levels in full.categorical if c not in _DROPPED),
+        target=full.target,
+        scales=tuple((c, scale) for c, scale in full.scales if c not in _DROPPED),
+    )
 
 
 def flamby_rows(hospital_rows: pd.DataFrame) -> pd.DataFrame:

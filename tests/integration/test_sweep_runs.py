@@ -8,12 +8,10 @@ site taking part; this runs a real two-job sweep and reads both jobs' summaries 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from sim_apps import fedsafe_cli
 
 from fedsafe.common.names import is_valid_name
 
@@ -22,22 +20,16 @@ pytestmark = pytest.mark.slow
 
 def test_every_job_of_a_sweep_trains_and_the_table_reads_them(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    command = [sys.executable, "-m", "fedsafe.simulations.cli"]
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
-    done = subprocess.run(
-        [*command, "simulate", "-m", "privacy=eps8,off", f"runs_dir={tmp_path}"]
-        + [
-            "training.rounds=1",
-            "federation.sites=[cleveland,hungary]",
-            "federation.fresh_budget=true",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        cwd=tmp_path,
-        check=False,
+    done = fedsafe_cli(
+        tmp_path,
+        "simulate",
+        "-m",
+        "privacy=eps8,off",
+        f"runs_dir={tmp_path}",
+        "training.rounds=1",
+        "federation.sites=[cleveland,hungary]",
+        "federation.fresh_budget=true",
+        f"hydra.sweep.dir={sweep}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summaries = sorted(sweep.glob("*/summary.json"))
@@ -46,7 +38,5 @@ def test_every_job_of_a_sweep_trains_and_the_table_reads_them(tmp_path: Path) ->
         assert is_valid_name(path.parent.name), path.parent.name
         summary = json.loads(path.read_text())
         assert summary["rounds_completed"] == 1 and not summary["stopped_early"]
-    table = subprocess.run(
-        [*command, "sweep-table", str(sweep)], capture_output=True, text=True, env=env, check=True
-    ).stdout
+    table = fedsafe_cli(tmp_path, "sweep-table", str(sweep)).stdout
     assert "epsilon 8" in table and "\noff" in table

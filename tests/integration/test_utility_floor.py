@@ -10,26 +10,22 @@ majority rate, a mean of the four hospitals near 0.5 to 0.6).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from sim_apps import fedsafe_cli
 
 pytestmark = pytest.mark.slow
 
 
 def _simulate(tmp_path: Path, *overrides: str) -> dict:  # type: ignore[type-arg]
-    done = subprocess.run(
-        [sys.executable, "-m", "fedsafe.simulations.cli", "simulate", f"runs_dir={tmp_path}"]
-        + ["federation.fresh_budget=true", "run_id=floor", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
-        cwd=tmp_path,
-        check=False,
+    done = fedsafe_cli(
+        tmp_path,
+        "simulate",
+        f"runs_dir={tmp_path}",
+        "federation.fresh_budget=true",
+        "run_id=floor",
+        *overrides,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(next(tmp_path.glob("*floor*/summary.json")).read_text())

