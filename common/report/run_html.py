@@ -13,7 +13,7 @@ from markupsafe import Markup
 from fedsafe.common.report.findings import NEAR_CAP
 from fedsafe.common.report.fmt import num
 from fedsafe.common.report.run_data import STATUSES
-from fedsafe.common.report.svg import Rule, Series, line_chart
+from fedsafe.common.report.svg import Series, cap_rules, line_chart
 from fedsafe.common.report.templating import render
 
 __all__ = ["render_run_html"]
@@ -58,12 +58,7 @@ def _epsilon_chart(
     attested = [(p["round"], p["attested_epsilon"]) for p in site["epsilon_by_round"]]
     if any(y is not None for _, y in attested):
         series.append(Series("attested (ledger)", attested, index=7))
-    rules = []
-    if site["cap"] is not None:
-        rules = [
-            Rule(site["cap"], f"cap {site['cap']:g}", "cap"),
-            Rule(site["cap"] * NEAR_CAP, f"{NEAR_CAP:.0%} of cap", "near", at_start=True),
-        ]
+    rules = cap_rules(site["cap"], NEAR_CAP)
     return line_chart(
         series,
         title=f"{name}: epsilon",

@@ -11,7 +11,7 @@ from typing import Any
 from markupsafe import Markup
 
 from fedsafe.common.report.findings import NEAR_CAP
-from fedsafe.common.report.svg import Rule, Series, line_chart
+from fedsafe.common.report.svg import Series, cap_rules, line_chart
 from fedsafe.common.report.templating import render
 
 __all__ = ["SITE_REPORT_FORMAT", "render_site_html"]
@@ -34,12 +34,7 @@ def _chart(ds: dict[str, Any]) -> Markup:
         )
         for i, run in enumerate(runs)
     ]
-    rules = []
-    if isinstance(ds["cap"], float):
-        rules = [
-            Rule(ds["cap"], f"cap {ds['cap']:g}", "cap"),
-            Rule(ds["cap"] * NEAR_CAP, f"{NEAR_CAP:.0%} of cap", "near", at_start=True),
-        ]
+    rules = cap_rules(ds["cap"] if isinstance(ds["cap"], float) else None, NEAR_CAP)
     return line_chart(
         series,
         title=f"{ds['dataset_id']}: cumulative epsilon",

@@ -14,7 +14,7 @@ from markupsafe import Markup
 
 from fedsafe.common.report.templating import render
 
-__all__ = ["PALETTE", "Series", "Rule", "line_chart", "nice_ticks"]
+__all__ = ["PALETTE", "Series", "Rule", "cap_rules", "line_chart", "nice_ticks"]
 
 # Okabe-Ito colours (safe for colour-blind readers); dashes keep lines apart on a b/w printout.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#6b6b6b", "#000000")
@@ -40,6 +40,16 @@ class Rule:
     label: str
     css_class: str = "rule"
     at_start: bool = False  # label at the left end, so two close rules do not overprint
+
+
+def cap_rules(cap: float | None, near: float) -> list[Rule]:
+    """A budget chart's two rules: the cap, and the share of it a finding calls "near"."""
+    if not isinstance(cap, float | int) or isinstance(cap, bool):
+        return []
+    return [
+        Rule(float(cap), f"cap {cap:g}", "cap"),
+        Rule(float(cap) * near, f"{near:.0%} of cap", "near", at_start=True),
+    ]
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
