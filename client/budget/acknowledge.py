@@ -99,7 +99,9 @@ def acknowledge_data(
         if pin is None:
             raise BudgetStoreError(f"no data set '{dataset_id}' in this store to acknowledge")
         if records is not None:
-            migrate(conn)  # a version 2 store gains its records table (a no-op on version 3)
+            migrate(
+                conn, store._path
+            )  # a version 2 store gains its records table (a no-op on version 3)
             put_records(conn, dataset_id, records)
         detail = {"previous_fingerprint": pin.fingerprint, "fingerprint": fingerprint}
         conn.execute(

@@ -167,9 +167,9 @@ def schema_version(conn: Connection) -> str | None:
     return BUDGET_SCHEMA.found(conn)
 
 
-def migrate(conn: Connection) -> bool:
+def migrate(conn: Connection, path: Path) -> bool:
     """Bring an older store to this version inside the caller's write transaction."""
-    return BUDGET_SCHEMA.upgrade(conn, "")
+    return BUDGET_SCHEMA.upgrade(conn, str(path))
 
 
 def _create(engine: Engine) -> None:

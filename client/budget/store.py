@@ -117,7 +117,7 @@ class BudgetStore(StoreReader, SummariesMixin):
                 current = schema_version(conn) == str(SCHEMA_VERSION)
             if not current:
                 with store._write() as conn:
-                    migrate(conn)
+                    migrate(conn, store._path)
         return store
 
     def close(self) -> None:

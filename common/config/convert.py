@@ -27,7 +27,7 @@ T = TypeVar("T")
 Loc = tuple[int | str, ...]
 
 
-def _refuse_bool(value: Any) -> Any:
+def _plain_number(value: Any) -> Any:
     if isinstance(value, bool):  # True is an int to Python, never a number to a config
         raise PydanticCustomError("bool_not_number", "a bool is not a number")
     if not isinstance(value, (int, float, str)):  # bytes, Decimal, ...: never a config number
@@ -60,7 +60,7 @@ def _fedsafe_rules(schema: Any) -> Any:
     }
     kind = out.get("type")
     if kind in ("int", "float"):
-        return core_schema.no_info_before_validator_function(_refuse_bool, out)
+        return core_schema.no_info_before_validator_function(_plain_number, out)
     if kind == "bool":
         strict = {**out, "strict": True}
         return core_schema.no_info_before_validator_function(_bool_from_text, strict)

@@ -18,14 +18,9 @@ PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
 
 
-def write_atomic(
-    path: Path, data: bytes | str, *, mode: int = PRIVATE_MODE, durable: bool = True
-) -> Path:
-    """Replace ``path`` with ``data`` atomically, the file mode ``mode`` from its first byte.
-
-    ``durable`` fsyncs the file and its folder (a returned write survives power loss); reports
-    and other files that are rebuilt from durable state may pass False.
-    """
+def write_atomic(path: Path, data: bytes | str, *, mode: int = PRIVATE_MODE) -> Path:
+    """Replace ``path`` with ``data`` atomically and durably (the file and its folder are
+    fsynced: a returned write survives power loss), the file mode ``mode`` from its first byte."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -34,15 +29,13 @@ def write_atomic(
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             handle.write(payload)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    if durable:
-        _fsync_folder(path.parent)
+    _fsync_folder(path.parent)
     return path
 
 

@@ -31,29 +31,33 @@ def store_url(url_or_path: str | os.PathLike[str], *, default_name: str | None =
     return f"sqlite:///{path.resolve()}"
 
 
-def _parsed(url: str) -> URL | None:
+_MEMORY = (None, "", ":memory:")
+
+
+def _sqlite_url(url: str) -> URL | None:
+    """The parsed URL when it is a SQLite one (any driver), else None."""
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except ArgumentError:
         return None
+    return parsed if parsed.get_backend_name() == "sqlite" else None
 
 
 def is_sqlite(url: str) -> bool:
     """Any SQLite URL, whatever its driver (`sqlite://`, `sqlite+pysqlite://`, ...)."""
-    parsed = _parsed(url)
-    return parsed is not None and parsed.get_backend_name() == "sqlite"
+    return _sqlite_url(url) is not None
 
 
 def is_memory(url: str) -> bool:
     """True for an in-memory SQLite URL."""
-    parsed = _parsed(url)
-    return is_sqlite(url) and parsed is not None and parsed.database in (None, "", ":memory:")
+    parsed = _sqlite_url(url)
+    return parsed is not None and parsed.database in _MEMORY
 
 
 def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite file URL; None for memory, a URI form, or another database."""
-    parsed = _parsed(url)
-    if parsed is None or not is_sqlite(url) or is_memory(url):
+    parsed = _sqlite_url(url)
+    if parsed is None or parsed.database in _MEMORY:
         return None
     database = str(parsed.database)
     if database.startswith("file:") or parsed.query.get("uri") == "true":

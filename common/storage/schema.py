@@ -138,11 +138,8 @@ class StoreSchema:
                 tables.create_all(conn, checkfirst=True)
                 self.stamp(conn)
                 return
-            found = self.check(conn, where)
-            for step in range(found, self.version):
-                self.migrations[step](conn)
+            self.upgrade(conn, where)
             tables.create_all(conn, checkfirst=True)  # tables the file lacked (checkfirst)
-            self.stamp(conn)
 
     def _stamped(self, conn: Connection) -> bool:
         return self.meta.name in set(inspect(conn).get_table_names())
