@@ -105,3 +105,25 @@ def test_class_weights_and_the_prevalence_rule_together_are_refused() -> None:
             {"training": {"class_weighting": "balanced", "decision_rule": "prevalence"}},
         )
     assert caught.value.key == "training.decision_rule"
+
+
+@pytest.mark.parametrize("rule", ["prevalence", "balanced"])
+def test_neither_rule_reads_a_label(rule: str) -> None:
+    """Flip every held-out label: a decision made without labels stays the same, so balanced
+    accuracy becomes exactly 1 minus what it was. A rule that read the rows' label frequency
+    would move its threshold with the flip and break this."""
+    x = np.linspace(0, 1, 200, dtype=np.float32)[:, None]
+    y = (x[:, 0] > 0.8).astype(np.int64)
+    cpu = torch.device("cpu")
+    prior = np.array([0.95, 0.05]) if rule == "prevalence" else None
+    balanced = rule == "balanced"
+
+    def decide(labels: np.ndarray) -> float:
+        counts = eval_counts(
+            _Fixed(), x, labels, device=cpu, loss_clip=10.0, prior=prior, balanced_decision=balanced
+        )
+        return counts.balanced_accuracy
+
+    before, after = decide(y), decide(1 - y)
+    assert after == pytest.approx(1 - before)
+    assert before != pytest.approx(0.5)  # the check has something to see
