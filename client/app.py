@@ -79,9 +79,12 @@ def _update_record(
             True,
             f"the ServerApp's sealing public key pinned at the site (missing: {key_path})",
         )
+    plain = outcome.encoded  # 8-bit codes (training.update_bits), else the float arrays
+    if plain is None:
+        plain = pack_arrays({k: v.numpy() for k, v in outcome.state.items()})
     blob = crypto.seal(
         key_path.read_bytes(),
-        pack_arrays({k: v.numpy() for k, v in outcome.state.items()}),
+        plain,
         context=sealing_context(ctx.run_id, ctx.server_round, site.name),
     )
     records[keys.SEALED] = ConfigRecord({"blob": blob})

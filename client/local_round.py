@@ -36,6 +36,7 @@ from fedsafe.common.privacy import Charge
 from fedsafe.common.privacy.plan_table import expected_rounds
 from fedsafe.common.privacy.planner import plan_site
 from fedsafe.common.privacy.randomness import Randomness, site_randomness
+from fedsafe.common.quantise import compact_update
 from fedsafe.common.release_policy import release_count, release_evaluation
 from fedsafe.common.training import (
     DpSettings,
@@ -65,11 +66,13 @@ _NOT_BOUND = ("resume", "run_id", "runs_dir")
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    """The updated weights, the scalar metrics to report and the site's signed attestation."""
+    """The updated weights, the scalar metrics to report and the site's signed attestation;
+    `encoded`: the packed 8-bit codes that travel instead of `state` (their dequantisation)."""
 
     state: StateDict
     metrics: dict[str, float]
     attestation: dict[str, Any]
+    encoded: bytes | None = None
 
 
 def round_seed(cfg: ExperimentConfig, site: str, server_round: int) -> int:
@@ -119,6 +122,22 @@ def _train(
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, result
 
 
+def _compact(
+    cfg: ExperimentConfig, site: SiteRuntime, ctx: RoundContext, trained: StateDict, sent: StateDict
+) -> tuple[StateDict, bytes | None]:
+    """An 8-bit update, after DP-SGD (post-processing): what the coordinator will read from
+    the codes is what the site attests. Rounding draws from the OS, never from the config."""
+    bits = cfg.training.update_bits
+    if bits == 32:
+        return trained, None
+    plain = {k: v.numpy() for k, v in trained.items()}
+    try:
+        arrays, encoded = compact_update(plain, {k: v.numpy() for k, v in sent.items()}, bits=bits)
+    except ValueError as err:
+        raise refusal(site, ctx, f"its update does not fit {bits} bits ({err}); withheld") from None
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}, encoded
+
+
 def _outcome(
     site: SiteRuntime,
     ctx: RoundContext,
@@ -129,6 +148,7 @@ def _outcome(
     noise: float,
     delta: float,
     randomness: str | None,
+    encoded: bytes | None = None,
 ) -> RoundOutcome:
     """What the release policy lets leave, and the signed attestation of exactly these arrays."""
     weight = released_weight(site, result.num_examples)
@@ -157,7 +177,7 @@ def _outcome(
     }
     if site.release.releases_training_loss:
         metrics[keys.LOSS] = result.loss
-    return RoundOutcome(trained, metrics, sign_statement(payload, site.signing_key))
+    return RoundOutcome(trained, metrics, sign_statement(payload, site.signing_key), encoded)
 
 
 def released_weight(site: SiteRuntime, num_examples: int) -> int:
@@ -189,7 +209,18 @@ def _nonprivate_round(
         )
     weights = class_weights(cfg, site, ctx, private=False)
     trained, result = _train(cfg, site, state, ctx, dp=None, randomness=None, class_weights=weights)
-    return _outcome(site, ctx, trained, result, epsilon=None, noise=0.0, delta=0.0, randomness=None)
+    trained, encoded = _compact(cfg, site, ctx, trained, state)
+    return _outcome(
+        site,
+        ctx,
+        trained,
+        result,
+        epsilon=None,
+        noise=0.0,
+        delta=0.0,
+        randomness=None,
+        encoded=encoded,
+    )
 
 
 def train_round(
@@ -216,7 +247,7 @@ def _resend(site: SiteRuntime, ctx: RoundContext, input_digest: str) -> RoundOut
         site.name,
         ctx.server_round,
     )
-    return RoundOutcome(cached.state, cached.metrics, cached.attestation)
+    return RoundOutcome(cached.state, cached.metrics, cached.attestation, cached.encoded)
 
 
 def _check_steps(site: SiteRuntime, ctx: RoundContext, taken: int, reserved: int) -> None:
@@ -277,6 +308,7 @@ def _train_round(
             cfg, site, state, ctx, dp=dp, randomness=randomness, class_weights=weights
         )
         _check_steps(site, ctx, result.steps, reservation.planned_steps)
+        trained, encoded = _compact(cfg, site, ctx, trained, state)
         # The reservation already counts the planned steps, so this is the spend after the round.
         epsilon = store.spent(site.dataset_id, delta=policy.delta, accountant=policy.accountant)
         outcome = _outcome(
@@ -288,6 +320,7 @@ def _train_round(
             noise=bound.noise_multiplier,
             delta=policy.delta,
             randomness=randomness.name,
+            encoded=encoded,
         )
         save_update(
             folder,
@@ -297,6 +330,7 @@ def _train_round(
             state=outcome.state,
             metrics=outcome.metrics,
             attestation=outcome.attestation,
+            encoded=outcome.encoded,
         )
         store.complete(reservation, steps_taken=result.steps)
     return outcome

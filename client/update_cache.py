@@ -31,6 +31,7 @@ class CachedUpdate:
     state: dict[str, torch.Tensor]
     metrics: dict[str, float]
     attestation: dict[str, Any]
+    encoded: bytes | None = None  # the 8-bit codes sent, when the run sends compact updates
 
 
 def _path(folder: Path, run_id: str, server_round: int) -> Path:
@@ -47,6 +48,7 @@ def save_update(
     state: dict[str, torch.Tensor],
     metrics: dict[str, float],
     attestation: dict[str, Any],
+    encoded: bytes | None = None,
 ) -> Path:
     """Write atomically, then drop this run's older rounds: only the last one can be replayed."""
     path = _path(folder, run_id, server_round)
@@ -59,9 +61,10 @@ def save_update(
                 "payload": attestation["payload"],
                 "signature": bytes(attestation["signature"]).hex(),
             },
+            "encoded_bytes": None if encoded is None else len(encoded),
         }
     ).encode()
-    body = pack_arrays({k: v.numpy() for k, v in state.items()})
+    body = pack_arrays({k: v.numpy() for k, v in state.items()}) + (encoded or b"")
     write_atomic(path, _LEN.pack(len(head)) + head + body)  # 0600: a noised update, not public
     for older in path.parent.glob(f"{path.name.split('.round-')[0]}.round-*.bin"):
         if older != path:
@@ -76,7 +79,9 @@ def load_update(folder: Path, run_id: str, server_round: int) -> CachedUpdate | 
     blob = path.read_bytes()
     (length,) = _LEN.unpack_from(blob, 0)
     head = json.loads(blob[_LEN.size : _LEN.size + length])
-    arrays = unpack_arrays(blob[_LEN.size + length :])
+    tail = int(head.get("encoded_bytes") or 0)  # the codes after the arrays, if any
+    end = len(blob) - tail
+    arrays = unpack_arrays(blob[_LEN.size + length : end])
     attestation = head["attestation"]
     return CachedUpdate(
         input_digest=head["input_digest"],
@@ -86,4 +91,5 @@ def load_update(folder: Path, run_id: str, server_round: int) -> CachedUpdate | 
             "payload": attestation["payload"],
             "signature": bytes.fromhex(attestation["signature"]),
         },
+        encoded=blob[end:] if tail else None,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,7 @@ class Compliance:
     refused_nodes: set[int] = field(default_factory=set)
     example_counts: dict[int, int] = field(default_factory=dict)  # node -> signed n (secagg)
     require_counts: bool = False  # secure aggregation: an identity must declare its count
+    decode: Callable[[bytes], dict[str, Any]] = unpack_arrays  # the round's (quantised_update)
     _pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     attestations: list[dict[str, Any]] = field(default_factory=list)
@@ -298,7 +300,7 @@ class Compliance:
                 "for another run/round/site)"
             ) from None
         del content[keys.SEALED]
-        content[keys.ARRAYS] = ArrayRecord({k: Array(v) for k, v in unpack_arrays(plain).items()})
+        content[keys.ARRAYS] = ArrayRecord({k: Array(v) for k, v in self.decode(plain).items()})
 
     def verify_update(self, server_round: int, node_id: int, content: RecordDict) -> str:
         """Check the attestation against the enrolled key and the arrays actually received."""

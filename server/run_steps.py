@@ -166,6 +166,7 @@ class RunSteps:
             limits=cfg.strategy,
             secure=secure,
             client_level=self.client_level,
+            update_bits=cfg.training.update_bits,
         )
         return strategy, cast(Grid, secure) if secure is not None else grid
 

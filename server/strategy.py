@@ -27,6 +27,7 @@ from fedsafe.server.aggregate import (
 )
 from fedsafe.server.bounds import check_update_norm
 from fedsafe.server.compliance import Compliance
+from fedsafe.server.quantised_update import update_decoder
 from fedsafe.server.recorder import RunRecorder
 from fedsafe.server.roster import EligibleGrid, roll_call
 from fedsafe.server.secure_aggregation import SecureAggregationGrid
@@ -81,7 +82,9 @@ class RecordingStrategy(Strategy):
         secure: SecureAggregationGrid | None = None,
         client_level: ClientLevelAccount | None = None,
         roll_call_patience_s: float = 0.0,
+        update_bits: int = 32,
     ) -> None:
+        self.update_bits = update_bits  # 8: sites send 8-bit codes, dequantised as they open
         self.roll_call_patience_s = roll_call_patience_s
         self.inner = inner
         self.client_level = client_level  # the run's client-level DP releases, if any
@@ -133,6 +136,8 @@ class RecordingStrategy(Strategy):
             return []
         self.recorder.round_started(server_round)
         self._global = arrays
+        bound = self.limits.max_update_norm  # how a round's updates are read: the model sent
+        self.compliance.decode = update_decoder(self.update_bits, arrays, bound=bound)
         if self.client_level is not None and not self.client_level.allows_another():
             account = self.client_level
             reason = (

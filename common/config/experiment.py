@@ -231,6 +231,16 @@ class ExperimentConfig:
                 "sees only the weighted mean, so a robust rule has no updates to compare)",
             )
         mode = self.privacy.client_level.mode
+        if self.training.update_bits != 32:
+            _check(
+                self.security.sealed_updates and not self.security.secure_aggregation,
+                "training.update_bits",
+                self.training.update_bits,
+                "32 unless updates are sealed (security.sealed_updates=true, "
+                "security.secure_aggregation=false): the 8-bit codes travel inside the sealed "
+                "blob, and SecAgg+ (and distributed DP) already send updates on its own "
+                "integer grid, which the coordinator sums without seeing any one update",
+            )
         if self.strategy.fairness_q > 0:
             _check(
                 not self.security.secure_aggregation and mode == "off",

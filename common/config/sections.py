@@ -201,6 +201,10 @@ class TrainingConfig:
     # example's gradient to C shrinks a rare class's pull, so its p(rare|x) sits below the
     # prevalence for everyone; dividing by the model's own mean undoes that shift.
     decision_rule: Literal["argmax", "prevalence", "balanced"] = "argmax"
+    # Bits per value of the update a site sends: 32 sends float32 as trained; 8 sends its
+    # difference from the global model stochastically rounded to 8 bits per tensor (a scale and
+    # offset alongside), after DP-SGD: post-processing, so no privacy figure changes.
+    update_bits: Literal[32, 8] = 32
 
     def __post_init__(self) -> None:
         _within("training.rounds", self.rounds, 1, MAX_ROUNDS, low_open=False)
