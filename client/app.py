@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +30,14 @@ from fedsafe.common.errors import ConfigError, DataError, FedsafeError
 from fedsafe.common.flower_env import quiet_actor_shutdown
 from fedsafe.common.wire import pack_arrays, sealing_context
 
-__all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG"]
+__all__ = ["app", "build_client_app", "REFUSAL_CODE", "SITE_CONFIG", "SLOW_START_ENV"]
 
 log = logging.getLogger("fedsafe.client")
+
+# Test hook: a simulated site's first answer in its process waits this many seconds, as a site
+# still importing torch on a loaded machine does. Unset in every real run; deployed sites ignore it.
+SLOW_START_ENV = "FEDSAFE_TEST_SLOW_START_S"
+_started: set[int] = set()
 
 
 class MalformedRequestError(FedsafeError):
@@ -99,8 +106,19 @@ def _instructions(msg: Message) -> Mapping[str, Any]:
     return msg.content.config_records[keys.CONFIG]
 
 
+def _slow_start_for_tests(context: Context) -> None:
+    """Delay a simulated site's first answer when a test sets SLOW_START_ENV, so the roll
+    call's wait for sites that are still starting is tested on the real path."""
+    delay = os.environ.get(SLOW_START_ENV)
+    if not delay or SITE_CONFIG in context.node_config or context.node_id in _started:
+        return
+    _started.add(context.node_id)
+    time.sleep(float(delay))
+
+
 def _roll_call(run_cfg: ExperimentConfig, msg: Message, context: Context) -> Message:
     """Answer "who is there" with a statement signed by the site's key, bound to the run."""
+    _slow_start_for_tests(context)
     instructions = msg.content[keys.CONFIG]
     run_id = str(instructions[keys.RUN_ID])
     try:

@@ -12,6 +12,7 @@ __all__ = [
     "IntegrityError",
     "LedgerError",
     "ConsentError",
+    "NoSiteTrainedError",
 ]
 
 
@@ -58,3 +59,8 @@ class LedgerError(FedsafeError):
 
 class ConsentError(FedsafeError):
     """A consent record is missing, invalid, expired or withdrawn."""
+
+
+class NoSiteTrainedError(FedsafeError):
+    """A run ended with no site having trained in any round: nothing was learned, so the run
+    fails rather than report a summary of an untrained model."""

@@ -245,6 +245,31 @@ class RunRecorder:
             "cap": self.cfg.federation.cap_for(name) if dp else None,
         }
 
+    def close(self) -> None:
+        """End the progress bar and metrics.jsonl (also when the run fails before its summary)."""
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self._metrics.close()
+
+    def untrained_reason(self) -> str | None:
+        """Why no site trained in any round, or None when one did: the sites' last refusals and
+        exclusions (the first few; the rest counted), and the stop that ended the run."""
+        if any(site.trained_rounds for site in self.sites.values()):
+            return None
+        why = [
+            f"{name}: {(site.refusals or site.exclusions)[-1]['reason']}"
+            for name, site in sorted(self.sites.items())
+            if site.refusals or site.exclusions
+        ]
+        more = f"; and {len(why) - 3} more" if len(why) > 3 else ""
+        parts = [f"all {len(why)} site(s) refused or excluded: " + "; ".join(why[:3]) + more]
+        if not why:
+            parts = ["no site answered the roll call or was sent work"]
+        if self.stop:
+            parts.append(f"training stopped at round {self.stop['round']}: {self.stop['reason']}")
+        return "; ".join(parts)
+
     def finish(
         self,
         *,
@@ -254,9 +279,7 @@ class RunRecorder:
         client_level: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write summary.json; its numbers come only from what the sites reported."""
-        if self._progress is not None:
-            self._progress.close()
-        self._metrics.close()
+        self.close()
         wall = time.perf_counter() - self._t0
         sites = {name: self._site_summary(name) for name in sorted(self.sites)}
         accuracies = {n: v["accuracy"] for n, v in sites.items() if v["accuracy"] is not None}

@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedsafe.common import keys
 from fedsafe.common.config import ExperimentConfig
+from fedsafe.common.errors import NoSiteTrainedError
 from fedsafe.common.ledger import records
 from fedsafe.common.privacy.client_level import ClientLevelAccount
 from fedsafe.server.central_dp import CentralDP, base_strategy
@@ -187,7 +188,15 @@ class RunSteps:
         return result.arrays if len(result.arrays) else initial
 
     def finish(self, final: ArrayRecord) -> dict[str, Any]:
-        """The final model, a last checkpoint that cannot be resumed, and the run summary."""
+        """The final model, a last checkpoint that cannot be resumed, and the run summary;
+        a run in which no site trained fails instead (its ledger keeps every refusal)."""
+        why = self.recorder.untrained_reason()
+        if why is not None:
+            self.recorder.close()
+            raise NoSiteTrainedError(
+                f"no site trained in run {self.compliance.run_id} ({why}); nothing was learned. "
+                f"The run folder {self.run_dir} keeps the ledger, metrics.jsonl and the refusals"
+            )
         path, sha = final_model(
             self.run_dir, final, self.compliance, rounds=len(self.recorder.rounds)
         )

@@ -1,4 +1,5 @@
-"""`fedsafe simulate` as a newcomer sees it: the privacy plan is the first thing printed."""
+"""`fedsafe simulate` as a newcomer sees it: the privacy plan is the first thing printed, and
+no library chatter follows the last round."""
 
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ def test_nothing_unasked_is_printed_before_the_plan(tmp_path: Path) -> None:
     assert "alembic" not in before_plan and "INFO" not in before_plan, before_plan[-2000:]
     assert done.stdout.lstrip().startswith("privacy plan:")
     assert "pooled" in done.stdout  # the run itself went through to its table
+    # Ray's actor shutdown ("Manually terminating ClientAppActor", in colour) says nothing wrong
+    shown = done.stderr + done.stdout
+    assert "Manually terminating" not in shown
+    # nor Flower's own INFO records (its logger is created at import, DEBUG, with a handler)
+    assert "alembic" not in shown and "Starting RecordingStrategy" not in shown, shown[-2000:]
