@@ -1,5 +1,5 @@
 """Benchmarks: DP step cost, round overhead, crypto/ledger throughput, scale, fixed cost,
-deployed rounds and the aggregation modes."""
+deployed rounds, the aggregation modes and compact (8-bit) updates."""
 
 from __future__ import annotations
 
@@ -14,4 +14,5 @@ BENCHES: tuple[str, ...] = (
     "fixed_cost",
     "deploy",  # deployed rounds, stock SuperNode vs the site worker (deploy_rounds.py)
     "aggregation_modes",  # secure vs sealed round at 10 sites; utility per DP mode
+    "update_bits",  # bytes per update at 32 vs 8 bits, and the accuracy 8 bits cost
 )

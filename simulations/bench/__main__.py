@@ -46,6 +46,10 @@ def _one(name: str, quick: bool, shared: dict[str, Any]) -> list[Row]:
         from fedsafe.simulations.bench import aggregation_modes
 
         return aggregation_modes.run(quick=quick)
+    if name == "update_bits":
+        from fedsafe.simulations.bench import update_bits
+
+        return update_bits.run(quick=quick)
     if name == "deploy":
         from fedsafe.simulations.bench import deploy_rounds
 

@@ -67,12 +67,12 @@ def _instrument_flower() -> None:
 
 
 def _run_fedsafe(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    import fedsafe.server.federation as federation
+    import fedsafe.server.run_steps as steps  # the module that calls the roll call
     from fedsafe.server.recorder import RunRecorder
     from fedsafe.simulations.engine import simulate
 
-    _wrap(federation, "wait_for_sites", "server_main_start", None)
-    _wrap(federation, "roll_call", "roll_call_start", "roll_call_end")
+    _wrap(steps, "wait_for_sites", "server_main_start", None)
+    _wrap(steps, "roll_call", "roll_call_start", "roll_call_end")
     _wrap(RunRecorder, "round_started", "round1_start", None)
     _mark("imported")
     _mark("simulate_call")
