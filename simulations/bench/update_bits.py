@@ -10,7 +10,7 @@ import statistics
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors.torch import load_file
@@ -18,14 +18,20 @@ from safetensors.torch import load_file
 from fedsafe.simulations.bench.rows import Row
 from fedsafe.simulations.bench.spawn import run_worker
 
+if TYPE_CHECKING:
+    from fedsafe.common.config.limits import ModelName
+
 __all__ = ["run", "bytes_rows", "accuracy_config"]
 
 BENCH = "update_bits"
 # (label, dataset, model): the hospitals' default MLP, and the digits CNN (a bigger model)
-MODELS = (("hospitals mlp", "heart_disease", "mlp"), ("digits cnn", "digits", "cnn"))
+MODELS: tuple[tuple[str, str, ModelName], ...] = (
+    ("hospitals mlp", "heart_disease", "mlp"),
+    ("digits cnn", "digits", "cnn"),
+)
 
 
-def _sealed_sizes(dataset: str, model_name: str) -> tuple[int, int, int]:
+def _sealed_sizes(dataset: str, model_name: ModelName) -> tuple[int, int, int]:
     """(parameters, sealed float32 update bytes, sealed 8-bit update bytes) for one model,
     sealed exactly as a site seals its reply."""
     from fedsafe.common import crypto
