@@ -73,7 +73,35 @@ def _cnn(n_features: int, n_classes: int, hidden: int, input_shape: tuple[int, .
     )
 
 
-MODELS: dict[str, Factory] = {"logreg": _logreg, "mlp": _mlp, "cnn": _cnn}
+def _scatter_linear(
+    n_features: int, n_classes: int, hidden: int, input_shape: tuple[int, ...]
+) -> nn.Module:
+    """Tramer & Boneh's ScatterNet+linear: per-example GroupNorm on the coefficients, one layer.
+
+    GroupNorm without affine weights normalises each example by its own statistics, so
+    no data-dependent normalisation (and no privacy spend) is needed; groups of 3 channels
+    as in their paper.
+    """
+    if len(input_shape) != 3 or input_shape[0] % 3:
+        raise ConfigError(
+            "model.name",
+            "scatter_linear",
+            f"scattering features (dataset.features=scattering), got input {input_shape}",
+        )
+    channels = input_shape[0]
+    return nn.Sequential(
+        nn.GroupNorm(channels // 3, channels, affine=False),
+        nn.Flatten(),
+        nn.Linear(n_features, n_classes),
+    )
+
+
+MODELS: dict[str, Factory] = {
+    "logreg": _logreg,
+    "mlp": _mlp,
+    "cnn": _cnn,
+    "scatter_linear": _scatter_linear,
+}
 
 
 def build_model(

@@ -41,7 +41,7 @@ DatasetName = Literal[
     "fashion_mnist",
     "site_files",
 ]
-ModelName = Literal["logreg", "mlp", "cnn"]
+ModelName = Literal["logreg", "mlp", "cnn", "scatter_linear"]
 StrategyName = Literal[
     "fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan"
 ]

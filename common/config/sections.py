@@ -39,6 +39,9 @@ class DatasetConfig:
     # "flamby": FLamby's Fed-Heart-Disease columns, rows and fixed per-hospital split, so the
     # figures compare with FLamby's published ones (heart_disease, natural partition only).
     protocol: Literal["fedsafe", "flamby"] = "fedsafe"
+    # "scattering": images become fixed scattering coefficients at the site (Tramer & Boneh's
+    # ScatterNet features, common/data/scattering.py) for model=scatter_linear.
+    features: Literal["pixels", "scattering"] = "pixels"
     num_sites: int = 4
     alpha: float = 0.5
     test_fraction: float = 0.2
@@ -62,6 +65,13 @@ class DatasetConfig:
                 self.protocol,
                 "'flamby' only with dataset.name=heart_disease and dataset.partition=natural "
                 "(FLamby's protocol is the four hospitals as they are)",
+            )
+        if self.features == "scattering":
+            _check(
+                self.name in ("digits", "fashion_mnist"),
+                "dataset.features",
+                self.features,
+                "'scattering' only for image data sets (digits, fashion_mnist)",
             )
         if self.name == "site_files":
             _check(bool(self.files), "dataset.files", list(self.files), "one data file per site")

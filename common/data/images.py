@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cache
 from pathlib import Path
@@ -12,6 +13,7 @@ from fedsafe.common.config import DatasetConfig
 from fedsafe.common.data.base import DatasetInfo, SiteData, partition_rows, split_arrays
 from fedsafe.common.data.idx import read_idx
 from fedsafe.common.data.registry import register_dataset
+from fedsafe.common.data.scattering import SCATTER_J, scatter, scattering_channels
 from fedsafe.common.errors import DataError
 
 __all__ = ["FASHION_MNIST_DIR", "fashion_mnist_dir", "digits_arrays", "fashion_mnist_arrays"]
@@ -83,13 +85,25 @@ def _image_site(
     train, test = split_arrays(x, y, cfg, index, site)
     x_train = (x[train].astype(np.float32) / scale).astype(np.float32)
     x_test = (x[test].astype(np.float32) / scale).astype(np.float32)
+    if cfg.features == "scattering":
+        x_train, x_test = scatter(x_train), scatter(x_test)
     return SiteData(site, x_train, y[train], x_test, y[test])
 
 
-def _digits_info(_: DatasetConfig | None) -> DatasetInfo:
-    return DatasetInfo(
-        "digits", 64, 10, (), "scikit-learn 8x8 digits: 1,797 images, 10 classes", (1, 8, 8)
-    )
+def _shape(cfg: DatasetConfig | None, side: int) -> tuple[int, int, int]:
+    """One example as the model sees it: pixels, or scattering channels at side / 2**J."""
+    if cfg is not None and cfg.features == "scattering":
+        return (scattering_channels(), side // 2**SCATTER_J, side // 2**SCATTER_J)
+    return (1, side, side)
+
+
+def _image_info(name: str, side: int, description: str, cfg: DatasetConfig | None) -> DatasetInfo:
+    shape = _shape(cfg, side)
+    return DatasetInfo(name, math.prod(shape), 10, (), description, shape)
+
+
+def _digits_info(cfg: DatasetConfig | None) -> DatasetInfo:
+    return _image_info("digits", 8, "scikit-learn 8x8 digits: 1,797 images, 10 classes", cfg)
 
 
 def _digits_load(cfg: DatasetConfig, index: int, site: str) -> SiteData:
@@ -97,14 +111,12 @@ def _digits_load(cfg: DatasetConfig, index: int, site: str) -> SiteData:
     return _image_site(x, y, 16.0, cfg, index, site)
 
 
-def _fmnist_info(_: DatasetConfig | None) -> DatasetInfo:
-    return DatasetInfo(
+def _fmnist_info(cfg: DatasetConfig | None) -> DatasetInfo:
+    return _image_info(
         "fashion_mnist",
-        784,
-        10,
-        (),
+        28,
         "Fashion-MNIST (Zalando): 70,000 28x28 grey images, 10 classes, from local idx files",
-        (1, 28, 28),
+        cfg,
     )
 
 

@@ -1,4 +1,4 @@
-"""Two real 2-round simulations: four regional banks (Lending Club), imaging (a digits CNN)."""
+"""Two real 2-round simulations: four regional banks (Lending Club), imaging_digits (a digits CNN)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_four_regional_banks_train_with_dp_and_report_imbalance_metrics(tmp_path
 
 
 def test_an_imaging_study_trains_the_cnn_on_label_skewed_sites(tmp_path: Path) -> None:
-    summary = _run(tmp_path, "federation=imaging")
+    summary = _run(tmp_path, "federation=imaging_digits")
     assert summary["config"]["model"]["name"] == "cnn"
     assert len(summary["sites"]) == 4
     assert all(s["rounds_trained"] == [1, 2] for s in summary["sites"].values())

@@ -166,6 +166,7 @@ def test_unknown_dataset_override_is_refused() -> None:
         ["privacy=off", "strategy=fedprox"],
         ["federation=banks"],
         ["federation=imaging"],
+        ["federation=imaging_digits"],
         ["federation=flamby"],
         ["strategy.fairness_q=3"],
         ["federation=open", "dataset=breast_cancer", "dataset.alpha=0.3"],
