@@ -28,7 +28,10 @@ def _prior(cfg: ExperimentConfig, site: str, run_id: str) -> list[Charge]:
 def plan_simulation(cfg: ExperimentConfig, run_id: str) -> FederationPlan:
     """Each simulated site's noise, epsilon per round (on top of its prior spend) and cap round."""
     chosen = set(federation_sites(cfg))  # federation.sites may take part of the data set
-    loaded = [s for s in load_sites(cfg.dataset) if s.site in chosen]
+    # Only the row counts matter here, and features do not change them: plan on the pixels
+    # rather than computing every site's scattering coefficients in the coordinator.
+    counted = dataclasses.replace(cfg.dataset, features="pixels")
+    loaded = [s for s in load_sites(counted) if s.site in chosen]
     sites = {s.site: s.n_train for s in loaded}
     smallest = min(loaded, key=lambda s: s.n_rows)
     if cfg.privacy.delta >= 1.0 / smallest.n_rows:
