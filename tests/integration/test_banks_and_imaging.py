@@ -1,4 +1,4 @@
-"""Two real 2-round simulations: four regional banks (Lending Club), imaging_digits (a digits CNN)."""
+"""Two real 2-round simulations: four regional banks (Lending Club), digits imaging (a CNN)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The scattering features: the published transform's shape and invariances, a function of each image alone."""
+"""Scattering features: the published shape and invariances, a function of each image alone."""
 
 from __future__ import annotations
 
