@@ -67,6 +67,9 @@ class SiteData:
     raw_hashes: np.ndarray | None = None
     # The encoded features' names (tabular data): they order the columns of `overlap_hashes`.
     feature_names: tuple[str, ...] = ()
+    # `overlap_hashes` of the records before a fixed feature transform (scattering): the same
+    # images encoded another way are the same records, so they share one budget.
+    pre_feature_hashes: np.ndarray | None = None
 
     @property
     def n_train(self) -> int:
@@ -92,6 +95,8 @@ class SiteData:
         columns in feature-name order, -0.0 as 0.0. Two files whose records encode alike
         (columns reordered, -0 for 0, values clipped to the same bound) share these hashes,
         so a re-exported or re-typed copy of a data set cannot pass as a new one."""
+        if self.pre_feature_hashes is not None:
+            return self.pre_feature_hashes
         x = np.concatenate([self.x_train, self.x_test])
         y = np.concatenate([self.y_train, self.y_test])
         flat = np.asarray(x, dtype=np.float64).reshape(len(y), -1) + 0.0

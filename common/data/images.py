@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from functools import cache
@@ -85,9 +86,18 @@ def _image_site(
     train, test = split_arrays(x, y, cfg, index, site)
     x_train = (x[train].astype(np.float32) / scale).astype(np.float32)
     x_test = (x[test].astype(np.float32) / scale).astype(np.float32)
-    if cfg.features == "scattering":
-        x_train, x_test = scatter(x_train), scatter(x_test)
-    return SiteData(site, x_train, y[train], x_test, y[test])
+    pixels = SiteData(site, x_train, y[train], x_test, y[test])
+    if cfg.features == "pixels":
+        return pixels
+    # The records are the images, whatever features training sees: their fingerprint and
+    # overlap hashes stay the pixels', so switching features cannot open a fresh budget.
+    return dataclasses.replace(
+        pixels,
+        x_train=scatter(x_train),
+        x_test=scatter(x_test),
+        raw_hashes=pixels.record_hashes,
+        pre_feature_hashes=pixels.overlap_hashes,
+    )
 
 
 def _shape(cfg: DatasetConfig | None, side: int) -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ from fedsafe.common.config import DatasetConfig, ModelConfig
 from fedsafe.common.data.images import digits_arrays
 from fedsafe.common.data.registry import dataset_info
 from fedsafe.common.data.scattering import _filters, _padded_size, scatter, scattering_channels
+from fedsafe.common.data.sites import load_site
 from fedsafe.common.errors import ConfigError
 from fedsafe.common.models import model_for
 
@@ -72,3 +73,13 @@ def test_the_scatter_linear_model_takes_scattering_features_only() -> None:
 def test_scattering_is_refused_for_tabular_data() -> None:
     with pytest.raises(ConfigError, match=r"dataset\.features"):
         DatasetConfig(name="heart_disease", features="scattering")
+
+
+def test_switching_to_scattering_features_keeps_the_images_budget_identity() -> None:
+    """As a site (or a coordinator's config) re-encoding the same images: same records, so the
+    same fingerprint and overlap hashes, never a fresh budget for a new encoding."""
+    pixels = load_site(DatasetConfig(name="digits", partition="iid"), 0)
+    scattered = load_site(DatasetConfig(name="digits", partition="iid", features="scattering"), 0)
+    assert scattered.x_train.shape[1:] == (81, 2, 2)
+    assert scattered.fingerprint == pixels.fingerprint
+    assert np.array_equal(np.sort(scattered.overlap_hashes), np.sort(pixels.overlap_hashes))
