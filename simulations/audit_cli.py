@@ -1,4 +1,4 @@
-"""`fedsafe audit verify|export`: anyone holding the ledger and the public keys can check it."""
+"""`fedsafe audit verify|export|privacy`: check a ledger with keys you hold; audit a site."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from fedsafe.common.errors import LedgerError
 from fedsafe.common.ledger import Ledger, export_csv, export_json
 from fedsafe.common.ledger.audit import INTACT, TAMPERED, UNVERIFIABLE, Anchors, audit_ledger
+from fedsafe.simulations.privacy_audit_cli import add_privacy_audit_parser
 
 __all__ = ["add_audit_parser", "add_anchor_arguments", "anchors_from", "resolve_ledger"]
 
@@ -97,7 +98,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    audit = sub.add_parser("audit", help="verify or export a run's tamper-evident ledger")
+    audit = sub.add_parser(
+        "audit", help="verify or export a run's ledger; audit a site's privacy empirically"
+    )
     asub = audit.add_subparsers(dest="audit_command", required=True)
     verify = asub.add_parser(
         "verify",
@@ -119,3 +122,4 @@ def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     export.add_argument("--format", choices=("json", "csv"), default="json")
     export.add_argument("--out", help="file to write (default: standard output)")
     export.set_defaults(func=_export)
+    add_privacy_audit_parser(asub)
