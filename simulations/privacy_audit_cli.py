@@ -31,7 +31,7 @@ def _from_json(path: Path) -> ExperimentConfig:
 def _from_overrides(overrides: list[str]) -> ExperimentConfig:
     from hydra import compose, initialize_config_module
 
-    from fedsafe.simulations.run import config_from_hydra
+    from fedsafe.simulations.hydra_config import config_from_hydra
 
     with initialize_config_module(config_module="fedsafe.conf", version_base="1.3"):
         composed = compose(config_name="config", overrides=overrides, return_hydra_config=True)
