@@ -35,7 +35,12 @@ from fedsafe.common.data import SiteData, dataset_info
 from fedsafe.common.errors import ConfigError
 from fedsafe.common.layout import federation_sites
 from fedsafe.common.models import model_for
-from fedsafe.common.privacy.audit_bound import AuditBound, audit_guesses
+from fedsafe.common.privacy.audit_bound import (
+    AuditBound,
+    audit_guesses,
+    epsilon_lower_bound,
+    guess_counts,
+)
 from fedsafe.common.privacy.canaries import Canaries, canary_scores, draw_canaries
 
 __all__ = ["run_privacy_audit", "membership_baseline", "format_audit"]
@@ -171,6 +176,13 @@ def _train(
     return state, epsilon, scores
 
 
+def _ceiling(m: int, *, delta: float, confidence: float) -> float:
+    """The bound every guess right would give: no claim above it can be contradicted by m
+    canaries, whatever the training path does."""
+    each = 1.0 - (1.0 - confidence) / len(guess_counts(m))
+    return epsilon_lower_bound(m, m, m, delta=delta, confidence=each)
+
+
 def run_privacy_audit(
     cfg: ExperimentConfig,
     out_dir: Path,
@@ -226,6 +238,7 @@ def run_privacy_audit(
         "correct": bound.correct,
         "confidence": confidence,
         "epsilon_lower_bound": bound.epsilon_lower_bound,
+        "largest_possible_bound": _ceiling(canaries, delta=delta, confidence=confidence),
         "final_model": {
             "epsilon_lower_bound": final.epsilon_lower_bound,
             "guesses": final.guesses,
@@ -257,8 +270,12 @@ def format_audit(result: dict[str, Any]) -> str:
             f"site {result['site']}: {result['rounds']} rounds, {result['n_train']} training rows "
             f"+ {result['canaries_included']} of {result['canaries']} canaries",
             f"  accountant's epsilon        {claimed:.3f} (delta {result['delta']:g})",
-            f"  empirical lower bound       {bound:.3f} at {result['confidence']:.0%} confidence "
+            f"  lower bound from updates    {bound:.3f} at {result['confidence']:.0%} confidence "
             f"({result['correct']} of {result['guesses']} guesses correct)",
+            f"  most {result['canaries']} canaries can show  "
+            f"{result['largest_possible_bound']:.3f} (every guess right)",
+            f"  from the final model alone  {result['final_model']['epsilon_lower_bound']:.3f} "
+            f"({result['final_model']['correct']} of {result['final_model']['guesses']} correct)",
             f"  membership inference (loss) AUROC {mia['auroc']:.3f}, "
             f"advantage {mia['advantage']:.3f}",
             f"  verdict: {verdict}",
