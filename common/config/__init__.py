@@ -26,6 +26,7 @@ from fedsafe.common.config.limits import (
     NATURAL_SITES,
     STRATEGIES,
 )
+from fedsafe.common.config.monitoring import MonitoringConfig
 from fedsafe.common.config.sections import (
     ClientLevelConfig,
     DatasetConfig,
@@ -46,6 +47,7 @@ __all__ = [
     "ConsentEntry",
     "ComplianceConfig",
     "SecurityConfig",
+    "MonitoringConfig",
     "ExperimentConfig",
     "from_dict",
     "from_flat",

@@ -14,6 +14,7 @@ from fedsafe.common.config.limits import (
     _check,
     _within,
 )
+from fedsafe.common.config.monitoring import MonitoringConfig
 from fedsafe.common.config.sections import (
     DatasetConfig,
     ModelConfig,
@@ -203,6 +204,7 @@ class ExperimentConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
     def __post_init__(self) -> None:
         check_name("name", self.name)  # part of the run folder's name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fedsafe.common.ledger.export import export_csv, export_json
 from fedsafe.common.ledger.provenance import provenance_card
 from fedsafe.common.ledger.records import (
+    ALERT,
     ATTESTATION,
     CONSENT_DECISION,
     DROPOUT,
@@ -31,6 +32,7 @@ from fedsafe.common.ledger.verify import (
 )
 
 __all__ = [
+    "ALERT",
     "ATTESTATION",
     "CONSENT_DECISION",
     "DROPOUT",

@@ -31,6 +31,12 @@ Payload keys the server (and, for attestations, the sites) must write; readers s
   (SHA-256 hex).
 - ``dropout``: ``site``, ``round``, ``reason``.
 - ``error``: ``component``, ``message``, and ``round`` when known.
+- ``alert``: ``rule`` (str, e.g. "epsilon_near_cap", "site_dropout"), ``severity`` ("warning" |
+  "critical"), ``message`` (str), and ``round`` / ``site`` when known (the monitor's alert rules).
+- ``access_decision`` (the coordinator's access ledger): ``action`` (e.g. "submit",
+  "consent_grant", "report_read", "connect"), ``role`` (str, or null for a TLS refusal),
+  ``decision`` ("allowed" | "refused"), ``subject`` and ``fingerprint`` of the client
+  certificate (null when none was verified), ``peer`` (address), ``target`` (str), ``reason``.
 - ``run_resumed``: ``run_id``, ``from_round`` (int), ``config_hash`` (of the resumed config,
   which must equal the run's), ``checkpoint_head``.
 - ``run_finished``: ``run_id``, ``rounds_completed`` (int), ``final_model_sha256`` (SHA-256 hex).
@@ -62,6 +68,8 @@ __all__ = [
     "RUN_RESUMED",
     "RUN_FINISHED",
     "HEAD_SIGNED",
+    "ALERT",
+    "ACCESS_DECISION",
     "KINDS",
     "GENESIS_PREV_HASH",
     "LEDGER_FORMAT",
@@ -87,6 +95,8 @@ ERROR = "error"
 RUN_RESUMED = "run_resumed"
 RUN_FINISHED = "run_finished"
 HEAD_SIGNED = "head_signed"
+ALERT = "alert"
+ACCESS_DECISION = "access_decision"
 
 KINDS: tuple[str, ...] = (
     RUN_STARTED,
@@ -98,6 +108,8 @@ KINDS: tuple[str, ...] = (
     RUN_RESUMED,
     RUN_FINISHED,
     HEAD_SIGNED,
+    ALERT,
+    ACCESS_DECISION,
 )
 GENESIS_PREV_HASH = "0" * 64
 LEDGER_FORMAT = "fedsafe-ledger-v2"

@@ -111,6 +111,8 @@ def test_kind_registry_values() -> None:
         "run_resumed",
         "run_finished",
         "head_signed",
+        "alert",
+        "access_decision",
     )
 
 
