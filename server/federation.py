@@ -14,7 +14,7 @@ from fedsafe.common.data import dataset_info
 from fedsafe.common.models import model_for
 from fedsafe.common.privacy.client_level import client_level_account
 from fedsafe.server.checkpoint import checkpoint_to_resume
-from fedsafe.server.recorder import RunRecorder
+from fedsafe.server.monitor import recorder_for
 from fedsafe.server.resume_config import bound_config
 from fedsafe.server.run_ledger import open_compliance
 from fedsafe.server.run_steps import RunSteps, inner_strategy
@@ -48,6 +48,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
     compliance = open_compliance(cfg, run_dir)
     try:  # verified with the coordinator's own key before anything in it is used
         checkpoint = checkpoint_to_resume(cfg, run_dir, compliance.coordinator.public)
+        recorder, monitor = recorder_for(cfg, run_dir, compliance)  # monitor: None when off
     except Exception:
         compliance.consent.close()
         compliance.ledger.close()
@@ -57,12 +58,13 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         cfg,
         run_dir,
         compliance,
-        RunRecorder(run_dir, cfg),
+        recorder,
         inner_strategy(cfg, client_level),
         client_level,
         bound=bound_config(cfg),
     )
     initial = ArrayRecord(model.state_dict())
+    status = "finished"
     if checkpoint is not None:
         initial = run.resume(checkpoint, initial)
     try:
@@ -78,6 +80,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
         )
         return run.finish(run.rounds(grid, initial))
     except Exception as err:
+        status = "failed"
+        if monitor is not None:
+            monitor.flush()  # its alerts enter the ledger before the head below is signed
         compliance.error("server", f"run failed: {type(err).__name__}: {err}")
         try:  # sign the error too: an unsigned tail would fail every audit of this run
             compliance.sign_head()
@@ -85,5 +90,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             log.exception("could not sign the ledger head after the failure")
         raise
     finally:
+        if monitor is not None:
+            monitor.close(status)
         compliance.consent.close()
         compliance.ledger.close()
