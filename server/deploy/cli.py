@@ -30,6 +30,7 @@ from fedsafe.server.deploy.superlink import (
     status,
     wait_for_run,
 )
+from fedsafe.server.monitor.watch import latest_state_file, watch
 
 __all__ = [
     "add_server_parser",
@@ -157,6 +158,10 @@ def run_enroll(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 def run_status(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    if getattr(args, "watch", False):
+        return _watch(args, out)
+    if args.config is None:
+        raise DeployError("status needs --config server.yaml (only --watch takes --run-dir)")
     report = status(load_server_config(args.config))
     if args.json:
         _print_json(report, out)
@@ -172,6 +177,19 @@ def run_status(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         print(f"  node {node.get('node-id')} {node.get('name', '')} {node.get('status')}", file=out)
     print(f"connected sites: {len(report['connected'])}", file=out)
     return 0
+
+
+def _watch(args: argparse.Namespace, out: TextIO) -> int:
+    """The live run state the coordinator's monitor writes (monitoring.enabled: true)."""
+    if args.run_dir is None and args.config is None:
+        raise DeployError("status --watch needs --config server.yaml or --run-dir RUN_FOLDER")
+    runs_dir = load_server_config(args.config).runs_dir if args.run_dir is None else None
+
+    def find() -> Path:
+        return latest_state_file(run_dir=args.run_dir, runs_dir=runs_dir)
+
+    count, interval = args.count, args.interval
+    return watch(find, interval_s=interval, count=count, out=out, as_json=args.json)
 
 
 def _print_fab_hash(digest: str, out: TextIO) -> None:
@@ -260,8 +278,14 @@ def add_server_parser(sub: Any) -> argparse.ArgumentParser:
     enroll_p.set_defaults(func=run_enroll)
 
     status_p = server_sub.add_parser("status", help="runs, round, enrolled and connected sites")
-    status_p.add_argument("--config", type=Path, required=True, help="server.yaml")
+    status_p.add_argument("--config", type=Path, default=None, help="server.yaml")
     status_p.add_argument("--json", action="store_true", help="print JSON")
+    status_p.add_argument(
+        "--watch", action="store_true", help="re-print the live run state (monitor.json)"
+    )
+    status_p.add_argument("--run-dir", type=Path, default=None, help="with --watch: run folder")
+    status_p.add_argument("--interval", type=float, default=2.0, help="--watch seconds (2)")
+    status_p.add_argument("--count", type=int, default=None, help="--watch: stop after N looks")
     status_p.set_defaults(func=run_status)
 
     submit = server_sub.add_parser(

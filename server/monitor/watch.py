@@ -138,15 +138,19 @@ def watch(
     if count is not None and count < 1:
         raise MonitorError(f"--count must be >= 1, got {count}")
     shown, code = 0, 0
-    while count is None or shown < count:
-        if shown:
-            sleep(interval_s)
-        try:
-            state = read_state(find())
-            text = json.dumps(state, sort_keys=True) if as_json else render(state)
-            code = 0
-        except MonitorError as err:
-            text, code = f"no live state yet: {err}", 1
-        print(text if as_json else f"--- {time.strftime('%H:%M:%S')}\n{text}", file=out, flush=True)
-        shown += 1
+    try:
+        while count is None or shown < count:
+            if shown:
+                sleep(interval_s)
+            try:
+                state = read_state(find())
+                text = json.dumps(state, sort_keys=True) if as_json else render(state)
+                code = 0
+            except MonitorError as err:
+                text, code = f"no live state yet: {err}", 1
+            stamp = "" if as_json else f"--- {time.strftime('%H:%M:%S')}\n"
+            print(f"{stamp}{text}", file=out, flush=True)
+            shown += 1
+    except KeyboardInterrupt:  # Ctrl-C is how an unbounded watch ends
+        pass
     return code
