@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-from conftest import Federation
 
 from fedsafe.common.config import ExperimentConfig, MonitoringConfig, from_dict
 from fedsafe.server.monitor import Monitor, ObservedRecorder, RunState
 
-__all__ = ["Receiver", "monitored", "receiver"]
+__all__ = [
+    "Federation",
+    "Receiver",
+    "Site",
+    "monitored",
+    "one_round_epsilon",
+    "receiver",
+    "state_file",
+]
+
+
+def _server_conftest() -> ModuleType:
+    """tests/unit/server/conftest.py, by its path: `from conftest import` names whichever
+    conftest.py pytest imported last, and a folder below tests/unit/server may hold another."""
+    name = "fedsafe_tests_server_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "conftest.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+# The in-process sites; the `federation` fixture (pytest's copy of that conftest) runs them.
+Federation = _server_conftest().Federation
+Site = _server_conftest().Site
+one_round_epsilon = _server_conftest().one_round_epsilon
 
 
 class Receiver:

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _monitor_helpers import monitored, receiver, state_file
-from conftest import Federation, Site, one_round_epsilon
+from _monitor_helpers import Federation, Site, monitored, one_round_epsilon, receiver, state_file
 from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from sqlalchemy import create_engine, text

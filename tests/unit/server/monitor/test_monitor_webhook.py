@@ -8,8 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _monitor_helpers import monitored, receiver, state_file
-from conftest import Federation, Site
+from _monitor_helpers import Federation, Site, monitored, receiver, state_file
 from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 
