@@ -41,6 +41,7 @@ __all__ = [
     "x509_check_ca_cert",
     "x509_create_ca",
     "x509_issue_server",
+    "x509_issue_client",
     "x509_check_ca",
     "_signing_key_from_raw",
     "_sealing_key_from_raw",
@@ -342,14 +343,42 @@ def x509_issue_server(
     now: datetime | None = None,
 ) -> tuple[bytes, bytes]:
     """Fresh P-384 key and serverAuth certificate with DNS/IP SANs; returns (key PEM, cert PEM)."""
-    ca_key, ca_cert = _load_ca(ca_key_pem, ca_cert_pem)
-    key = ec.generate_private_key(ec.SECP384R1())
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
+    return _issue_leaf(
+        ca_key_pem, ca_cert_pem, hosts[0], names, ExtendedKeyUsageOID.SERVER_AUTH, valid_days, now
+    )
+
+
+def x509_issue_client(
+    ca_key_pem: bytes,
+    ca_cert_pem: bytes,
+    *,
+    name: str,
+    valid_days: int,
+    now: datetime | None = None,
+) -> tuple[bytes, bytes]:
+    """Fresh P-384 key and clientAuth certificate (CN=name) for mTLS; returns (key, cert) PEM."""
+    return _issue_leaf(
+        ca_key_pem, ca_cert_pem, name, [], ExtendedKeyUsageOID.CLIENT_AUTH, valid_days, now
+    )
+
+
+def _issue_leaf(
+    ca_key_pem: bytes,
+    ca_cert_pem: bytes,
+    common_name: str,
+    names: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    valid_days: int,
+    now: datetime | None,
+) -> tuple[bytes, bytes]:
+    ca_key, ca_cert = _load_ca(ca_key_pem, ca_cert_pem)
+    key = ec.generate_private_key(ec.SECP384R1())
     not_before, not_after = _validity(now, valid_days)
     if not_after > ca_cert.not_valid_after_utc:
         raise ValueError(
@@ -357,17 +386,20 @@ def x509_issue_server(
             f"(expires {ca_cert.not_valid_after_utc:%Y-%m-%d}); renew the CA or shorten valid_days"
         )
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = (
+        builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,

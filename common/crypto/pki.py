@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from fedsafe.common.crypto import _primitives as _p
@@ -23,9 +24,11 @@ __all__ = [
     "KeyExistsError",
     "CaFiles",
     "ServerCertFiles",
+    "OperatorCertFiles",
     "SiteKeyFiles",
     "init_ca",
     "issue_server_certificate",
+    "issue_operator_certificate",
     "init_site_keys",
     "init_server_sealing_key",
     "init_server_signing_key",
@@ -51,6 +54,16 @@ class CaFiles:
 class ServerCertFiles:
     """What the SuperLink needs: --ssl-keyfile, --ssl-certfile and --ssl-ca-certfile."""
 
+    key: Path
+    cert: Path
+    ca_cert: Path
+
+
+@dataclass(frozen=True)
+class OperatorCertFiles:
+    """An operator's mTLS client key (0600) and certificate, and the CA that issued them."""
+
+    name: str
     key: Path
     cert: Path
     ca_cert: Path
@@ -105,14 +118,7 @@ def issue_server_certificate(
     """
     _check_hosts(hosts)
     _check_valid_days(valid_days)
-    ca_dir = Path(ca_dir).expanduser()
-    ca = CaFiles(key=ca_dir / "ca.key", cert=ca_dir / "ca.pem")
-    ca_key = _read_checked(ca.key, lambda data: _p.ec_check_private(data, "CA key"))
-    ca_cert = _read_checked(ca.cert, _p.x509_check_ca_cert)
-    try:
-        _p.x509_check_ca(ca_key, ca_cert)
-    except ValueError:
-        raise KeyFileError(ca.key, f"does not match the CA certificate {ca.cert}") from None
+    ca_key, ca_cert, ca = _read_ca(ca_dir)
     key_pem, cert_pem = _p.x509_issue_server(ca_key, ca_cert, hosts=hosts, valid_days=valid_days)
     out_dir = ensure_directory(out_dir)
     files = ServerCertFiles(
@@ -121,6 +127,48 @@ def issue_server_certificate(
     replace_file(files.key, key_pem, private=True)
     replace_file(files.cert, cert_pem, private=False)
     return files
+
+
+def issue_operator_certificate(
+    ca_dir: Path,
+    out_dir: Path,
+    name: str,
+    *,
+    valid_days: int = 365,
+    now: datetime | None = None,
+) -> OperatorCertFiles:
+    """Issue ``<name>.key``/``<name>.pem``: a clientAuth certificate (CN=name) from the CA.
+
+    The certificate carries no roles: the coordinator's access policy maps its fingerprint
+    or name to roles, so withdrawing a role is an edit there, not a reissue. Issuing again
+    renews (a new key and fingerprint replace the old files).
+    """
+    if not isinstance(name, str) or not _SITE_NAME.fullmatch(name):
+        raise ValueError(f"operator name must match {_SITE_NAME.pattern}, got {name!r}")
+    _check_valid_days(valid_days)
+    ca_key, ca_cert, ca = _read_ca(ca_dir)
+    key_pem, cert_pem = _p.x509_issue_client(
+        ca_key, ca_cert, name=name, valid_days=valid_days, now=now
+    )
+    out_dir = ensure_directory(out_dir)
+    files = OperatorCertFiles(
+        name=name, key=out_dir / f"{name}.key", cert=out_dir / f"{name}.pem", ca_cert=ca.cert
+    )
+    replace_file(files.key, key_pem, private=True)
+    replace_file(files.cert, cert_pem, private=False)
+    return files
+
+
+def _read_ca(ca_dir: Path) -> tuple[bytes, bytes, CaFiles]:
+    ca_dir = Path(ca_dir).expanduser()
+    ca = CaFiles(key=ca_dir / "ca.key", cert=ca_dir / "ca.pem")
+    ca_key = _read_checked(ca.key, lambda data: _p.ec_check_private(data, "CA key"))
+    ca_cert = _read_checked(ca.cert, _p.x509_check_ca_cert)
+    try:
+        _p.x509_check_ca(ca_key, ca_cert)
+    except ValueError:
+        raise KeyFileError(ca.key, f"does not match the CA certificate {ca.cert}") from None
+    return ca_key, ca_cert, ca
 
 
 def init_site_keys(directory: Path, site: str) -> SiteKeyFiles:
