@@ -12,6 +12,7 @@ import yaml
 
 from fedsafe.common.config import ExperimentConfig, from_flat, to_flat
 from fedsafe.common.errors import ConfigError
+from fedsafe.server.access.config import AccessConfig, parse_access
 
 __all__ = [
     "ServerDeployConfig",
@@ -30,6 +31,7 @@ SERVER_KEYS = (
     "app",
     "run",
     "sites",
+    "access",
 )
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 _TLS_KEYS = ("ca_cert", "cert", "key")
@@ -97,6 +99,7 @@ class ServerDeployConfig:
     submit: bool
     run_overrides: dict[str, Any]
     sites: tuple[SiteEntry, ...]
+    access: AccessConfig | None = None  # the mTLS admin endpoint (server/access), if any
 
     @property
     def flwr_home(self) -> Path:
@@ -273,6 +276,9 @@ def load_server_config(path: Path) -> ServerDeployConfig:
         submit=submit,
         run_overrides=overrides,
         sites=sites,
+        access=parse_access(
+            data.get("access"), base=base, source=source, workdir=workdir, tls=files
+        ),
         **files,
     )
     remote = data.get("control_api_remote", False)
