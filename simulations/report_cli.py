@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fedsafe.common.ledger.audit import Anchors
-from fedsafe.common.report import ReportError, write_run_report
+from fedsafe.common.report import (
+    ReportError,
+    json_path_for,
+    render_run_html,
+    write_html_and_json,
+    write_run_report,
+)
+from fedsafe.server.access.options import add_admin_arguments, admin_client
 from fedsafe.simulations.audit_cli import UNVERIFIABLE_EXIT, add_anchor_arguments, anchors_from
 
 __all__ = ["add_report_parser", "run_report", "write_report"]
@@ -30,8 +37,16 @@ def run_report(
     """0: written, ledger intact against the auditor's anchors (or never kept); 1: tampered,
     missing or unreadable; 2: no report; 3: consistent only with keys found in the folder."""
     out, err = out or sys.stdout, err or sys.stderr
+    client = admin_client(args)
     try:
-        written = write_run_report(args.run_dir, args.out, anchors=anchors_from(args))
+        if client is not None:  # RUN_DIR is a run id on the coordinator (role report)
+            run_id = str(args.run_dir)
+            report = client.report(run_id)["report"]
+            html_out = Path(args.out) if args.out else Path(f"{Path(run_id).name}-report.html")
+            html = render_run_html(report, json_name=json_path_for(html_out).name)
+            written = write_html_and_json(report, html, html_out)
+        else:
+            written = write_run_report(args.run_dir, args.out, anchors=anchors_from(args))
     except ReportError as error:
         print(f"fedsafe report: error: {error}", file=err)
         return 2
@@ -67,5 +82,6 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="HTML file (default: RUN_DIR/report.html)"
     )
     add_anchor_arguments(parser)
+    add_admin_arguments(parser)  # with --admin, RUN_DIR is a run id the coordinator holds
     parser.set_defaults(func=run_report)
     return parser

@@ -15,10 +15,12 @@ from fedsafe.common.consent import (
     parse_time,
     sign_consent,
     sign_withdrawal,
+    withdrawal_to_dict,
 )
 from fedsafe.common.crypto.pki import load_signing_private_key, load_signing_public_key
 from fedsafe.common.errors import ConfigError
 from fedsafe.common.ledger.records import format_time
+from fedsafe.server.access.options import add_admin_arguments, admin_client
 from fedsafe.server.consent.registry import ConsentEntry, ConsentRegistry
 
 __all__ = [
@@ -54,6 +56,13 @@ def _pub_path(args: argparse.Namespace) -> Path:
     if args.site_pub:
         return Path(args.site_pub).expanduser()
     return Path(args.site_key).expanduser().with_suffix(".pub")
+
+
+def _registry(args: argparse.Namespace) -> Path:
+    """--registry, required unless the command goes through --admin."""
+    if args.registry is None:
+        raise ConfigError("--registry", None, "a registry path or URL, or --admin HOST:PORT")
+    return Path(args.registry)
 
 
 def _keys(args: argparse.Namespace) -> tuple[bytes, bytes]:
@@ -93,8 +102,12 @@ def run_grant(
             str(_pub_path(args)),
             "the public key of --site-key (this one does not match it)",
         ) from None
-    with ConsentRegistry.open(args.registry) as registry:
-        registry.grant(signed, public_pem)
+    client = admin_client(args)
+    if client is not None:  # the coordinator checks the role and the site's enrolled key
+        client.consent_grant(signed.to_dict())
+    else:
+        with ConsentRegistry.open(_registry(args)) as registry:
+            registry.grant(signed, public_pem)
     print(f"granted {record.record_id} for site '{record.site}' on '{record.dataset}'", file=out)
     return 0
 
@@ -109,8 +122,12 @@ def run_withdraw(
     withdrawal = sign_withdrawal(
         record_id=args.record, site=args.site, withdrawn_at=at, site_private_pem=private_pem
     )
-    with ConsentRegistry.open(args.registry) as registry:
-        registry.withdraw(withdrawal, public_pem)
+    client = admin_client(args)
+    if client is not None:
+        client.consent_withdraw(withdrawal_to_dict(withdrawal))
+    else:
+        with ConsentRegistry.open(_registry(args)) as registry:
+            registry.withdraw(withdrawal, public_pem)
     print(f"withdrew {args.record} for site '{args.site}' at {format_time(at)}", file=out)
     return 0
 
@@ -166,7 +183,18 @@ def format_entries(entries: list[ConsentEntry]) -> str:
 def run_list(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """Print stored records as stored (signatures are checked at decision time, with keys)."""
     out = out or sys.stdout
-    with ConsentRegistry.open(args.registry, create=False) as registry:
+    client = admin_client(args)
+    if client is not None:
+        records = client.consent_list(args.site)
+        if args.json:
+            print(json.dumps(records, indent=2), file=out)
+        else:
+            for record in records:
+                status = "active" if record.get("withdrawal") is None else "withdrawn"
+                rec = record["record"]
+                print(f"{rec['record_id']}  {rec['site']}  {rec['dataset']}  {status}", file=out)
+        return 0
+    with ConsentRegistry.open(_registry(args), create=False) as registry:
         entries = registry.records(args.site)
     if args.json:
         print(json.dumps([entry_to_dict(e) for e in entries], indent=2), file=out)
@@ -176,7 +204,8 @@ def run_list(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 
 def _site_key_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry", type=Path, required=True, help=_REGISTRY_HELP)
+    parser.add_argument("--registry", type=Path, default=None, help=_REGISTRY_HELP)
+    add_admin_arguments(parser)
     parser.add_argument("--site", required=True, help="site name, as in its key files")
     parser.add_argument(
         "--site-key",
@@ -240,7 +269,8 @@ def add_consent_parser(subparsers: Any) -> argparse.ArgumentParser:
     withdraw.set_defaults(func=run_withdraw)
 
     listing = commands.add_parser("list", help="list stored consent records")
-    listing.add_argument("--registry", type=Path, required=True, help=_REGISTRY_HELP)
+    listing.add_argument("--registry", type=Path, default=None, help=_REGISTRY_HELP)
+    add_admin_arguments(listing)
     listing.add_argument("--site", default=None, help="only this site's records")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=run_list)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fedsafe.common.crypto.pki import init_ca, issue_server_certificate
+from fedsafe.server.access.cli import add_operator_parser
 
 __all__ = ["add_certs_parser", "run_certs_init", "run_certs_server"]
 
@@ -45,7 +46,8 @@ def run_certs_server(args: argparse.Namespace, *, out: TextIO | None = None) -> 
 def add_certs_parser(sub: Any) -> argparse.ArgumentParser:
     """`fedsafe certs init --dir DIR` and `fedsafe certs server --ca-dir --out --host ...`."""
     certs: argparse.ArgumentParser = sub.add_parser(
-        "certs", help="coordinator TLS: create the CA, issue or renew the SuperLink certificate"
+        "certs",
+        help="coordinator TLS: create the CA, issue the SuperLink and operator certificates",
     )
     certs_sub = certs.add_subparsers(dest="certs_command", required=True)
     init = certs_sub.add_parser("init", help="create ca.key (0600) and ca.pem in DIR")
@@ -66,4 +68,5 @@ def add_certs_parser(sub: Any) -> argparse.ArgumentParser:
     )
     server.add_argument("--valid-days", type=int, default=825)
     server.set_defaults(func=run_certs_server)
+    add_operator_parser(certs_sub)
     return certs

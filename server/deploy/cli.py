@@ -11,6 +11,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from fedsafe.server.access.cli import add_admin_parser
+from fedsafe.server.access.deploy import flower_submit, start_admin_endpoint
+from fedsafe.server.access.options import add_admin_arguments, admin_client
 from fedsafe.server.deploy.config import ServerDeployConfig, load_server_config
 from fedsafe.server.deploy.flower import (
     staged_fab_hash,
@@ -91,7 +94,7 @@ def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             "SuperLink, then `fedsafe server submit --resume`"
         )
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    superlink = None
+    superlink = admin = None
     try:
         _, sealing = ensure_server_keys(cfg)
         print(f"ServerApp sealing key (give to every site): {sealing}", file=out)
@@ -112,6 +115,9 @@ def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
                 if site.signing_pub is not None:
                     file_signing_key(cfg, site.name, site.signing_pub)
                 print(f"{site.name}: already enrolled (state kept on disk)", file=out, flush=True)
+        admin = start_admin_endpoint(cfg, submit=flower_submit(cfg))  # None without access:
+        if admin is not None:
+            print(f"admin endpoint (mTLS) on {':'.join(map(str, admin.address))}", file=out)
         (cfg.workdir / READY_FILE).write_text(str(superlink.pid), encoding="utf-8")
         run_id = None
         if cfg.submit and not args.no_run:
@@ -133,6 +139,8 @@ def run_start(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     except _Stop:
         return 0
     finally:
+        if admin is not None:
+            admin.stop()
         if superlink is not None:
             superlink.stop()
         (cfg.workdir / READY_FILE).unlink(missing_ok=True)
@@ -215,8 +223,14 @@ def _warn_control_api(cfg: ServerDeployConfig, out: TextIO) -> None:
 
 def run_submit(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    cfg = _config(args, out)
-    run_id, digest = submit_run(cfg)
+    client = admin_client(args)
+    if client is not None:  # through the admin endpoint: the coordinator checks the role
+        answer = client.submit(resume=args.resume, run_id=args.run_id)
+        run_id, digest = answer["run_id"], answer["fab_sha256"]
+    else:
+        if args.config is None:
+            raise DeployError("give --config server.yaml, or --admin HOST:PORT with a certificate")
+        run_id, digest = submit_run(_config(args, out))
     print(f"submitted run {run_id}", file=out)
     _print_fab_hash(digest, out)
     return 0
@@ -291,10 +305,12 @@ def add_server_parser(sub: Any) -> argparse.ArgumentParser:
     submit = server_sub.add_parser(
         "submit", help="submit the configured run to a running SuperLink"
     )
-    submit.add_argument("--config", type=Path, required=True, help="server.yaml")
+    submit.add_argument("--config", type=Path, default=None, help="server.yaml (local submit)")
     _add_resume_arguments(submit)
+    add_admin_arguments(submit)
     submit.set_defaults(func=run_submit)
 
+    add_admin_parser(server_sub)
     fab = server_sub.add_parser(
         "fab-hash", help="print the SHA-256 of the FAB `submit` would send (sites approve it)"
     )
