@@ -53,9 +53,13 @@ class _Handler(BaseHTTPRequestHandler):
         connection: Any = self.connection
         der = connection.getpeercert(binary_form=True)
         peer = f"{self.client_address[0]}:{self.client_address[1]}"
-        status, answer = self.server.service.handle(
-            method, self.path, der=der, peer=peer, body=body
-        )
+        try:
+            status, answer = self.server.service.handle(
+                method, self.path, der=der, peer=peer, body=body
+            )
+        except Exception:  # the decision could not be ledgered: fail closed, nothing was done
+            _log.exception("admin request %s %s could not be decided", method, self.path)
+            status, answer = 503, {"error": "the coordinator could not record the decision"}
         self._reply(status, answer)
 
     def _reply(self, status: int, answer: dict[str, Any]) -> None:

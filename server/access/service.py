@@ -143,7 +143,8 @@ class AccessService:
     def handle(
         self, method: str, url: str, *, der: bytes | None, peer: str, body: bytes
     ) -> tuple[int, dict[str, Any]]:
-        """Answer one request; never raises (a failure is a status and an ``error`` message)."""
+        """Answer one request as (status, JSON); a refused or failed action is a status, never
+        an exception. Raises only when the decision cannot be ledgered: then nothing was done."""
         parts = urlsplit(url)
         resolved = _resolve(method, parts.path)
         if resolved is None:

@@ -3,13 +3,20 @@ act through it with --admin, and verify the decisions ledger with `fedsafe audit
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _access_pki import Pki, fingerprint
 
+from fedsafe.server.access.client import AdminClient
 from fedsafe.server.access.deploy import start_admin_endpoint
 from fedsafe.server.access.endpoint import AdminEndpoint
 from fedsafe.server.deploy.config import load_server_config
@@ -181,3 +188,47 @@ def test_admin_options_come_together(pki: Pki, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert lone == 2 and partial == 2
     assert "--cert" in err and "--ca-cert" in err
+
+
+def test_server_admin_serves_until_sigterm(pki: Pki, tmp_path: Path) -> None:
+    # Arrange: a real `fedsafe server admin` process on an OS-chosen loopback port
+    yaml = tmp_path / "server.yaml"
+    yaml.write_text(
+        f"""\
+workdir: coordinator
+tls: {{ca_cert: {pki.ca_cert}, cert: {pki.server_cert}, key: {pki.server_key}}}
+access: {{listen: "127.0.0.1:0", roles: {{report: ["CN=alice"]}}}}
+""",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    command = [sys.executable, "-m", "fedsafe.simulations.cli", "server", "admin"]
+    process = subprocess.Popen(
+        [*command, "--config", str(yaml)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        address = None
+        deadline = time.monotonic() + 60.0
+        assert process.stdout is not None
+        while address is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([process.stdout], [], [], 1.0)
+            line = process.stdout.readline() if ready else ""
+            if found := re.search(r"admin endpoint on (\S+:\d+)", line):
+                address = found.group(1)
+            if process.poll() is not None:
+                break
+        assert address is not None, "the admin endpoint did not report its address"
+
+        # Act
+        runs = AdminClient.from_files(
+            address, ca_cert=pki.ca_cert, cert=pki.alice.cert, key=pki.alice.key
+        ).runs()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+
+        # Assert
+        assert runs == [] and code == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
