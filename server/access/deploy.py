@@ -9,7 +9,7 @@ from pathlib import Path
 from fedsafe.common.crypto.pki import load_signing_private_key, load_signing_public_key
 from fedsafe.server.access.actions import CoordinatorActions, SubmitFunction
 from fedsafe.server.access.audit_log import AccessLog
-from fedsafe.server.access.config import AccessConfig
+from fedsafe.server.access.config import ACCESS_YAML_EXAMPLE, AccessConfig
 from fedsafe.server.access.endpoint import AdminEndpoint, server_tls_context
 from fedsafe.server.access.errors import AccessError
 from fedsafe.server.access.service import AccessService
@@ -26,8 +26,9 @@ def access_of(cfg: ServerDeployConfig) -> AccessConfig:
     access = cfg.access
     if access is None:
         raise AccessError(
-            f"{cfg.path} has no access: section (admin endpoint address and roles); "
-            "see `fedsafe certs operator --help`"
+            f"{cfg.path} has no access: section (admin endpoint address and roles); add one "
+            f"like this (`fedsafe certs operator NAME` prints the fingerprints):\n"
+            f"{ACCESS_YAML_EXAMPLE}"
         )
     return access
 

@@ -111,3 +111,25 @@ def test_client_certificate_checks(pki: Pki) -> None:
         check_client_certificate(_der(pki.expired.cert), ca)
     with pytest.raises(IntegrityError, match="not a client certificate"):
         check_client_certificate(_der(pki.server_cert), ca)
+
+
+def test_server_yaml_access_errors_name_the_file_and_key(pki: Pki, tmp_path: Path) -> None:
+    # Arrange
+    from fedsafe.server.access.deploy import access_of
+    from fedsafe.server.access.errors import AccessError
+    from fedsafe.server.deploy.config import load_server_config
+
+    tls = f"tls: {{ca_cert: {pki.ca_cert}, cert: {pki.server_cert}, key: {pki.server_key}}}\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(tls + 'access: {listen: "127.0.0.1:9094", roles: {submit: [alice]}}\n')
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(tls)
+
+    # Act / Assert
+    with pytest.raises(ConfigError) as refused:
+        load_server_config(bad)
+    assert refused.value.key == "access.roles.submit[0]" and str(bad) in str(refused.value)
+    cfg = load_server_config(plain)
+    assert cfg.access is None
+    with pytest.raises(AccessError, match="no access: section"):
+        access_of(cfg)
