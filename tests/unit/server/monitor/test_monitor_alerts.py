@@ -4,6 +4,7 @@ is itself an alert."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,3 +154,24 @@ def test_a_round_past_its_timeout_alerts_while_it_runs_and_is_recorded_once(
         kinds = [(e.kind, e.payload.get("rule")) for e in ledger.entries()]
     assert kinds == [("alert", "round_overtime")]
     assert hook.bodies[0]["run_id"] == "run-slow" and hook.bodies[0]["round"] == 1
+
+
+def test_a_failing_run_flushes_the_alerts_it_holds_before_its_error_is_signed(
+    tmp_path: Path,
+) -> None:
+    """run_federation's failure path: monitor.flush(), then the error entry and a signed head."""
+    with Ledger.open(tmp_path / "ledger.sqlite") as ledger:
+        state = RunState("run-fail", rounds_planned=2, round_timeout_s=600.0)
+        monitor = Monitor(MonitoringConfig(enabled=True), state, run_dir=tmp_path, ledger=ledger)
+        monitor.start()
+        try:
+            monitor.round_started(1)
+            monitor.site_failed(1, "a", SILENT_CODE, "no reply")
+            assert ledger.head() is None  # held until the round closes
+            monitor.flush()
+            monitor.flush()  # nothing twice
+        finally:
+            monitor.close("failed")
+        kinds = [(e.kind, e.payload.get("rule")) for e in ledger.entries()]
+    assert kinds == [("alert", "site_dropped")]
+    assert json.loads((tmp_path / "monitor.json").read_text())["status"] == "failed"
