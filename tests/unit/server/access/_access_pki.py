@@ -1,6 +1,7 @@
 """A federation PKI for access-control tests: the CA, the endpoint's certificate, operators
 with and without roles, an expired operator, and a stranger with a self-made CA; and a live
-admin endpoint over it. The fixtures in conftest.py wrap these builders."""
+admin endpoint over it. The fixtures at the end wrap them; test modules import them by name
+(a conftest.py here would shadow tests/unit/server/conftest.py for `from conftest import`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from fedsafe.common.crypto.certificates import certificate_fingerprint, pem_to_der
 from fedsafe.common.crypto.pki import (
@@ -135,3 +138,15 @@ def running_coordinator(pki: Pki, tmp_path: Path) -> Iterator[Coordinator]:
     finally:
         endpoint.stop()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return build_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def coordinator(pki: Pki, tmp_path: Path) -> Iterator[Coordinator]:
+    """A live mTLS admin endpoint on 127.0.0.1 (OS-chosen port), stopped after the test."""
+    with running_coordinator(pki, tmp_path) as running:
+        yield running

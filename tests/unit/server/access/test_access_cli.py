@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _access_pki import Pki, fingerprint
+from _access_pki import Pki, coordinator, fingerprint, pki  # noqa: F401 - fixtures
 
 from fedsafe.server.access.client import AdminClient
 from fedsafe.server.access.deploy import start_admin_endpoint

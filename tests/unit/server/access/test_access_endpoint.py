@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from _access_pki import Coordinator, Pki, fingerprint
+from _access_pki import Coordinator, Pki, coordinator, fingerprint, pki  # noqa: F401 - fixtures
 
 from fedsafe.common.consent import ConsentRecord, sign_consent, sign_withdrawal, withdrawal_to_dict
 from fedsafe.common.crypto.pki import OperatorCertFiles

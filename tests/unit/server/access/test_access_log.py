@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _access_pki import Coordinator, Pki
+from _access_pki import Coordinator, Pki, coordinator, pki  # noqa: F401 - fixtures
 
 from fedsafe.common.crypto.pki import load_signing_private_key, load_signing_public_key
 from fedsafe.common.errors import LedgerError

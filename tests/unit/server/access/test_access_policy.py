@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from _access_pki import Pki, fingerprint
+from _access_pki import Pki, coordinator, fingerprint, pki  # noqa: F401 - fixtures
 
 from fedsafe.common.crypto.certificates import (
     certificate_identity,
