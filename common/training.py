@@ -1,4 +1,4 @@
-"""Plain torch loops for one site: DP-SGD training through Opacus, and held-out evaluation."""
+"""Plain torch loops for one site: DP-SGD training (fused or Opacus), and held-out evaluation."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 
 from fedsafe.common.privacy.dp_sgd import (
+    PrivateGradient,
     batches_per_epoch,
     poisson_batches,
-    private_parts,
+    private_gradient,
     site_loss,
 )
 from fedsafe.common.privacy.randomness import Randomness
@@ -111,11 +112,11 @@ def train_local(
     )
     n = len(y)
     sample_rate = 1.0 / batches_per_epoch(n, batch_size)
-    module: nn.Module = model
+    private: PrivateGradient | None = None
     if dp is not None:
         if randomness is None:
             raise ValueError("DP-SGD needs the site's randomness (common.privacy.randomness)")
-        module, optimizer, sample_rate = private_parts(
+        private = private_gradient(
             model,
             optimizer,
             n_train=n,
@@ -123,7 +124,9 @@ def train_local(
             noise_multiplier=dp.noise_multiplier,
             max_grad_norm=dp.max_grad_norm,
             randomness=randomness,
+            steps=epochs * batches_per_epoch(n, batch_size),
         )
+        optimizer, sample_rate = private.optimizer, private.sample_rate
     generator = torch.Generator().manual_seed(seed)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     weight = (
@@ -141,9 +144,12 @@ def train_local(
             epoch = _plain_batches(n, batch_size, generator)
         for index in epoch:
             xb, yb = features[index.to(device)], labels[index.to(device)]
-            optimizer.zero_grad(set_to_none=True)
-            loss = site_loss(module(xb), yb, weight)  # an empty batch: loss 0, a noise-only step
-            loss.backward()
+            if private is not None:
+                loss = private.set_gradients(xb, yb, weight)  # an empty batch: noise only
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss = site_loss(model(xb), yb, weight)
+                loss.backward()
             optimizer.step()
             loss_sum += float(loss.detach()) * len(yb)
             seen += len(yb)
@@ -152,8 +158,8 @@ def train_local(
                 with torch.no_grad():
                     for p, a in zip(model.parameters(), anchor, strict=True):
                         p.sub_(learning_rate * proximal_mu * (p - a))
-    if dp is not None:
-        module.remove_hooks()  # type: ignore[operator]  # GradSampleModule's own cleanup
+    if private is not None:
+        private.close()
     return LocalResult(
         loss=loss_sum / max(seen, 1), steps=steps, sample_rate=sample_rate, num_examples=n
     )

@@ -20,6 +20,7 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from fedsafe.common.privacy.fused_dp import FusedLinearDP, supports_fused
 from fedsafe.common.privacy.randomness import Randomness
 
 __all__ = [
@@ -29,7 +30,14 @@ __all__ = [
     "private_parts",
     "clipped_gradient_sum",
     "batches_per_epoch",
+    "PrivateGradient",
+    "private_gradient",
+    "FUSED",
+    "OPACUS",
 ]
+
+FUSED = "fused-linear"  # closed-form per-example norms for Linear/ReLU stacks (fused_dp.py)
+OPACUS = "opacus"  # Opacus' GradSampleModule + SiteDPOptimizer, for every other model
 
 
 def batches_per_epoch(n_train: int, batch_size: int) -> int:
@@ -106,7 +114,100 @@ def poisson_batches(n_train: int, batch_size: int, randomness: Randomness) -> li
     """One epoch of Poisson batches: ceil(n / B) index arrays, each record in with rate 1/that."""
     steps = batches_per_epoch(n_train, batch_size)
     rate = 1.0 / steps
-    return [np.flatnonzero(randomness.poisson_mask(n_train, rate)) for _ in range(steps)]
+    masks = randomness.poisson_mask(n_train * steps, rate).reshape(steps, n_train)  # one draw
+    return [np.flatnonzero(mask) for mask in masks]
+
+
+class PrivateGradient:
+    """One DP-SGD step's gradient at a site, whichever mechanism computes it: `set_gradients`
+    leaves every parameter's `.grad` = (sum of clipped per-example gradients + N(0, (sigma C)^2))
+    / expected batch size, and `optimizer.step()` applies it. Both mechanisms clip the whole
+    per-example gradient to C with Opacus' factor and draw the noise from the site's
+    `Randomness`; the fused one is chosen when it computes the model exactly."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        n_train: int,
+        batch_size: int,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        randomness: Randomness,
+        steps: int | None = None,
+    ) -> None:
+        self.sample_rate = 1.0 / batches_per_epoch(n_train, batch_size)
+        self._module: GradSampleModule | None = None
+        self._fused: FusedLinearDP | None = None
+        if supports_fused(model):
+            self.mechanism = FUSED
+            self._fused = FusedLinearDP(
+                model,
+                noise_multiplier=noise_multiplier,
+                max_grad_norm=max_grad_norm,
+                expected_batch_size=max(1, int(n_train * self.sample_rate)),
+                randomness=randomness,
+                steps=steps,
+            )
+            self.optimizer = optimizer
+        else:
+            self.mechanism = OPACUS
+            self._module, self.optimizer, _ = private_parts(
+                model,
+                optimizer,
+                n_train=n_train,
+                batch_size=batch_size,
+                noise_multiplier=noise_multiplier,
+                max_grad_norm=max_grad_norm,
+                randomness=randomness,
+            )
+
+    def set_gradients(
+        self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The batch's mean loss; the gradient is left for `optimizer.step()` (Opacus clips and
+        noises inside its step, the fused path before it)."""
+        if self._fused is not None:
+            return self._fused.set_gradients(x, y, weight)
+        assert self._module is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = site_loss(self._module(x), y, weight)  # an empty batch: loss 0, noise only
+        loss.backward()
+        return loss.detach()
+
+    def close(self) -> None:
+        """Take Opacus' hooks off the model (the fused path never adds any)."""
+        if self._module is not None:
+            self._module.remove_hooks()  # type: ignore[operator]
+
+
+def private_gradient(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    n_train: int,
+    batch_size: int,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    randomness: Randomness,
+    steps: int | None = None,
+) -> PrivateGradient:
+    """The DP-SGD gradient for `model`: fused for Linear/ReLU stacks, Opacus for the rest.
+    `steps`, when known, keeps the fused path from drawing noise that no step would use."""
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ValueError(f"model is not valid for DP-SGD (per-sample gradients): {errors}")
+    return PrivateGradient(
+        model,
+        optimizer,
+        n_train=n_train,
+        batch_size=batch_size,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        randomness=randomness,
+        steps=steps,
+    )
 
 
 def clipped_gradient_sum(
@@ -117,12 +218,24 @@ def clipped_gradient_sum(
     max_grad_norm: float,
     weight: torch.Tensor | None,
     randomness: Randomness,
+    mechanism: str | None = None,
 ) -> list[torch.Tensor]:
     """The sum of the batch's clipped per-example gradients, as DP-SGD computes it before noise.
 
-    Exactly the training path's loss and Opacus clipping: the quantity whose sensitivity to
-    adding or removing one record must be at most `max_grad_norm`.
+    Exactly the training path's loss and clipping (the mechanism `private_gradient` picks for
+    this model, or the one named): the quantity whose sensitivity to adding or removing one
+    record must be at most `max_grad_norm`.
     """
+    use = mechanism or (FUSED if supports_fused(model) else OPACUS)
+    if use == FUSED:
+        fused = FusedLinearDP(
+            model,
+            noise_multiplier=0.0,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=1,
+            randomness=randomness,
+        )
+        return [s.detach().clone() for s in fused.clipped_sum(x, y, weight)[0]]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     module, dp_optimizer, _ = private_parts(
         model,

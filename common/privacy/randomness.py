@@ -49,13 +49,19 @@ class Randomness(ABC):
         """`n` floats uniform on (0, 1) with 53 random bits each (0 and 1 never occur)."""
         return ((self.words(n) >> np.uint64(11)).astype(np.float64) + 0.5) / _TWO_POW_53
 
+    def _normals(self, n: int) -> torch.Tensor:
+        """`n` standard normals (float64) by Box-Muller, both outputs of each pair used; the
+        arithmetic in torch's vectorised kernels (about 3x numpy's on the noise a step needs)."""
+        pairs = (n + 1) // 2
+        bits = torch.from_numpy((self.words(2 * pairs) >> np.uint64(11)).astype(np.int64))
+        u = (bits.double() + 0.5) / _TWO_POW_53  # 53 random bits each, in (0, 1)
+        radius = torch.sqrt(-2.0 * torch.log(u[:pairs]))
+        angle = (2.0 * math.pi) * u[pairs:]
+        return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:n]
+
     def standard_normal(self, n: int) -> np.ndarray:
         """`n` standard normals by Box-Muller, both outputs of each pair used."""
-        pairs = (n + 1) // 2
-        u = self.uniform(2 * pairs)
-        radius = np.sqrt(-2.0 * np.log(u[:pairs]))
-        angle = (2.0 * math.pi) * u[pairs:]
-        return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n]
+        return self._normals(n).numpy()
 
     def gaussian(self, shape: torch.Size, *, std: float, like: torch.Tensor) -> torch.Tensor:
         """N(0, std^2) noise shaped and typed like `like`, hardened against float attacks.
@@ -67,8 +73,8 @@ class Randomness(ABC):
         count = math.prod(shape)
         if std == 0 or count == 0:
             return torch.zeros(shape, dtype=like.dtype, device=like.device)
-        draws = self.standard_normal(4 * count).reshape(4, count).sum(axis=0) * (std / 2.0)
-        return torch.from_numpy(draws.reshape(tuple(shape))).to(like.device, like.dtype)
+        draws = self._normals(4 * count).reshape(4, count).sum(dim=0) * (std / 2.0)
+        return draws.reshape(tuple(shape)).to(like.device, like.dtype)
 
     def poisson_mask(self, n: int, rate: float) -> np.ndarray:
         """Each of `n` records independently included with probability `rate`."""

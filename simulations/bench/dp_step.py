@@ -1,4 +1,5 @@
-"""DP-SGD step cost: each Opacus grad-sample mode vs a plain PyTorch step, same model and batch."""
+"""DP-SGD step cost: each Opacus grad-sample mode and fedsafe's fused step vs a plain PyTorch
+step, same model and batch (the fused one with its noise from the OS CSPRNG, as a site draws it)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fedsafe.simulations.bench.timing import interleave
 
 __all__ = ["MODES", "Case", "CASES", "make_step", "bench_case", "run"]
 
-MODES: tuple[str, ...] = ("hooks", "functorch", "ew", "ghost")
+MODES: tuple[str, ...] = ("hooks", "functorch", "ew", "ghost", "fused")
 TARGET_MLP = 1.6
 
 
@@ -73,6 +74,27 @@ def make_step(
     optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     criterion: Callable[..., torch.Tensor] = nn.CrossEntropyLoss()
     module: nn.Module = model
+    if mode == "fused":  # fedsafe's own path for Linear/ReLU stacks (common/privacy/fused_dp.py)
+        from fedsafe.common.privacy.dp_sgd import FUSED, private_gradient
+        from fedsafe.common.privacy.randomness import OsRandomness
+
+        private = private_gradient(
+            model,
+            optimizer,
+            n_train=case.n_rows,
+            batch_size=case.batch_size,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            randomness=OsRandomness(),
+        )
+        if private.mechanism != FUSED:
+            raise ValueError(f"{case.model} is not a Linear/ReLU stack: fedsafe uses Opacus")
+
+        def fused_step() -> None:
+            private.set_gradients(x, y, None)
+            optimizer.step()
+
+        return fused_step, model
     if mode is not None:
         from opacus import PrivacyEngine
 
@@ -235,7 +257,7 @@ def _train_local_rows(*, repeats: int) -> list[Row]:
         Row("dp_step", "train_local epoch 243x31 b32: plain", "ms", lo, med, n),
         Row(
             "dp_step",
-            "train_local epoch 243x31 b32: DP (hooks)",
+            "train_local epoch 243x31 b32: DP (fedsafe's path: fused)",
             "ms",
             dlo,
             dmed,

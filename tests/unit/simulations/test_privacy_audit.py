@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from opacus.optimizers.optimizer import _mark_as_processed
+import torch
 
 from fedsafe.common.errors import ConfigError
-from fedsafe.common.privacy.dp_sgd import SiteDPOptimizer
+from fedsafe.common.privacy.randomness import Randomness
 from fedsafe.simulations.cli import main
 from fedsafe.simulations.engine import write_config
 from fedsafe.simulations.privacy_audit import membership_baseline, run_privacy_audit
@@ -20,11 +20,12 @@ from fedsafe.simulations.privacy_audit_cli import audit_config
 HOSPITALS_EPS1 = ["federation=hospitals", "privacy=eps1", "training.rounds=4"]
 
 
-def _noise_off(self: SiteDPOptimizer) -> None:
-    """The bug the accountant cannot see: clipped gradients released without their noise."""
-    for p in self.params:
-        p.grad = p.summed_grad.view_as(p)
-        _mark_as_processed(p.summed_grad)
+def _no_noise(
+    self: Randomness, shape: torch.Size, *, std: float, like: torch.Tensor
+) -> torch.Tensor:
+    """The bug the accountant cannot see: the noise source returns zeros, so clipped gradients
+    are released bare (on either mechanism, fused or Opacus: both draw from here)."""
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
 
 def test_noise_switched_off_is_caught_by_a_bound_above_the_claim(
@@ -33,7 +34,7 @@ def test_noise_switched_off_is_caught_by_a_bound_above_the_claim(
     cfg = audit_config([*HOSPITALS_EPS1, f"runs_dir={tmp_path / 'runs'}"])
     run_dir = tmp_path / "runs" / "some-run"
     write_config(cfg, run_dir)  # audited from the run folder, as an auditor would
-    monkeypatch.setattr(SiteDPOptimizer, "add_noise", _noise_off)
+    monkeypatch.setattr(Randomness, "gaussian", _no_noise)
     code = main(["audit", "privacy", str(run_dir), "--canaries", "256",
                  "--out", str(tmp_path / "audits"), "--json"])  # fmt: skip
     out = json.loads(capsys.readouterr().out)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import fedsafe.common.privacy.dp_sgd as dp_sgd
+import fedsafe.common.privacy.fused_dp as fused_dp
 from fedsafe.common.models import build_model
 from fedsafe.common.privacy.dp_sgd import batches_per_epoch, clipped_gradient_sum, poisson_batches
 from fedsafe.common.privacy.randomness import OsRandomness, SeededRandomness
@@ -33,18 +34,20 @@ def _model() -> nn.Module:
     return build_model("mlp", n_features=12, n_classes=2, hidden=16, seed=0)
 
 
-def _worst_neighbour_distance() -> float:
+def _worst_neighbour_distance(mechanism: str | None = None) -> float:
     """Max over removed records of ||sum(D) - sum(D minus one record)||, clipped, noise-free."""
     x, y = _batch()
     full = clipped_gradient_sum(
-        _model(), x, y, max_grad_norm=C, weight=WEIGHT, randomness=OsRandomness()
-    )
+        _model(), x, y, max_grad_norm=C, weight=WEIGHT, randomness=OsRandomness(),
+        mechanism=mechanism,
+    )  # fmt: skip
     worst = 0.0
     for i in range(len(y)):
         keep = torch.arange(len(y)) != i
         part = clipped_gradient_sum(
-            _model(), x[keep], y[keep], max_grad_norm=C, weight=WEIGHT, randomness=OsRandomness()
-        )
+            _model(), x[keep], y[keep], max_grad_norm=C, weight=WEIGHT,
+            randomness=OsRandomness(), mechanism=mechanism,
+        )  # fmt: skip
         worst = max(
             worst,
             math.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(full, part, strict=True))),
@@ -52,20 +55,57 @@ def _worst_neighbour_distance() -> float:
     return worst
 
 
-def test_one_record_moves_the_clipped_weighted_sum_by_at_most_c() -> None:
-    assert _worst_neighbour_distance() <= C * (1 + 1e-5)
+@pytest.mark.parametrize("mechanism", [None, dp_sgd.FUSED, dp_sgd.OPACUS])
+def test_one_record_moves_the_clipped_weighted_sum_by_at_most_c(mechanism: str | None) -> None:
+    assert _worst_neighbour_distance(mechanism) <= C * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("name", ["mlp", "logreg"])
+@pytest.mark.parametrize("clip", [0.01, 1.0, 1e3])
+def test_the_fused_clipped_sum_is_opacus_to_float_tolerance(name: str, clip: float) -> None:
+    """The training path for Linear/ReLU stacks computes Opacus' noise-free sum, clipping (or
+    not) included, class weights included."""
+    x, y = _batch(n=80, seed=3)
+    x = x * 4
+    model = build_model(name, n_features=12, n_classes=2, hidden=16, seed=1)
+    got = clipped_gradient_sum(model, x, y, max_grad_norm=clip, weight=WEIGHT,
+                               randomness=OsRandomness(), mechanism=dp_sgd.FUSED)  # fmt: skip
+    ref = clipped_gradient_sum(model, x, y, max_grad_norm=clip, weight=WEIGHT,
+                               randomness=OsRandomness(), mechanism=dp_sgd.OPACUS)  # fmt: skip
+    for a, b in zip(got, ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * max(1.0, float(b.abs().max())))
+
+
+def test_the_mlp_trains_on_the_fused_path_and_the_cnn_on_opacus() -> None:
+    mlp = build_model("mlp", n_features=12, n_classes=2, seed=0)
+    cnn = build_model("cnn", n_features=64, n_classes=10, input_shape=(1, 8, 8), seed=0)
+    for model, expected in ((mlp, dp_sgd.FUSED), (cnn, dp_sgd.OPACUS)):
+        private = dp_sgd.private_gradient(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), n_train=100, batch_size=10,
+            noise_multiplier=1.0, max_grad_norm=1.0, randomness=OsRandomness(),
+        )  # fmt: skip
+        assert private.mechanism == expected
+        private.close()
 
 
 def test_the_check_catches_a_batch_normalised_weighted_loss(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """torch's weighted mean divides by the batch's summed weights: others' gradients move."""
+    """torch's weighted mean divides by the batch's summed weights: others' gradients move.
+    (On Opacus' path, whose loss is `site_loss`; the fused path equals it, tested above.)"""
     monkeypatch.setattr(
         dp_sgd,
         "site_loss",
         lambda logits, y, weight: nn.functional.cross_entropy(logits, y, weight=weight),
     )
-    assert _worst_neighbour_distance() > 1.5 * C
+    assert _worst_neighbour_distance(dp_sgd.OPACUS) > 1.5 * C
+
+
+def test_the_check_catches_a_fused_step_that_forgets_to_clip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fused_dp, "clip_factor", lambda norms, c: torch.ones_like(norms))
+    assert _worst_neighbour_distance(dp_sgd.FUSED) > 1.5 * C
 
 
 @pytest.mark.parametrize("n", [1, 7, 31, 32, 33, 97, 199, 243, 300, 1000])
@@ -131,3 +171,21 @@ def test_an_empty_batch_step_is_pure_gaussian_noise_of_std_sigma_c_over_b() -> N
     assert grads.abs().max() > 0
     assert abs(float(grads.std()) - 2.0 * 0.5 / expected_batch) < 0.002
     assert abs(float(grads.mean())) < 0.001
+
+
+def test_an_empty_fused_step_is_pure_gaussian_noise_of_std_sigma_c_over_b() -> None:
+    model = build_model("logreg", n_features=400, n_classes=50, seed=0)
+    private = dp_sgd.private_gradient(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), n_train=320, batch_size=32,
+        noise_multiplier=2.0, max_grad_norm=0.5, randomness=OsRandomness(),
+    )  # fmt: skip
+    assert private.mechanism == dp_sgd.FUSED
+    loss = private.set_gradients(torch.zeros(0, 400), torch.zeros(0, dtype=torch.long), None)
+    assert float(loss) == 0.0
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert abs(float(grads.std()) - 2.0 * 0.5 / 32) < 0.002
+    assert abs(float(grads.mean())) < 0.001
+    # the next step's noise is a fresh draw, never the same vector again
+    private.set_gradients(torch.zeros(0, 400), torch.zeros(0, dtype=torch.long), None)
+    again = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert not torch.equal(grads, again)
