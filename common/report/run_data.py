@@ -42,6 +42,14 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _decision_rule(summary: dict[str, Any]) -> str | None:
+    """How the sites turned probabilities into decisions (`training.decision_rule` of the run's
+    config): a risk officer reads the accuracy figures against it. Text from a file, or None."""
+    config = summary.get("config")
+    training = config.get("training") if isinstance(config, dict) else None
+    return _text(training.get("decision_rule")) if isinstance(training, dict) else None
+
+
 def _rounds(rows: Iterable[dict[str, Any]]) -> list[int]:
     return sorted({r for row in rows if (r := _int(row.get("round"))) is not None})
 
@@ -286,6 +294,7 @@ def build_run_report(
             "rounds_completed": summary.get("rounds_completed"),
             "stopped_early": summary.get("stopped_early"),
             "wall_time_s": summary.get("wall_time_s"),
+            "decision_rule": _decision_rule(summary),
         },
         "privacy": summary.get("privacy") or {},
         "client_level": summary.get("client_level"),

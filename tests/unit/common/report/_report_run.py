@@ -170,11 +170,13 @@ def _summary(run_dir: Path, model_sha: str) -> dict[str, Any]:
             "best_site": "switzerland",
             "worst_site": "hungary",
             "gap": final["switzerland"] - final["hungary"],
+            "gap_ci95": [0.01, 0.42],
+            "mean": 0.7,
         },
         "model": {"path": "model.pt", "sha256": model_sha},
         "wall_time_s": 12.0,
         "seconds_per_round": 3.0,
-        "config": {"name": "heart"},
+        "config": {"name": "heart", "training": {"decision_rule": "balanced"}},
     }
 
 

@@ -212,3 +212,11 @@ def test_a_site_that_used_the_test_seed_is_marked_not_private(tmp_path: Path) ->
     bad = [f for f in report["findings"] if f["level"] == "bad"]
     assert any("NOT PRIVATE: cleveland" in f["text"] for f in bad)
     assert "NOT PRIVATE (test seed)" in (run.path / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_fairness_gap_ci_and_the_decision_rule_are_in_the_html(built_run: BuiltRun) -> None:
+    report = _report(built_run)
+    html = (built_run.path / "report.html").read_text(encoding="utf-8")
+    assert report["run"]["decision_rule"] == "balanced"
+    assert "95% CI 0.010 to 0.420" in " ".join(html.split())
+    assert "Decision rule (<code>training.decision_rule</code>): balanced." in html
