@@ -27,12 +27,11 @@ simulate: env
 	$(VENV)/bin/fedsafe simulate $(ARGS)
 
 # Two workers (pytest-xdist): much of a test's time is spent waiting on processes it started
-# (Ray actors, SuperNodes), so two workers cut the wall time on CI's 2 cores. worksteal: with the
-# default scheduling one worker once sat idle while the other ran the slow simulations alone.
+# (Ray actors, SuperNodes), so two workers cut the wall time on CI's 2 cores.
 TEST_WORKERS ?= 2
 
 test: env
-	$(VENV)/bin/python -m pytest -q -m "not heavy" -n $(TEST_WORKERS) --dist worksteal $(ARGS)
+	$(VENV)/bin/python -m pytest -q -m "not heavy" -n $(TEST_WORKERS) $(ARGS)
 
 # Real processes: SuperLink + SuperNodes with TLS and node auth, kills, resume, `flwr run .`.
 test-heavy: env
