@@ -15,7 +15,6 @@ from fedsafe.common.privacy.dp_sgd import (
     PrivateGradient,
     batches_per_epoch,
     poisson_batches,
-    private_gradient,
     site_loss,
 )
 from fedsafe.common.privacy.randomness import Randomness
@@ -116,7 +115,7 @@ def train_local(
     if dp is not None:
         if randomness is None:
             raise ValueError("DP-SGD needs the site's randomness (common.privacy.randomness)")
-        private = private_gradient(
+        private = PrivateGradient(
             model,
             optimizer,
             n_train=n,

@@ -31,7 +31,6 @@ __all__ = [
     "clipped_gradient_sum",
     "batches_per_epoch",
     "PrivateGradient",
-    "private_gradient",
     "FUSED",
     "OPACUS",
 ]
@@ -123,7 +122,8 @@ class PrivateGradient:
     leaves every parameter's `.grad` = (sum of clipped per-example gradients + N(0, (sigma C)^2))
     / expected batch size, and `optimizer.step()` applies it. Both mechanisms clip the whole
     per-example gradient to C with Opacus' factor and draw the noise from the site's
-    `Randomness`; the fused one is chosen when it computes the model exactly."""
+    `Randomness`; the fused one is chosen when it computes the model exactly. `steps`, when
+    known, keeps the fused path from drawing noise that no step would use."""
 
     def __init__(
         self,
@@ -182,34 +182,6 @@ class PrivateGradient:
             self._module.remove_hooks()  # type: ignore[operator]
 
 
-def private_gradient(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    n_train: int,
-    batch_size: int,
-    noise_multiplier: float,
-    max_grad_norm: float,
-    randomness: Randomness,
-    steps: int | None = None,
-) -> PrivateGradient:
-    """The DP-SGD gradient for `model`: fused for Linear/ReLU stacks, Opacus for the rest.
-    `steps`, when known, keeps the fused path from drawing noise that no step would use."""
-    errors = ModuleValidator.validate(model, strict=False)
-    if errors:
-        raise ValueError(f"model is not valid for DP-SGD (per-sample gradients): {errors}")
-    return PrivateGradient(
-        model,
-        optimizer,
-        n_train=n_train,
-        batch_size=batch_size,
-        noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm,
-        randomness=randomness,
-        steps=steps,
-    )
-
-
 def clipped_gradient_sum(
     model: nn.Module,
     x: torch.Tensor,
@@ -222,7 +194,7 @@ def clipped_gradient_sum(
 ) -> list[torch.Tensor]:
     """The sum of the batch's clipped per-example gradients, as DP-SGD computes it before noise.
 
-    Exactly the training path's loss and clipping (the mechanism `private_gradient` picks for
+    Exactly the training path's loss and clipping (the mechanism `PrivateGradient` picks for
     this model, or the one named): the quantity whose sensitivity to adding or removing one
     record must be at most `max_grad_norm`.
     """

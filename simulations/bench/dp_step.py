@@ -75,10 +75,10 @@ def make_step(
     criterion: Callable[..., torch.Tensor] = nn.CrossEntropyLoss()
     module: nn.Module = model
     if mode == "fused":  # fedsafe's own path for Linear/ReLU stacks (common/privacy/fused_dp.py)
-        from fedsafe.common.privacy.dp_sgd import FUSED, private_gradient
+        from fedsafe.common.privacy.dp_sgd import FUSED, PrivateGradient
         from fedsafe.common.privacy.randomness import OsRandomness
 
-        private = private_gradient(
+        private = PrivateGradient(
             model,
             optimizer,
             n_train=case.n_rows,

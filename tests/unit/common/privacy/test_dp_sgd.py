@@ -80,7 +80,7 @@ def test_the_mlp_trains_on_the_fused_path_and_the_cnn_on_opacus() -> None:
     mlp = build_model("mlp", n_features=12, n_classes=2, seed=0)
     cnn = build_model("cnn", n_features=64, n_classes=10, input_shape=(1, 8, 8), seed=0)
     for model, expected in ((mlp, dp_sgd.FUSED), (cnn, dp_sgd.OPACUS)):
-        private = dp_sgd.private_gradient(
+        private = dp_sgd.PrivateGradient(
             model, torch.optim.SGD(model.parameters(), lr=0.1), n_train=100, batch_size=10,
             noise_multiplier=1.0, max_grad_norm=1.0, randomness=OsRandomness(),
         )  # fmt: skip
@@ -175,7 +175,7 @@ def test_an_empty_batch_step_is_pure_gaussian_noise_of_std_sigma_c_over_b() -> N
 
 def test_an_empty_fused_step_is_pure_gaussian_noise_of_std_sigma_c_over_b() -> None:
     model = build_model("logreg", n_features=400, n_classes=50, seed=0)
-    private = dp_sgd.private_gradient(
+    private = dp_sgd.PrivateGradient(
         model, torch.optim.SGD(model.parameters(), lr=0.0), n_train=320, batch_size=32,
         noise_multiplier=2.0, max_grad_norm=0.5, randomness=OsRandomness(),
     )  # fmt: skip
