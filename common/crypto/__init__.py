@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedsafe.common.crypto.hashing import keystream, sha256_hex
-from fedsafe.common.crypto.randomness import os_random_bytes
+from fedsafe.common.crypto.randomness import os_random_bytes, os_random_words
 from fedsafe.common.crypto.sealing import generate_sealing_key, open_sealed, seal
 from fedsafe.common.crypto.signing import (
     generate_signing_key,
@@ -25,4 +25,5 @@ __all__ = [
     "sha256_hex",
     "keystream",
     "os_random_bytes",
+    "os_random_words",
 ]

@@ -216,6 +216,22 @@ def chacha20_keystream(key: bytes, nonce: bytes, nbytes: int) -> bytes:
     return encryptor.update(bytes(nbytes)) + encryptor.finalize()
 
 
+_CHACHA_BLOCK = 64
+
+
+def chacha20_keystream_into(key: bytes, nonce: bytes, nbytes: int) -> bytearray:
+    """The same keystream written in place into one fresh buffer (no copies: OpenSSL
+    encrypts the zeros where they lie); `nbytes` long after the slack OpenSSL asks for."""
+    buf = bytearray(nbytes + _CHACHA_BLOCK)
+    encryptor = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
+    written = encryptor.update_into(memoryview(buf)[:nbytes], buf)
+    if written != nbytes:  # pragma: no cover - a stream cipher returns what it was given
+        raise RuntimeError(f"ChaCha20 wrote {written} of {nbytes} bytes")
+    encryptor.finalize()
+    del buf[nbytes:]
+    return buf
+
+
 # --- Flower SuperNode authentication (OpenSSH NIST EC) ------------------------------------------
 
 
