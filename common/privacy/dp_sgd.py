@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from fedsafe.common.privacy.fused_dp import FusedLinearDP, supports_fused
+from fedsafe.common.privacy.fused_dp import FusedDP, FusedLinearDP, supports_fused
+from fedsafe.common.privacy.fused_layers import FusedLayersDP, supports_layers
 from fedsafe.common.privacy.randomness import Randomness
 
 __all__ = [
@@ -32,11 +34,22 @@ __all__ = [
     "batches_per_epoch",
     "PrivateGradient",
     "FUSED",
+    "FUSED_LAYERS",
     "OPACUS",
+    "mechanism_for",
 ]
 
 FUSED = "fused-linear"  # closed-form per-example norms for Linear/ReLU stacks (fused_dp.py)
+FUSED_LAYERS = "fused-layers"  # one backward to each layer's output: conv nets (fused_layers.py)
 OPACUS = "opacus"  # Opacus' GradSampleModule + SiteDPOptimizer, for every other model
+_FUSED: dict[str, Callable[..., FusedDP]] = {FUSED: FusedLinearDP, FUSED_LAYERS: FusedLayersDP}
+
+
+def mechanism_for(model: nn.Module) -> str:
+    """The fastest mechanism that computes `model`'s clipped sum exactly."""
+    if supports_fused(model):
+        return FUSED
+    return FUSED_LAYERS if supports_layers(model) else OPACUS
 
 
 def batches_per_epoch(n_train: int, batch_size: int) -> int:
@@ -122,7 +135,7 @@ class PrivateGradient:
     leaves every parameter's `.grad` = (sum of clipped per-example gradients + N(0, (sigma C)^2))
     / expected batch size, and `optimizer.step()` applies it. Both mechanisms clip the whole
     per-example gradient to C with Opacus' factor and draw the noise from the site's
-    `Randomness`; the fused one is chosen when it computes the model exactly. `steps`, when
+    `Randomness`; a fused one is chosen when it computes the model exactly. `steps`, when
     known, keeps the fused path from drawing noise that no step would use."""
 
     def __init__(
@@ -139,10 +152,10 @@ class PrivateGradient:
     ) -> None:
         self.sample_rate = 1.0 / batches_per_epoch(n_train, batch_size)
         self._module: GradSampleModule | None = None
-        self._fused: FusedLinearDP | None = None
-        if supports_fused(model):
-            self.mechanism = FUSED
-            self._fused = FusedLinearDP(
+        self._fused: FusedDP | None = None
+        self.mechanism = mechanism_for(model)
+        if self.mechanism != OPACUS:
+            self._fused = _FUSED[self.mechanism](
                 model,
                 noise_multiplier=noise_multiplier,
                 max_grad_norm=max_grad_norm,
@@ -152,7 +165,6 @@ class PrivateGradient:
             )
             self.optimizer = optimizer
         else:
-            self.mechanism = OPACUS
             self._module, self.optimizer, _ = private_parts(
                 model,
                 optimizer,
@@ -198,9 +210,9 @@ def clipped_gradient_sum(
     this model, or the one named): the quantity whose sensitivity to adding or removing one
     record must be at most `max_grad_norm`.
     """
-    use = mechanism or (FUSED if supports_fused(model) else OPACUS)
-    if use == FUSED:
-        fused = FusedLinearDP(
+    use = mechanism or mechanism_for(model)
+    if use != OPACUS:
+        fused = _FUSED[use](
             model,
             noise_multiplier=0.0,
             max_grad_norm=max_grad_norm,

@@ -9,29 +9,49 @@ Opacus' exactly: flat clipping of each example's whole gradient to C with Opacus
 min(1, C / (norm + 1e-6)), Gaussian noise of std sigma * C on the sum, drawn from the site's
 `Randomness`, and division by the expected batch size. For the tiny tabular models a site
 trains, Opacus' hooks cost more in Python than the arithmetic; this path does the same sums
-with a handful of tensor calls (`make bench`, dp_step). Other models use Opacus.
+with a handful of tensor calls (`make bench`, dp_step).
+
+`FusedDP` holds what every fused step shares: the noise (drawn from the site's randomness for
+several steps at once, each row used once) and one flat gradient buffer whose views are the
+parameters' `.grad`. `fused_layers.py` adds conv nets; every other model uses Opacus.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
+from fedsafe.common.allocator import keep_freed_memory
 from fedsafe.common.privacy.randomness import Randomness
 
-__all__ = ["FusedLinearDP", "supports_fused"]
+__all__ = [
+    "FusedDP",
+    "FusedLinearDP",
+    "supports_fused",
+    "clip_factor",
+    "example_losses",
+    "NOISE_STEPS",
+]
 
 _CLIP_EPS = 1e-6  # Opacus' own: clip factor C / (norm + 1e-6)
-_NOISE_STEPS = 32  # steps of noise drawn from the OS at once: one call, not one per step
+NOISE_STEPS = 32  # steps of noise drawn from the OS at once: one call, not one per step
 
 
 def _layers(model: nn.Module) -> list[nn.Module] | None:
-    """The model's layers in order when it is a Sequential of Linear and ReLU ending in Linear."""
+    """The model's layers in order when it is a Sequential of Linear and ReLU that starts and
+    ends with a Linear."""
     if not isinstance(model, nn.Sequential):
         return None
-    layers = list(model.children())
-    if not layers or not isinstance(layers[-1], nn.Linear):
+    layers = list(model)  # every entry in order; `children()` would drop a repeated one
+    if not layers or not isinstance(layers[0], nn.Linear) or not isinstance(layers[-1], nn.Linear):
         return None
+    linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+    if len({id(layer) for layer in linears}) != len(linears):
+        return None  # one Linear in two places shares its weights: Opacus computes that
+    if not all(p.requires_grad for p in model.parameters()):
+        return None  # a frozen layer: Opacus leaves it out of the gradient; so must a step
     for layer in layers:
         if isinstance(layer, nn.Linear):
             if layer.bias is None:
@@ -51,9 +71,96 @@ def supports_fused(model: nn.Module) -> bool:
     return _layers(model) is not None
 
 
-class FusedLinearDP:
-    """One DP-SGD gradient per call for a Sequential of Linear/ReLU: `p.grad` is set to
-    (sum of clipped per-example gradients + N(0, (sigma C)^2)) / expected batch size."""
+class FusedDP(ABC):
+    """One DP-SGD gradient per call: `p.grad` is set to (sum of clipped per-example gradients
+    + N(0, (sigma C)^2)) / expected batch size. Subclasses compute the clipped sum."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        *,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        expected_batch_size: int,
+        randomness: Randomness,
+        steps: int | None = None,
+    ) -> None:
+        if noise_multiplier < 0 or max_grad_norm <= 0 or expected_batch_size < 1:
+            raise ValueError(
+                f"need noise >= 0, C > 0, expected batch >= 1; got {noise_multiplier}, "
+                f"{max_grad_norm}, {expected_batch_size}"
+            )
+        self.params = params
+        self.noise_multiplier = noise_multiplier
+        self.max_grad_norm = max_grad_norm
+        self.expected_batch_size = expected_batch_size
+        self.randomness = randomness
+        self._size = sum(p.numel() for p in self.params)
+        # every `.grad` is a view of one flat buffer: the sums are written into it, the noise
+        # added and the scale applied with one call each, not three calls per parameter
+        self._flat = torch.zeros(self._size, dtype=params[0].dtype, device=params[0].device)
+        self._views: list[torch.Tensor] = []
+        offset = 0
+        for p in self.params:
+            self._views.append(self._flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+        self._noise = torch.empty(0)
+        self._used = 0
+        self._steps_left = steps  # known: draw no noise that no step will use
+        keep_freed_memory()  # the step's buffers stay in the heap: no page faults per step
+
+    @abstractmethod
+    def clipped_sum(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor | None,
+        out: list[torch.Tensor] | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each parameter's sum of clipped per-example gradients (in `params` order, before
+        noise; written into `out`'s tensors when given), and each example's loss (its
+        cross-entropy times its class weight)."""
+
+    def _next_noise(self, like: torch.Tensor) -> torch.Tensor:
+        """This step's N(0, (sigma C)^2) vector, from the site's randomness; drawn for several
+        steps at once (independent draws either way), each used once and never again."""
+        if self._used == len(self._noise):
+            std = self.noise_multiplier * self.max_grad_norm
+            chunk = NOISE_STEPS if self._steps_left is None else max(1, self._steps_left)
+            chunk = min(chunk, NOISE_STEPS)
+            if self._steps_left is not None:
+                self._steps_left = max(0, self._steps_left - chunk)
+            shape = torch.Size([chunk, self._size])
+            self._noise = self.randomness.gaussian(shape, std=std, like=like)
+            self._used = 0
+        self._used += 1
+        return self._noise[self._used - 1]
+
+    def set_gradients(
+        self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Set every parameter's `.grad` to the noised, scaled clipped sum (Opacus' order:
+        (sum + noise) / expected batch size); returns the batch's mean loss (0 for an empty
+        batch, whose step is noise only). The gradients are views of one buffer that the next
+        call overwrites: an optimiser reads them in its step, as it does Opacus'."""
+        _, losses = self.clipped_sum(x, y, weight, out=self._views)
+        self._flat.add_(self._next_noise(self._flat)).div_(self.expected_batch_size)
+        for p, view in zip(self.params, self._views, strict=True):
+            if p.grad is not view:
+                p.grad = view
+        return losses.sum() / max(len(y), 1)
+
+
+def example_losses(
+    logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
+) -> torch.Tensor:
+    """Each example's own cross-entropy times its class weight: `site_loss` before the mean."""
+    losses = nn.functional.cross_entropy(logits, y, reduction="none")
+    return losses if weight is None else losses * weight[y]
+
+
+class FusedLinearDP(FusedDP):
+    """The fused step for a Sequential of Linear/ReLU, in closed form without autograd."""
 
     def __init__(
         self,
@@ -68,92 +175,74 @@ class FusedLinearDP:
         layers = _layers(model)
         if layers is None:
             raise ValueError(f"the fused DP step needs Linear and ReLU layers only, got {model}")
-        if noise_multiplier < 0 or max_grad_norm <= 0 or expected_batch_size < 1:
-            raise ValueError(
-                f"need noise >= 0, C > 0, expected batch >= 1; got {noise_multiplier}, "
-                f"{max_grad_norm}, {expected_batch_size}"
-            )
         self.layers = layers
         self.linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
-        self.params = [p for lin in self.linears for p in (lin.weight, lin.bias)]
-        self.noise_multiplier = noise_multiplier
-        self.max_grad_norm = max_grad_norm
-        self.expected_batch_size = expected_batch_size
-        self.randomness = randomness
-        self._size = sum(p.numel() for p in self.params)
-        self._noise = torch.empty(0)
-        self._used = 0
-        self._steps_left = steps  # known: draw no noise that no step will use
-
-    def _next_noise(self, like: torch.Tensor) -> torch.Tensor:
-        """This step's N(0, (sigma C)^2) vector, from the site's randomness; drawn for several
-        steps at once (independent draws either way), each used once and never again."""
-        if self._used == len(self._noise):
-            std = self.noise_multiplier * self.max_grad_norm
-            chunk = _NOISE_STEPS if self._steps_left is None else max(1, self._steps_left)
-            chunk = min(chunk, _NOISE_STEPS)
-            if self._steps_left is not None:
-                self._steps_left = max(0, self._steps_left - chunk)
-            shape = torch.Size([chunk, self._size])
-            self._noise = self.randomness.gaussian(shape, std=std, like=like)
-            self._used = 0
-        self._used += 1
-        return self._noise[self._used - 1]
+        self._neg: torch.Tensor | None = None
+        super().__init__(
+            [p for lin in self.linears for p in (lin.weight, lin.bias)],
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=expected_batch_size,
+            randomness=randomness,
+            steps=steps,
+        )
 
     @torch.no_grad()
     def clipped_sum(
-        self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor | None,
+        out: list[torch.Tensor] | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Each parameter's sum of clipped per-example gradients (before noise), and each
         example's loss (its own cross-entropy times its class weight, as `site_loss`)."""
         inputs: list[torch.Tensor] = []  # each Linear's input, in order
-        masks: list[torch.Tensor | None] = []  # the ReLU after each Linear, if any
+        relu_after: list[bool] = []  # whether a ReLU follows each Linear
         a = x.flatten(1)
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
                 inputs.append(a)
-                masks.append(None)
+                relu_after.append(False)
                 a = torch.addmm(layer.bias, a, layer.weight.T)
-            else:
-                masks[-1] = a > 0
-                a = a.clamp_min(0)
+            else:  # ReLU, in place on a fresh activation; the next input > 0 is its mask
+                relu_after[-1] = True
+                a = a.relu_()
         log_probs = torch.log_softmax(a, dim=1)
-        losses = -log_probs.gather(1, y[:, None]).squeeze(1)
-        d = log_probs.exp()
-        d[torch.arange(len(y), device=d.device), y] -= 1.0  # d loss_i / d logits_i
+        losses = nn.functional.nll_loss(log_probs, y, reduction="none")
+        d = log_probs.exp_()  # softmax - onehot(y) = d loss_i / d logits_i
+        d.scatter_add_(1, y[:, None], self._minus_ones(len(y), d))
         if weight is not None:
             scale = weight[y]
             losses = losses * scale
             d = d * scale[:, None]
         deltas: list[torch.Tensor] = []
-        norms_sq = torch.zeros(len(y), dtype=a.dtype, device=a.device)
+        d_sq: list[torch.Tensor] = []
         for i in range(len(self.linears) - 1, -1, -1):
             deltas.append(d)
-            d_sq = d.square().sum(1)
-            norms_sq += d_sq * (inputs[i].square().sum(1) + 1.0)
+            d_sq.append(torch.linalg.vecdot(d, d))
             if i:
                 d = d @ self.linears[i].weight
-                mask = masks[i - 1]
-                if mask is not None:
-                    d = d * mask
+                if relu_after[i - 1]:
+                    d = torch.ops.aten.threshold_backward(d, inputs[i], 0)
         deltas.reverse()
+        d_sq.reverse()
+        # |grad_i|^2 = sum over layers of |d_i|^2 (|a_i|^2 + 1): weight and bias together
+        a_sq = torch.stack([torch.linalg.vecdot(a_in, a_in) for a_in in inputs], 1)
+        norms_sq = torch.linalg.vecdot(torch.stack(d_sq, 1), a_sq.add_(1.0))
         factor = clip_factor(norms_sq.sqrt(), self.max_grad_norm)
-        sums: list[torch.Tensor] = []
-        for a_in, delta in zip(inputs, deltas, strict=True):
+        sums = out or [torch.empty_like(p) for p in self.params]
+        for k, (a_in, delta) in enumerate(zip(inputs, deltas, strict=True)):
             clipped = delta * factor[:, None]
-            sums.append(clipped.T @ a_in)
-            sums.append(clipped.sum(0))
+            torch.mm(clipped.T, a_in, out=sums[2 * k])
+            torch.sum(clipped, 0, out=sums[2 * k + 1])
         return sums, losses
 
-    def set_gradients(
-        self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Set every parameter's `.grad` to the noised, scaled clipped sum; returns the batch's
-        mean loss (0 for an empty batch, whose step is noise only)."""
-        sums, losses = self.clipped_sum(x, y, weight)
-        sizes = [s.numel() for s in sums]
-        for p, total, n in zip(
-            self.params, sums, self._next_noise(sums[0]).split(sizes), strict=True
-        ):
-            p.grad = (total + n.view_as(total)) / self.expected_batch_size
-        return losses.sum() / max(len(y), 1)
+    def _minus_ones(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """A cached column of -1s: the one-hot subtraction as one scatter."""
+        cached = self._neg
+        if cached is None or len(cached) < n or cached.dtype != like.dtype:
+            cached = self._neg = torch.full(
+                (max(n, 1), 1), -1.0, dtype=like.dtype, device=like.device
+            )
+        return cached[:n]

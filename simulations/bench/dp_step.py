@@ -15,13 +15,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedsafe.common.models import build_model
+from fedsafe.common.privacy.fused_dp import NOISE_STEPS
 from fedsafe.simulations.bench.rows import Row, summarize
 from fedsafe.simulations.bench.timing import interleave
 
 __all__ = ["MODES", "Case", "CASES", "make_step", "bench_case", "run"]
 
 MODES: tuple[str, ...] = ("hooks", "functorch", "ew", "ghost", "fused")
-TARGET_MLP = 1.6
+TARGET = 1.6  # the issue's bound, for the MLP and the CNN alike
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ def make_step(
     optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     criterion: Callable[..., torch.Tensor] = nn.CrossEntropyLoss()
     module: nn.Module = model
-    if mode == "fused":  # fedsafe's own path for Linear/ReLU stacks (common/privacy/fused_dp.py)
-        from fedsafe.common.privacy.dp_sgd import FUSED, PrivateGradient
+    if mode == "fused":  # fedsafe's own paths (common/privacy/fused_dp.py, fused_layers.py)
+        from fedsafe.common.privacy.dp_sgd import OPACUS, PrivateGradient
         from fedsafe.common.privacy.randomness import OsRandomness
 
         private = PrivateGradient(
@@ -87,8 +88,8 @@ def make_step(
             max_grad_norm=max_grad_norm,
             randomness=OsRandomness(),
         )
-        if private.mechanism != FUSED:
-            raise ValueError(f"{case.model} is not a Linear/ReLU stack: fedsafe uses Opacus")
+        if private.mechanism == OPACUS:
+            raise ValueError(f"fedsafe trains {case.model} on Opacus: no fused path")
 
         def fused_step() -> None:
             private.set_gradients(x, y, None)
@@ -198,7 +199,6 @@ def bench_case(case: Case, *, repeats: int, inner: int) -> list[Row]:
             best = (r_med, mode)
     if best is not None:
         fastest = next(r for r in rows if r.name.endswith(f": {best[1]}"))
-        is_mlp = case.model == "mlp"
         rows.append(
             Row(
                 "dp_step",
@@ -210,8 +210,8 @@ def bench_case(case: Case, *, repeats: int, inner: int) -> list[Row]:
                 baseline="plain torch",
                 ratio_min=fastest.ratio_min,
                 ratio_median=fastest.ratio_median,
-                target=f"<= {TARGET_MLP}x" if is_mlp else None,
-                met=(fastest.ratio_median or 99) <= TARGET_MLP if is_mlp else None,
+                target=f"<= {TARGET}x",
+                met=(fastest.ratio_median or 99) <= TARGET,
                 note="same guarantee: flat per-sample clipping + same Gaussian noise; "
                 f"noise-free update matches hooks to {deviations[best[1]]:.1e}",
             )
@@ -332,7 +332,9 @@ def _phase_rows(case: Case, mode: str, *, steps: int) -> list[Row]:
 def run(*, quick: bool = False) -> list[Row]:
     """Every case, every mode; one thread, as a simulated site trains."""
     torch.set_num_threads(1)
-    repeats, inner = (5, 10) if quick else (15, 30)
+    # the fused step draws its noise once per NOISE_STEPS steps: every sample spans whole
+    # draws, so a median never leaves the noise out
+    repeats, inner = (5, NOISE_STEPS) if quick else (15, 2 * NOISE_STEPS)
     rows: list[Row] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

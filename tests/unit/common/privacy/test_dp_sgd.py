@@ -76,10 +76,14 @@ def test_the_fused_clipped_sum_is_opacus_to_float_tolerance(name: str, clip: flo
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * max(1.0, float(b.abs().max())))
 
 
-def test_the_mlp_trains_on_the_fused_path_and_the_cnn_on_opacus() -> None:
+def test_each_model_trains_on_the_fastest_exact_mechanism() -> None:
     mlp = build_model("mlp", n_features=12, n_classes=2, seed=0)
     cnn = build_model("cnn", n_features=64, n_classes=10, input_shape=(1, 8, 8), seed=0)
-    for model, expected in ((mlp, dp_sgd.FUSED), (cnn, dp_sgd.OPACUS)):
+    batch_normed = nn.Sequential(nn.Linear(12, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    cases = ((mlp, dp_sgd.FUSED), (cnn, dp_sgd.FUSED_LAYERS), (batch_normed, dp_sgd.OPACUS))
+    for model, expected in cases:
+        assert dp_sgd.mechanism_for(model) == expected
+    for model, expected in cases[:2]:
         private = dp_sgd.PrivateGradient(
             model, torch.optim.SGD(model.parameters(), lr=0.1), n_train=100, batch_size=10,
             noise_multiplier=1.0, max_grad_norm=1.0, randomness=OsRandomness(),
@@ -189,3 +193,21 @@ def test_an_empty_fused_step_is_pure_gaussian_noise_of_std_sigma_c_over_b() -> N
     private.set_gradients(torch.zeros(0, 400), torch.zeros(0, dtype=torch.long), None)
     again = torch.cat([p.grad.flatten() for p in model.parameters()])
     assert not torch.equal(grads, again)
+
+
+def test_a_reused_relu_runs_at_every_place_and_shared_or_frozen_linears_go_to_opacus() -> None:
+    act = nn.ReLU()
+    reused = nn.Sequential(nn.Linear(12, 8), act, nn.Linear(8, 8), act, nn.Linear(8, 2))
+    x, y = _batch(n=40, seed=5)
+    got = clipped_gradient_sum(reused, x, y, max_grad_norm=0.5, weight=WEIGHT,
+                               randomness=OsRandomness(), mechanism=dp_sgd.FUSED)  # fmt: skip
+    ref = clipped_gradient_sum(reused, x, y, max_grad_norm=0.5, weight=WEIGHT,
+                               randomness=OsRandomness(), mechanism=dp_sgd.OPACUS)  # fmt: skip
+    for a, b in zip(got, ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    lin = nn.Linear(8, 8)
+    shared = nn.Sequential(nn.Linear(12, 8), lin, nn.ReLU(), lin, nn.Linear(8, 2))
+    frozen = _model()
+    frozen[0].weight.requires_grad_(False)
+    for model in (shared, frozen):
+        assert dp_sgd.mechanism_for(model) == dp_sgd.OPACUS
