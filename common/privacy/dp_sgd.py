@@ -136,7 +136,8 @@ class PrivateGradient:
     / expected batch size, and `optimizer.step()` applies it. Both mechanisms clip the whole
     per-example gradient to C with Opacus' factor and draw the noise from the site's
     `Randomness`; a fused one is chosen when it computes the model exactly. `steps`, when
-    known, keeps the fused path from drawing noise that no step would use."""
+    known, keeps the fused path from drawing noise that no step would use; `prefetch_noise`
+    lets it draw the next steps' OS noise on a second thread while these train."""
 
     def __init__(
         self,
@@ -149,6 +150,7 @@ class PrivateGradient:
         max_grad_norm: float,
         randomness: Randomness,
         steps: int | None = None,
+        prefetch_noise: bool = True,
     ) -> None:
         self.sample_rate = 1.0 / batches_per_epoch(n_train, batch_size)
         self._module: GradSampleModule | None = None
@@ -162,6 +164,7 @@ class PrivateGradient:
                 expected_batch_size=max(1, int(n_train * self.sample_rate)),
                 randomness=randomness,
                 steps=steps,
+                prefetch_noise=prefetch_noise,
             )
             self.optimizer = optimizer
         else:
@@ -189,9 +192,11 @@ class PrivateGradient:
         return loss.detach()
 
     def close(self) -> None:
-        """Take Opacus' hooks off the model (the fused path never adds any)."""
+        """Take Opacus' hooks off the model, or stop the fused path's noise thread."""
         if self._module is not None:
             self._module.remove_hooks()  # type: ignore[operator]
+        if self._fused is not None:
+            self._fused.close()
 
 
 def clipped_gradient_sum(

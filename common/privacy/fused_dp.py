@@ -19,6 +19,7 @@ parameters' `.grad`. `fused_layers.py` adds conv nets; every other model uses Op
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -84,6 +85,7 @@ class FusedDP(ABC):
         expected_batch_size: int,
         randomness: Randomness,
         steps: int | None = None,
+        prefetch_noise: bool = True,
     ) -> None:
         if noise_multiplier < 0 or max_grad_norm <= 0 or expected_batch_size < 1:
             raise ValueError(
@@ -107,6 +109,11 @@ class FusedDP(ABC):
         self._noise = torch.empty(0)
         self._used = 0
         self._steps_left = steps  # known: draw no noise that no step will use
+        # OS noise for the next steps is drawn on a second thread while these steps train
+        # (torch and numpy release the GIL); seeded test noise stays in order, on this thread
+        self._background = prefetch_noise and randomness.private and noise_multiplier > 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[torch.Tensor] | None = None
         keep_freed_memory()  # the step's buffers stay in the heap: no page faults per step
 
     @abstractmethod
@@ -121,20 +128,52 @@ class FusedDP(ABC):
         noise; written into `out`'s tensors when given), and each example's loss (its
         cross-entropy times its class weight)."""
 
+    def _claim(self, *, needed: bool) -> torch.Size | None:
+        """The next draw's shape, counted against the known steps; None for a draw ahead of
+        need when no known step is left to use it."""
+        left = self._steps_left
+        if left == 0 and not needed:
+            return None
+        chunk = NOISE_STEPS if left is None else min(NOISE_STEPS, max(1, left))
+        if left is not None:
+            self._steps_left = max(0, left - chunk)
+        return torch.Size([chunk, self._size])
+
+    def _draw(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        std = self.noise_multiplier * self.max_grad_norm
+        return self.randomness.gaussian(shape, std=std, like=like)
+
     def _next_noise(self, like: torch.Tensor) -> torch.Tensor:
         """This step's N(0, (sigma C)^2) vector, from the site's randomness; drawn for several
         steps at once (independent draws either way), each used once and never again."""
         if self._used == len(self._noise):
-            std = self.noise_multiplier * self.max_grad_norm
-            chunk = NOISE_STEPS if self._steps_left is None else max(1, self._steps_left)
-            chunk = min(chunk, NOISE_STEPS)
-            if self._steps_left is not None:
-                self._steps_left = max(0, self._steps_left - chunk)
-            shape = torch.Size([chunk, self._size])
-            self._noise = self.randomness.gaussian(shape, std=std, like=like)
+            if self._pending is not None:
+                self._noise, self._pending = self._pending.result(), None
+            else:
+                shape = self._claim(needed=True)
+                assert shape is not None  # a needed draw always has a shape
+                self._noise = self._draw(shape, like)
             self._used = 0
+            self._prefetch(like)
         self._used += 1
         return self._noise[self._used - 1]
+
+    def _prefetch(self, like: torch.Tensor) -> None:
+        if not self._background:
+            return
+        shape = self._claim(needed=False)
+        if shape is None:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedsafe-noise")
+        self._pending = self._executor.submit(self._draw, shape, like)
+
+    def close(self) -> None:
+        """Stop the noise thread (a draw ahead of need is discarded, never used)."""
+        self._pending = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
 
     def set_gradients(
         self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
@@ -171,6 +210,7 @@ class FusedLinearDP(FusedDP):
         expected_batch_size: int,
         randomness: Randomness,
         steps: int | None = None,
+        prefetch_noise: bool = True,
     ) -> None:
         layers = _layers(model)
         if layers is None:
@@ -185,6 +225,7 @@ class FusedLinearDP(FusedDP):
             expected_batch_size=expected_batch_size,
             randomness=randomness,
             steps=steps,
+            prefetch_noise=prefetch_noise,
         )
 
     @torch.no_grad()

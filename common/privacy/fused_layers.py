@@ -207,6 +207,7 @@ class FusedLayersDP(FusedDP):
         expected_batch_size: int,
         randomness: Randomness,
         steps: int | None = None,
+        prefetch_noise: bool = True,
     ) -> None:
         if not isinstance(model, nn.Sequential) or not supports_layers(model):
             raise ValueError(f"the fused DP step does not compute this model exactly: {model}")
@@ -220,6 +221,7 @@ class FusedLayersDP(FusedDP):
             expected_batch_size=expected_batch_size,
             randomness=randomness,
             steps=steps,
+            prefetch_noise=prefetch_noise,
         )
 
     def clipped_sum(

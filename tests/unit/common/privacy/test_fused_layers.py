@@ -5,6 +5,7 @@ and every model it cannot compute exactly goes to Opacus."""
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -190,3 +191,41 @@ def test_shared_or_frozen_parameters_go_to_opacus() -> None:
     for model in (shared, frozen):
         assert not supports_layers(model)
         assert dp_sgd.mechanism_for(model) == dp_sgd.OPACUS
+
+
+class _CountingOsRandomness(OsRandomness):
+    """OS randomness that counts the noise rows it is asked for, and from which threads."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.threads: set[str] = set()
+
+    def gaussian(self, shape: torch.Size, *, std: float, like: torch.Tensor) -> torch.Tensor:
+        self.rows += shape[0]
+        self.threads.add(threading.current_thread().name)
+        return super().gaussian(shape, std=std, like=like)
+
+
+@pytest.mark.parametrize("steps", [1, 31, 32, 33, 70])
+def test_noise_drawn_ahead_is_exactly_the_steps_and_the_thread_stops(steps: int) -> None:
+    """Drawn on a second thread while steps train, the noise still comes to one row per step:
+    none left over for a step that never happens, none used twice."""
+    model = _cnn((1, 8, 8))
+    rnd = _CountingOsRandomness()
+    before = set(threading.enumerate())
+    private = dp_sgd.PrivateGradient(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), n_train=64, batch_size=8,
+        noise_multiplier=1.0, max_grad_norm=1.0, randomness=rnd, steps=steps,
+    )  # fmt: skip
+    empty = torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)
+    seen = []
+    for _ in range(steps):
+        private.set_gradients(*empty, None)
+        seen.append(torch.cat([p.grad.flatten() for p in model.parameters()]).clone())
+    ours = [t for t in set(threading.enumerate()) - before if t.name.startswith("fedsafe-noise")]
+    private.close()
+    assert rnd.rows == steps
+    assert len({tuple(v[:4].tolist()) for v in seen}) == steps  # every step its own row
+    if steps > 32:
+        assert any(name.startswith("fedsafe-noise") for name in rnd.threads)
+    assert not any(t.is_alive() for t in ours)
