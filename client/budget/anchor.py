@@ -196,18 +196,21 @@ class StoreAnchor:
         """Before a commit: the head now in force, checked once (it names the store's id)."""
         return self.check(conn, path)
 
-    def pending(self, conn: Connection, store: str, before: Head) -> None:
+    def pending(self, conn: Connection, store: str, before: Head) -> Head:
         """Inside the write transaction, just before commit: vouch for the state to come."""
         digest = state_digest(conn)
         charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
         current = before.digest
-        self.write(store=store, digest=current, pending=digest, charges=charges)
+        return self.write(store=store, digest=current, pending=digest, charges=charges)
 
-    def settle(self, conn: Connection, store: str) -> None:
-        """After the commit: the new state is the current one."""
-        digest = state_digest(conn)
-        charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
-        self.write(store=store, digest=digest, pending=None, charges=charges)
+    def settle(self, store: str, pending: Head) -> None:
+        """After the commit: the state committed (the one `pending` digested inside the
+        transaction) is the current one. Not digested again: a change made by someone else
+        between the commit and this write would then be signed; as it is, the next open finds
+        it and refuses."""
+        if pending.pending is None:  # pragma: no cover - `pending` always names a digest
+            raise StoreIntegrityError("settle needs the head written before the commit")
+        self.write(store=store, digest=pending.pending, pending=None, charges=pending.charges)
 
 
 def detail_json(detail: dict[str, Any]) -> str:

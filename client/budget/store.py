@@ -135,14 +135,14 @@ class BudgetStore(StoreReader, SummariesMixin):
         anchor = self._anchor
         with self._engine.connect() as conn:
             conn.execution_options(fedsafe_write=True)
+            written = None
             with conn.begin():
                 head = anchor.begin_write(conn, self._path) if anchor else None
                 yield conn
                 if anchor is not None and head is not None:
-                    anchor.pending(conn, head.store_id, head)
-            if anchor is not None and head is not None:
-                with conn.begin():
-                    anchor.settle(conn, head.store_id)
+                    written = anchor.pending(conn, head.store_id, head)
+            if anchor is not None and written is not None:
+                anchor.settle(written.store_id, written)
 
     def _now(self, at_time: datetime | None) -> str:
         return _format_time(at_time if at_time is not None else self._clock())

@@ -237,6 +237,28 @@ def test_deleting_a_charge_row_is_detected(tmp_path: Path) -> None:
         _round_three(cfg)
 
 
+def test_a_charge_deleted_between_commit_and_head_is_detected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head signs the state the write committed, never whatever the file holds a moment
+    later: an attacker racing the commit to delete the new charge is found at the next open."""
+    cfg = _cfg(tmp_path)
+    _two_rounds(cfg)
+    real_settle = StoreAnchor.settle
+
+    def racing_settle(self: StoreAnchor, store: str, pending: object) -> None:
+        with sqlite3.connect(_store(cfg)) as db:
+            db.execute("DELETE FROM budget_charges WHERE id = (SELECT MAX(id) FROM budget_charges)")
+        real_settle(self, store, pending)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StoreAnchor, "settle", racing_settle)
+    with pytest.raises(StoreIntegrityError, match="changed outside fedsafe"):
+        _round_three(cfg)  # the race happens inside the reservation's write; complete finds it
+    monkeypatch.setattr(StoreAnchor, "settle", real_settle)
+    with pytest.raises(StoreIntegrityError, match="changed outside fedsafe"):
+        _round_three(cfg)
+
+
 def _checkpoint(path: Path) -> None:
     """Fold the WAL into the main file, as a backup tool would before copying it."""
     db = sqlite3.connect(path)
