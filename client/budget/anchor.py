@@ -58,9 +58,10 @@ def check_schema(conn: Connection, path: Path) -> None:
 def state_digest(conn: Connection) -> str:
     """SHA-256 over the schema and every row of every store table, in table and key order."""
     digest = hashlib.sha256()
-    for kind, name, sql in schema_objects(conn):
+    objects = schema_objects(conn)
+    for kind, name, sql in objects:
         digest.update(f"schema\x00{kind}\x00{name}\x00{sql}\x00".encode())
-    present = {name for kind, name, _ in schema_objects(conn) if kind == "table"}
+    present = {name for kind, name, _ in objects if kind == "table"}
     for table in metadata.sorted_tables:
         if table.name not in present:  # a version 2 store, before its migration
             continue
