@@ -47,8 +47,10 @@ class Randomness(ABC):
         """`n` independent uniformly random uint64 words."""
 
     def uniform(self, n: int) -> np.ndarray:
-        """`n` floats uniform on (0, 1) with 53 random bits each (0 and 1 never occur)."""
-        return ((self.words(n) >> np.uint64(11)).astype(np.float64) + 0.5) / _TWO_POW_53
+        """`n` floats uniform on (0, 1): (2k + 1) / 2^53 for k the top 52 bits of a word, each
+        exactly representable, so 0 and 1 never occur (k + 0.5 rounded to 1.0 at the top)."""
+        k = (self.words(n) >> np.uint64(12)).astype(np.float64)
+        return (2.0 * k + 1.0) / _TWO_POW_53
 
     def _normals(self, n: int) -> torch.Tensor:
         """`n` standard normals (float64) by Box-Muller, both outputs of each pair used.
@@ -91,7 +93,14 @@ class Randomness(ABC):
         count = math.prod(shape)
         if std == 0 or count == 0:
             return torch.zeros(shape, dtype=like.dtype, device=like.device)
-        draws = self._normals(4 * count).view(4, count).sum(dim=0).mul_(std / 2.0)
+        if count == 1:  # four cosines of four pairs: two pairs cannot give four samples
+            draws = self._normals(8).view(2, 4)[0].sum().reshape(1).mul_(std / 2.0)
+            return draws.view(tuple(shape)).to(like.device, like.dtype)
+        # `_normals` puts pair j's cosine at j and its sine at 2 count + j: each element takes
+        # the cosines of pairs j and count + j and the sines of pairs j - 1 and count + j - 1
+        # (rolled by one), four independent samples, never the two outputs of one pair
+        normals = self._normals(4 * count).view(2, 2, count)
+        draws = normals[0].sum(dim=0).add_(normals[1].roll(1, dims=1).sum(dim=0)).mul_(std / 2.0)
         return draws.view(tuple(shape)).to(like.device, like.dtype)
 
     def poisson_mask(self, n: int, rate: float) -> np.ndarray:

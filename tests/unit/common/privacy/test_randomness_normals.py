@@ -65,11 +65,28 @@ def test_seeded_normals_replay_and_os_normals_do_not() -> None:
     assert not np.array_equal(OsRandomness().standard_normal(9), OsRandomness().standard_normal(9))
 
 
-def test_gaussian_noise_is_four_normals_halved_in_the_asked_dtype() -> None:
-    """Opacus' secure mode: the same words give (z1 + z2 + z3 + z4) / 2 * std."""
+def test_gaussian_noise_sums_four_samples_of_four_distinct_pairs_halved() -> None:
+    """Opacus' secure mode (Holohan & Braghin, n = 2): (z1 + z2 + z3 + z4) / 2 * std, the four
+    from four different Box-Muller pairs; the cosine and sine of one pair never share an
+    element (their sum would be one sample, sqrt(2) r sin(theta + pi/4))."""
     like = torch.zeros(1, dtype=torch.float32)
+    count = 35
     noise = SeededRandomness(3).gaussian(torch.Size([5, 7]), std=2.0, like=like)
-    z = SeededRandomness(3).standard_normal(4 * 35).reshape(4, 35)
+    z = SeededRandomness(3).standard_normal(4 * count)
+    cos, sin = z[: 2 * count].reshape(2, count), z[2 * count :].reshape(2, count)
+    j = np.arange(count)
+    expected = cos[0] + cos[1] + sin[0][(j - 1) % count] + sin[1][(j - 1) % count]
     assert noise.shape == (5, 7) and noise.dtype == torch.float32
-    expected = torch.from_numpy(z.sum(0) * (2.0 / 2.0)).float().view(5, 7)
-    assert torch.allclose(noise, expected, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(noise.flatten(), torch.from_numpy(expected).float(), atol=1e-6)
+    pairs = [{int(k), int(k) + count, int(k - 1) % count, (int(k - 1) % count) + count} for k in j]
+    assert all(len(p) == 4 for p in pairs)
+    single = SeededRandomness(4).gaussian(torch.Size([1]), std=1.0, like=like)
+    four_cosines = SeededRandomness(4).standard_normal(8)[:4].sum() / 2
+    assert float(single) == pytest.approx(float(four_cosines), rel=1e-6)
+
+
+@pytest.mark.parametrize("word", [0, 2**64 - 1, 2**63, (1 << 64) - (1 << 11)])
+def test_uniforms_never_reach_0_or_1_even_at_the_extreme_words(word: int) -> None:
+    """(k + 0.5) / 2^53 rounded to exactly 1.0 at the top word; (2k + 1) / 2^53 is exact."""
+    u = _FixedWords(word).uniform(3)
+    assert ((u > 0.0) & (u < 1.0)).all()
