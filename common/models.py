@@ -24,6 +24,8 @@ class _Flat(nn.Sequential):
     ("0.weight", ...) identical for tabular and image inputs.
     """
 
+    flattens_input = True  # the fused DP step reads this: flatten, then the layers in order
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.flatten(1))
 

@@ -135,30 +135,32 @@ def train_local(
     )
     steps, loss_sum, seen = 0, 0.0, 0
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    for _ in range(epochs):
-        if dp is not None:
-            assert randomness is not None
-            epoch = [torch.from_numpy(b) for b in poisson_batches(n, batch_size, randomness)]
-        else:
-            epoch = _plain_batches(n, batch_size, generator)
-        for index in epoch:
-            xb, yb = features[index.to(device)], labels[index.to(device)]
-            if private is not None:
-                loss = private.set_gradients(xb, yb, weight)  # an empty batch: noise only
+    try:
+        for _ in range(epochs):
+            if dp is not None:
+                assert randomness is not None
+                epoch = [torch.from_numpy(b) for b in poisson_batches(n, batch_size, randomness)]
             else:
-                optimizer.zero_grad(set_to_none=True)
-                loss = site_loss(model(xb), yb, weight)
-                loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(yb)
-            seen += len(yb)
-            steps += 1
-            if anchor is not None:
-                with torch.no_grad():
-                    for p, a in zip(model.parameters(), anchor, strict=True):
-                        p.sub_(learning_rate * proximal_mu * (p - a))
-    if private is not None:
-        private.close()
+                epoch = _plain_batches(n, batch_size, generator)
+            for index in epoch:
+                xb, yb = features[index.to(device)], labels[index.to(device)]
+                if private is not None:
+                    loss = private.set_gradients(xb, yb, weight)  # an empty batch: noise only
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = site_loss(model(xb), yb, weight)
+                    loss.backward()
+                optimizer.step()
+                loss_sum += float(loss.detach()) * len(yb)
+                seen += len(yb)
+                steps += 1
+                if anchor is not None:
+                    with torch.no_grad():
+                        for p, a in zip(model.parameters(), anchor, strict=True):
+                            p.sub_(learning_rate * proximal_mu * (p - a))
+    finally:  # the fused path's noise thread stops even when a step fails
+        if private is not None:
+            private.close()
     return LocalResult(
         loss=loss_sum / max(seen, 1), steps=steps, sample_rate=sample_rate, num_examples=n
     )

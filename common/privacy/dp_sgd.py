@@ -187,7 +187,8 @@ class PrivateGradient:
             return self._fused.set_gradients(x, y, weight)
         assert self._module is not None
         self.optimizer.zero_grad(set_to_none=True)
-        loss = site_loss(self._module(x), y, weight)  # an empty batch: loss 0, noise only
+        # contiguous: Opacus' conv per-sample gradients are wrong on a channels_last batch
+        loss = site_loss(self._module(x.contiguous()), y, weight)  # empty batch: noise only
         loss.backward()
         return loss.detach()
 
@@ -236,7 +237,7 @@ def clipped_gradient_sum(
         randomness=randomness,
     )
     dp_optimizer.zero_grad(set_to_none=True)
-    site_loss(module(x), y, weight).backward()
+    site_loss(module(x.contiguous()), y, weight).backward()  # channels_last: see set_gradients
     dp_optimizer.clip_and_accumulate()
     sums = [p.summed_grad.detach().clone() for p in dp_optimizer.params]
     module.remove_hooks()

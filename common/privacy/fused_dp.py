@@ -18,11 +18,13 @@ parameters' `.grad`. `fused_layers.py` adds conv nets; every other model uses Op
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from fedsafe.common.allocator import keep_freed_memory
 from fedsafe.common.privacy.randomness import Randomness
@@ -40,24 +42,55 @@ _CLIP_EPS = 1e-6  # Opacus' own: clip factor C / (norm + 1e-6)
 NOISE_STEPS = 32  # steps of noise drawn from the OS at once: one call, not one per step
 
 
-def _layers(model: nn.Module) -> list[nn.Module] | None:
-    """The model's layers in order when it is a Sequential of Linear and ReLU that starts and
-    ends with a Linear."""
+def plain_layers(model: nn.Module) -> list[nn.Module] | None:
+    """The entries of a Sequential whose forward is only its layers in order (a plain
+    `nn.Sequential`, or a subclass that declares `flattens_input` and flattens first), with no
+    hooks, every parameter trainable and owned by exactly one entry (a parameter tied between
+    two layers, a parametrized weight or a frozen one is Opacus' to compute), else None."""
     if not isinstance(model, nn.Sequential):
         return None
-    layers = list(model)  # every entry in order; `children()` would drop a repeated one
-    if not layers or not isinstance(layers[0], nn.Linear) or not isinstance(layers[-1], nn.Linear):
+    if type(model) is not nn.Sequential and not getattr(type(model), "flattens_input", False):
         return None
-    linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+    layers = list(model)  # every entry in order; `children()` would drop a repeated one
+    if not layers or any(_hooked(m) for m in (model, *layers)):
+        return None
+    if any(parametrize.is_parametrized(layer) for layer in layers):
+        return None
+    owners = list({id(layer): layer for layer in layers}.values())  # a repeat runs twice
+    owned = [p for layer in owners for p in layer.parameters(recurse=False)]
+    every = list(model.parameters())
+    if len({id(p) for p in owned}) != len(owned) or {id(p) for p in owned} != {
+        id(p) for p in every
+    }:
+        return None
+    if not all(p.requires_grad for p in every):
+        return None  # a frozen layer: Opacus leaves it out of the gradient; so must a step
+    return layers
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
+
+
+def _layers(model: nn.Module) -> list[nn.Module] | None:
+    """The model's layers in order when it is a plain Sequential of Linear and ReLU that
+    starts and ends with a Linear, no Linear in two places."""
+    layers = plain_layers(model)
+    if layers is None or type(layers[0]) is not nn.Linear or type(layers[-1]) is not nn.Linear:
+        return None
+    linears = [layer for layer in layers if type(layer) is nn.Linear]
     if len({id(layer) for layer in linears}) != len(linears):
         return None  # one Linear in two places shares its weights: Opacus computes that
-    if not all(p.requires_grad for p in model.parameters()):
-        return None  # a frozen layer: Opacus leaves it out of the gradient; so must a step
     for layer in layers:
-        if isinstance(layer, nn.Linear):
+        if type(layer) is nn.Linear:
             if layer.bias is None:
                 return None
-        elif not isinstance(layer, nn.ReLU):
+        elif type(layer) is not nn.ReLU:
             return None
     return layers
 
@@ -114,6 +147,7 @@ class FusedDP(ABC):
         self._background = prefetch_noise and randomness.private and noise_multiplier > 0
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[torch.Tensor] | None = None
+        self._pid = os.getpid()  # a forked child must never use rows its parent also holds
         keep_freed_memory()  # the step's buffers stay in the heap: no page faults per step
 
     @abstractmethod
@@ -146,9 +180,13 @@ class FusedDP(ABC):
     def _next_noise(self, like: torch.Tensor) -> torch.Tensor:
         """This step's N(0, (sigma C)^2) vector, from the site's randomness; drawn for several
         steps at once (independent draws either way), each used once and never again."""
+        if self._pid != os.getpid():  # forked: the parent keeps these rows; the thread is gone
+            self._pid, self._noise, self._used = os.getpid(), torch.empty(0), 0
+            self._pending, self._executor = None, None
         if self._used == len(self._noise):
-            if self._pending is not None:
-                self._noise, self._pending = self._pending.result(), None
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self._noise = pending.result()  # a failed draw raises once, never kept
             else:
                 shape = self._claim(needed=True)
                 assert shape is not None  # a needed draw always has a shape
@@ -182,8 +220,16 @@ class FusedDP(ABC):
         (sum + noise) / expected batch size); returns the batch's mean loss (0 for an empty
         batch, whose step is noise only). The gradients are views of one buffer that the next
         call overwrites: an optimiser reads them in its step, as it does Opacus'."""
-        _, losses = self.clipped_sum(x, y, weight, out=self._views)
-        self._flat.add_(self._next_noise(self._flat)).div_(self.expected_batch_size)
+        try:
+            noise = self._next_noise(self._flat)  # first: a failed draw writes no sum
+            _, losses = self.clipped_sum(x, y, weight, out=self._views)
+            self._flat.add_(noise).div_(self.expected_batch_size)
+        except BaseException:
+            # the views are `.grad`: never leave a noise-free (or half-written) sum in them
+            self._flat.zero_()
+            for p in self.params:
+                p.grad = None
+            raise
         for p, view in zip(self.params, self._views, strict=True):
             if p.grad is not view:
                 p.grad = view
@@ -217,6 +263,7 @@ class FusedLinearDP(FusedDP):
             raise ValueError(f"the fused DP step needs Linear and ReLU layers only, got {model}")
         self.layers = layers
         self.linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        self.flattens = bool(getattr(type(model), "flattens_input", False))
         self._neg: torch.Tensor | None = None
         super().__init__(
             [p for lin in self.linears for p in (lin.weight, lin.bias)],
@@ -240,7 +287,9 @@ class FusedLinearDP(FusedDP):
         example's loss (its own cross-entropy times its class weight, as `site_loss`)."""
         inputs: list[torch.Tensor] = []  # each Linear's input, in order
         relu_after: list[bool] = []  # whether a ReLU follows each Linear
-        a = x.flatten(1)
+        a = x.flatten(1) if self.flattens else x
+        if a.dim() != 2:
+            raise ValueError(f"the fused Linear step takes one row per example, got {x.shape}")
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
                 inputs.append(a)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedsafe.common.privacy.fused_dp import FusedDP, clip_factor, example_losses
+from fedsafe.common.privacy.fused_dp import FusedDP, clip_factor, example_losses, plain_layers
 from fedsafe.common.privacy.randomness import Randomness
 
 __all__ = ["FusedLayersDP", "supports_layers"]
@@ -49,33 +49,34 @@ _PER_EXAMPLE = (
 
 
 def _supported(layer: nn.Module) -> bool:
-    if isinstance(layer, nn.Linear):
+    """Exact types only: a subclass may change `forward` (and a parametrized layer is one)."""
+    kind = type(layer)
+    if kind is nn.Linear:
         return True
-    if isinstance(layer, nn.Conv2d):
+    if kind is nn.Conv2d:
+        assert isinstance(layer, nn.Conv2d)
         return (
             layer.groups == 1
             and layer.padding_mode == "zeros"
             and not isinstance(layer.padding, str)
         )
-    if isinstance(layer, nn.GroupNorm):
+    if kind is nn.GroupNorm:
         return True  # statistics per example and group, affine or not
     # in place, it would rewrite the output whose gradient the step asks autograd for
     in_place = bool(getattr(layer, "inplace", False))
     free = next(layer.parameters(), None) is None
-    return isinstance(layer, _PER_EXAMPLE) and not in_place and free
+    return kind in _PER_EXAMPLE and not in_place and free
 
 
 def supports_layers(model: nn.Module) -> bool:
-    """Whether `model` is a Sequential whose every layer this path computes exactly (a layer
-    with parameters used twice shares them between two places: Opacus computes that one)."""
-    if not isinstance(model, nn.Sequential) or len(model) == 0:
+    """Whether `model` is a plain Sequential whose every layer this path computes exactly (a
+    layer with parameters used twice, or a parameter tied between two, is Opacus')."""
+    layers = plain_layers(model)
+    if layers is None:
         return False
-    layers = list(model)  # every entry in order; `children()` would drop a repeated one
     owners = [layer for layer in layers if _has_params(layer)]
-    return (
-        len({id(layer) for layer in owners}) == len(owners)
-        and all(_supported(layer) for layer in layers)
-        and all(p.requires_grad for p in model.parameters())
+    return len({id(layer) for layer in owners}) == len(owners) and all(
+        _supported(layer) for layer in layers
     )
 
 
@@ -186,10 +187,12 @@ def _per_example(layer: nn.Module, a: torch.Tensor, d: torch.Tensor) -> list[_Gr
         if layer.bias is not None:
             out.append(_Grads(d.flatten(2).sum(2)))
     elif isinstance(layer, nn.GroupNorm):  # `a` is the normalised input x_hat (`_forward`)
+        batch, channels = a.shape[0], a.shape[1]  # (B, C) inputs have one position each
+        x_hat, g = a.reshape(batch, channels, -1), d.reshape(batch, channels, -1)
         if layer.weight is not None:
-            out.append(_Grads(torch.linalg.vecdot(a.flatten(2), d.flatten(2))))
+            out.append(_Grads(torch.linalg.vecdot(x_hat, g)))
         if layer.bias is not None:
-            out.append(_Grads(d.flatten(2).sum(2)))
+            out.append(_Grads(g.sum(2)))
     else:  # pragma: no cover - `supports_layers` admits no other parameterised layer
         raise ValueError(f"no per-example gradient for {layer}")
     return out
@@ -213,6 +216,7 @@ class FusedLayersDP(FusedDP):
             raise ValueError(f"the fused DP step does not compute this model exactly: {model}")
         self.model = model
         self.layers = list(model)
+        self.flattens = bool(getattr(type(model), "flattens_input", False))
         self._owns = [_has_params(layer) for layer in self.layers]
         super().__init__(
             [p for layer in self.layers for p in layer.parameters(recurse=False)],
@@ -242,7 +246,7 @@ class FusedLayersDP(FusedDP):
         outputs: list[torch.Tensor] = []
         owners: list[nn.Module] = []
         with torch.enable_grad():
-            a = x
+            a = x.flatten(1) if self.flattens else x
             for layer, owns in zip(self.layers, self._owns, strict=True):
                 if owns:
                     a, kept = _forward(layer, a)

@@ -5,12 +5,14 @@ and every model it cannot compute exactly goes to Opacus."""
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import pytest
 import torch
 from torch import nn
 
+import fedsafe.common.privacy.fused_dp as fused_dp
 import fedsafe.common.privacy.fused_layers as fused_layers
 from fedsafe.common.models import build_model
 from fedsafe.common.privacy import dp_sgd
@@ -229,3 +231,115 @@ def test_noise_drawn_ahead_is_exactly_the_steps_and_the_thread_stops(steps: int)
     if steps > 32:
         assert any(name.startswith("fedsafe-noise") for name in rnd.threads)
     assert not any(t.is_alive() for t in ours)
+
+
+class _FailingOnce(OsRandomness):
+    """OS randomness whose second draw fails, as a getrandom error or MemoryError would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def gaussian(self, shape: torch.Size, *, std: float, like: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 2:
+            raise OSError("getrandom failed")
+        return super().gaussian(shape, std=std, like=like)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_a_failed_noise_draw_leaves_no_gradient_and_the_next_step_draws_afresh(name: str) -> None:
+    """The coordinator never gets a noise-free sum because the OS failed once: the step raises,
+    every `.grad` is None (an optimiser step moves nothing), and the next step works."""
+    if name == "mlp":
+        model = build_model("mlp", n_features=12, n_classes=2, hidden=8, seed=0)
+        x, y = torch.randn(8, 12), torch.randint(0, 2, (8,))
+    else:
+        model, x, y = _cnn((1, 8, 8)), torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    private = dp_sgd.PrivateGradient(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), n_train=64, batch_size=8,
+        noise_multiplier=1.0, max_grad_norm=1.0, randomness=_FailingOnce(),
+    )  # fmt: skip
+    failed = 0
+    for _ in range(fused_dp.NOISE_STEPS + 3):
+        try:
+            private.set_gradients(x, y, None)
+        except OSError:
+            failed += 1
+            assert all(p.grad is None for p in model.parameters())
+    assert failed == 1  # raised once, never kept for the steps after
+    private.close()
+
+
+def test_a_forked_child_never_uses_the_rows_its_parent_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After fork() the parent keeps its drawn rows; the child (seen as a new pid) draws its
+    own. (torch itself may hang in a child forked after its thread pool started: fedsafe's
+    worker forks before it trains.)"""
+    model = build_model("mlp", n_features=12, n_classes=2, hidden=8, seed=0)
+    rnd = _CountingOsRandomness()
+    private = dp_sgd.PrivateGradient(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), n_train=64, batch_size=8,
+        noise_multiplier=1.0, max_grad_norm=1.0, randomness=rnd, prefetch_noise=False,
+    )  # fmt: skip
+    empty = torch.zeros(0, 12), torch.zeros(0, dtype=torch.long)
+    private.set_gradients(*empty, None)
+    assert rnd.rows == fused_dp.NOISE_STEPS
+    parent = os.getpid()
+    monkeypatch.setattr(fused_dp.os, "getpid", lambda: parent + 1)
+    private.set_gradients(*empty, None)
+    assert rnd.rows == 2 * fused_dp.NOISE_STEPS  # a fresh chunk, not row 2 of the parent's
+    private.close()
+
+
+def _tied_mlp() -> nn.Module:
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2))
+    model[2].weight = model[0].weight  # two modules, one parameter
+    return model
+
+
+def _hooked() -> nn.Module:
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[0].register_forward_hook(lambda module, args, out: out * 2)
+    return model
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 3 * super().forward(x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _tied_mlp,
+        _hooked,
+        lambda: nn.Sequential(_ScaledLinear(6, 4), nn.ReLU(), nn.Linear(4, 2)),
+        lambda: nn.Sequential(
+            nn.utils.parametrizations.weight_norm(nn.Linear(6, 4)), nn.ReLU(), nn.Linear(4, 2)
+        ),
+        lambda: nn.Sequential(
+            nn.utils.parametrizations.weight_norm(nn.Conv2d(1, 2, 3)),
+            nn.Flatten(),
+            nn.Linear(8, 2),
+        ),
+    ],
+    ids=["tied-weights", "forward-hook", "linear-subclass", "weight-norm", "weight-norm-conv"],
+)
+def test_layers_whose_forward_or_parameters_are_not_their_own_go_to_opacus(make: object) -> None:
+    model = make()  # type: ignore[operator]
+    assert dp_sgd.mechanism_for(model) == dp_sgd.OPACUS
+
+
+def test_groupnorm_on_rows_and_a_channels_last_batch_match_opacus() -> None:
+    rows = nn.Sequential(nn.Linear(6, 8), nn.GroupNorm(2, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    cnn = _cnn((1, 8, 8))
+    xc = torch.randn(16, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+    yc = torch.randint(0, 10, (16,))
+    for model, inputs, labels in ((rows, x, y), (cnn, xc, yc)):
+        assert dp_sgd.mechanism_for(model) == dp_sgd.FUSED_LAYERS
+        got = _sums(model, inputs, labels, 0.5, dp_sgd.FUSED_LAYERS)
+        ref = _sums(model, inputs, labels, 0.5, dp_sgd.OPACUS)
+        for a, b in zip(got, ref, strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
