@@ -100,7 +100,7 @@ class Randomness(ABC):
         # the cosines of pairs j and count + j and the sines of pairs j - 1 and count + j - 1
         # (rolled by one), four independent samples, never the two outputs of one pair
         normals = self._normals(4 * count).view(2, 2, count)
-        draws = normals[0].sum(dim=0).add_(normals[1].roll(1, dims=1).sum(dim=0)).mul_(std / 2.0)
+        draws = normals[0].sum(dim=0).add_(normals[1].sum(dim=0).roll(1)).mul_(std / 2.0)
         return draws.view(tuple(shape)).to(like.device, like.dtype)
 
     def poisson_mask(self, n: int, rate: float) -> np.ndarray:
