@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ __all__ = [
 FUSED = "fused-linear"  # closed-form per-example norms for Linear/ReLU stacks (fused_dp.py)
 FUSED_LAYERS = "fused-layers"  # one backward to each layer's output: conv nets (fused_layers.py)
 OPACUS = "opacus"  # Opacus' GradSampleModule + SiteDPOptimizer, for every other model
-_FUSED: dict[str, Callable[..., FusedDP]] = {FUSED: FusedLinearDP, FUSED_LAYERS: FusedLayersDP}
+_FUSED: dict[str, type[FusedDP]] = {FUSED: FusedLinearDP, FUSED_LAYERS: FusedLayersDP}
 
 
 def mechanism_for(model: nn.Module) -> str:

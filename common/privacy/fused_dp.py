@@ -111,7 +111,7 @@ class FusedDP(ABC):
 
     def __init__(
         self,
-        params: list[torch.Tensor],
+        model: nn.Module,
         *,
         noise_multiplier: float,
         max_grad_norm: float,
@@ -125,6 +125,8 @@ class FusedDP(ABC):
                 f"need noise >= 0, C > 0, expected batch >= 1; got {noise_multiplier}, "
                 f"{max_grad_norm}, {expected_batch_size}"
             )
+        params = self._bind(model)
+        self.flattens = bool(getattr(type(model), "flattens_input", False))
         self.params = params
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = max_grad_norm
@@ -149,6 +151,11 @@ class FusedDP(ABC):
         self._pending: Future[torch.Tensor] | None = None
         self._pid = os.getpid()  # a forked child must never use rows its parent also holds
         keep_freed_memory()  # the step's buffers stay in the heap: no page faults per step
+
+    @abstractmethod
+    def _bind(self, model: nn.Module) -> list[torch.Tensor]:
+        """Check that this step computes `model` exactly (ValueError naming it otherwise), keep
+        its layers, and return its parameters in the order `clipped_sum` writes them."""
 
     @abstractmethod
     def clipped_sum(
@@ -247,33 +254,14 @@ def example_losses(
 class FusedLinearDP(FusedDP):
     """The fused step for a Sequential of Linear/ReLU, in closed form without autograd."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        noise_multiplier: float,
-        max_grad_norm: float,
-        expected_batch_size: int,
-        randomness: Randomness,
-        steps: int | None = None,
-        prefetch_noise: bool = True,
-    ) -> None:
+    def _bind(self, model: nn.Module) -> list[torch.Tensor]:
         layers = _layers(model)
         if layers is None:
             raise ValueError(f"the fused DP step needs Linear and ReLU layers only, got {model}")
         self.layers = layers
         self.linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
-        self.flattens = bool(getattr(type(model), "flattens_input", False))
         self._neg: torch.Tensor | None = None
-        super().__init__(
-            [p for lin in self.linears for p in (lin.weight, lin.bias)],
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
-            expected_batch_size=expected_batch_size,
-            randomness=randomness,
-            steps=steps,
-            prefetch_noise=prefetch_noise,
-        )
+        return [p for lin in self.linears for p in (lin.weight, lin.bias)]
 
     @torch.no_grad()
     def clipped_sum(

@@ -27,7 +27,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedsafe.common.privacy.fused_dp import FusedDP, clip_factor, example_losses, plain_layers
-from fedsafe.common.privacy.randomness import Randomness
 
 __all__ = ["FusedLayersDP", "supports_layers"]
 
@@ -201,32 +200,13 @@ def _per_example(layer: nn.Module, a: torch.Tensor, d: torch.Tensor) -> list[_Gr
 class FusedLayersDP(FusedDP):
     """The fused step for a Sequential of Conv2d, GroupNorm, Linear and per-example layers."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        noise_multiplier: float,
-        max_grad_norm: float,
-        expected_batch_size: int,
-        randomness: Randomness,
-        steps: int | None = None,
-        prefetch_noise: bool = True,
-    ) -> None:
+    def _bind(self, model: nn.Module) -> list[torch.Tensor]:
         if not isinstance(model, nn.Sequential) or not supports_layers(model):
             raise ValueError(f"the fused DP step does not compute this model exactly: {model}")
         self.model = model
         self.layers = list(model)
-        self.flattens = bool(getattr(type(model), "flattens_input", False))
         self._owns = [_has_params(layer) for layer in self.layers]
-        super().__init__(
-            [p for layer in self.layers for p in layer.parameters(recurse=False)],
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
-            expected_batch_size=expected_batch_size,
-            randomness=randomness,
-            steps=steps,
-            prefetch_noise=prefetch_noise,
-        )
+        return [p for layer in self.layers for p in layer.parameters(recurse=False)]
 
     def clipped_sum(
         self,
