@@ -204,14 +204,16 @@ class StoreAnchor:
         current = before.digest
         return self.write(store=store, digest=current, pending=digest, charges=charges)
 
-    def settle(self, store: str, pending: Head) -> None:
+    def settle(self, pending: Head) -> None:
         """After the commit: the state committed (the one `pending` digested inside the
         transaction) is the current one. Not digested again: a change made by someone else
         between the commit and this write would then be signed; as it is, the next open finds
         it and refuses."""
         if pending.pending is None:  # pragma: no cover - `pending` always names a digest
             raise StoreIntegrityError("settle needs the head written before the commit")
-        self.write(store=store, digest=pending.pending, pending=None, charges=pending.charges)
+        self.write(
+            store=pending.store_id, digest=pending.pending, pending=None, charges=pending.charges
+        )
 
 
 def detail_json(detail: dict[str, Any]) -> str:

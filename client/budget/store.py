@@ -142,7 +142,7 @@ class BudgetStore(StoreReader, SummariesMixin):
                 if anchor is not None and head is not None:
                     written = anchor.pending(conn, head.store_id, head)
             if anchor is not None and written is not None:
-                anchor.settle(written.store_id, written)
+                anchor.settle(written)
 
     def _now(self, at_time: datetime | None) -> str:
         return _format_time(at_time if at_time is not None else self._clock())

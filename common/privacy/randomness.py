@@ -32,7 +32,6 @@ __all__ = [
 TEST_SEED_ENV = "FEDSAFE_TEST_SEEDED_NOISE"
 OS_CSPRNG = "os-csprng"
 SEEDED_TEST_ONLY = "seeded-test-only"
-_TWO_POW_53 = float(2**53)
 _ONE_BITS = 0x3FF0000000000000  # the bits of 1.0: exponent 0, mantissa 0
 
 
@@ -47,25 +46,18 @@ class Randomness(ABC):
         """`n` independent uniformly random uint64 words."""
 
     def uniform(self, n: int) -> np.ndarray:
-        """`n` floats uniform on (0, 1): (2k + 1) / 2^53 for k the top 52 bits of a word, each
-        exactly representable, so 0 and 1 never occur (k + 0.5 rounded to 1.0 at the top)."""
-        k = (self.words(n) >> np.uint64(12)).astype(np.float64)
-        return (2.0 * k + 1.0) / _TWO_POW_53
+        """`n` floats uniform on (0, 1), never 0 or 1 (`_open_unit`)."""
+        return _open_unit(self.words(n))
 
     def _normals(self, n: int) -> torch.Tensor:
         """`n` standard normals (float64) by Box-Muller, both outputs of each pair used.
 
-        Each uniform is 52 random bits set as the mantissa of a double in [1, 2) and shifted
-        exactly (Sterbenz) to k / 2^52 + 2^-53, in (0, 1): no integer-to-float conversion.
-        Every step runs in place, each in the faster library on one thread (numpy's log and
-        sqrt, torch's cos and sin): the noise is a large part of a small model's DP step.
+        The uniforms come from `_open_unit`. Every step runs in place, each in the faster
+        library on one thread (numpy's log and sqrt, torch's cos and sin): the noise is a large
+        part of a small model's DP step.
         """
         pairs = (n + 1) // 2
-        words = self.words(2 * pairs)
-        words >>= np.uint64(12)
-        words |= np.uint64(_ONE_BITS)
-        u = words.view(np.float64)
-        u -= 1.0 - 2.0**-53
+        u = _open_unit(self.words(2 * pairs))
         radius, angle = u[:pairs], u[pairs:]
         np.log(radius, out=radius)
         radius *= -2.0
@@ -106,6 +98,17 @@ class Randomness(ABC):
     def poisson_mask(self, n: int, rate: float) -> np.ndarray:
         """Each of `n` records independently included with probability `rate`."""
         return self.uniform(n) < rate
+
+
+def _open_unit(words: np.ndarray) -> np.ndarray:
+    """Uniforms on (0, 1) made in place from the words: the top 52 bits k set as the mantissa
+    of a double in [1, 2), shifted exactly (Sterbenz) to k / 2^52 + 2^-53 = (2k + 1) / 2^53.
+    No integer-to-float conversion, and 0 and 1 never occur (k + 0.5 rounded to 1 at the top)."""
+    words >>= np.uint64(12)
+    words |= np.uint64(_ONE_BITS)
+    u = words.view(np.float64)
+    u -= 1.0 - 2.0**-53
+    return u
 
 
 class OsRandomness(Randomness):

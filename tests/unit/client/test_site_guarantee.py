@@ -246,10 +246,10 @@ def test_a_charge_deleted_between_commit_and_head_is_detected(
     _two_rounds(cfg)
     real_settle = StoreAnchor.settle
 
-    def racing_settle(self: StoreAnchor, store: str, pending: object) -> None:
+    def racing_settle(self: StoreAnchor, pending: object) -> None:
         with sqlite3.connect(_store(cfg)) as db:
             db.execute("DELETE FROM budget_charges WHERE id = (SELECT MAX(id) FROM budget_charges)")
-        real_settle(self, store, pending)  # type: ignore[arg-type]
+        real_settle(self, pending)  # type: ignore[arg-type]
 
     monkeypatch.setattr(StoreAnchor, "settle", racing_settle)
     with pytest.raises(StoreIntegrityError, match="changed outside fedsafe"):
