@@ -16,15 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Table
 
-from fedsafe.client.budget.records import StoreIntegrityError
-from fedsafe.client.budget.schema import charges_table, metadata, store_id
+from fedsafe.client.budget.records import BudgetStoreError, StoreIntegrityError
+from fedsafe.client.budget.schema import charges_table, meta_table, metadata
 from fedsafe.common import crypto
 from fedsafe.common.errors import IntegrityError
 from fedsafe.common.storage import write_atomic
 
-__all__ = ["StoreAnchor", "HEAD_STATEMENT", "state_digest", "Head"]
+__all__ = ["StoreAnchor", "HEAD_STATEMENT", "Head", "Scan", "scan", "state_digest"]
 
 HEAD_STATEMENT = "fedsafe-budget-head-v1"
 ACK_HINT = (
@@ -43,11 +43,11 @@ def schema_objects(conn: Connection) -> list[tuple[str, str, str]]:
     return [(str(t), str(n), str(s)) for t, n, s in rows]
 
 
-def check_schema(conn: Connection, path: Path) -> None:
+def check_schema(objects: list[tuple[str, str, str]], path: Path) -> None:
     """Refuse a store holding anything fedsafe did not create: a trigger or view planted in the
     file would rewrite charges inside fedsafe's own (signed) transactions."""
     expected = {t.name for t in metadata.sorted_tables}
-    for kind, name, _sql in schema_objects(conn):
+    for kind, name, _sql in objects:
         if kind in ("trigger", "view") or (kind == "table" and name not in expected):
             raise StoreIntegrityError(
                 f"budget store {path} holds a {kind} '{name}' that fedsafe never creates "
@@ -55,25 +55,65 @@ def check_schema(conn: Connection, path: Path) -> None:
             )
 
 
-def state_digest(conn: Connection) -> str:
-    """SHA-256 over the schema and every row of every store table, in table and key order."""
+def _row_select(table: Table) -> str:
+    """The SQL that reads every row of `table`, its columns by name, in primary key order."""
+    columns = ", ".join(f'"{c.name}"' for c in table.columns)
+    order = ", ".join(f'"{c.name}"' for c in table.primary_key.columns)
+    return f'SELECT {columns} FROM "{table.name}" ORDER BY {order}'
+
+
+# Fixed SQL, built once from fedsafe's own table definitions (never from the file).
+_ROW_SELECTS = {table.name: _row_select(table) for table in metadata.sorted_tables}
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One read of the whole store: what the head vouches for, and what the checks need."""
+
+    digest: str
+    store_id: str | None
+    charges: int
+    objects: list[tuple[str, str, str]]
+
+
+def scan(conn: Connection) -> Scan:
+    """SHA-256 over the schema and every row of every store table, in table and key order,
+    with the store's id and its number of charges read in the same pass.
+
+    Read through the driver (no statement to compile): it runs on every open and twice per
+    write, so its cost is the cost of keeping the head. The digest is the same as reading
+    each row through SQLAlchemy (a JSON object of its columns, blobs by their SHA-256).
+    """
     digest = hashlib.sha256()
     objects = schema_objects(conn)
     for kind, name, sql in objects:
         digest.update(f"schema\x00{kind}\x00{name}\x00{sql}\x00".encode())
     present = {name for kind, name, _ in objects if kind == "table"}
+    encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+    sid: str | None = None
+    charges = 0
     for table in metadata.sorted_tables:
         if table.name not in present:  # a version 2 store, before its migration
             continue
-        rows = conn.execute(select(table).order_by(*table.primary_key.columns)).mappings()
-        for row in rows:
-            digest.update(table.name.encode() + b"\x00")
+        prefix = table.name.encode() + b"\x00"
+        names = [c.name for c in table.columns]
+        for row in conn.exec_driver_sql(_ROW_SELECTS[table.name]):
             values = {
                 k: {"sha256": hashlib.sha256(v).hexdigest()} if isinstance(v, bytes) else v
-                for k, v in row.items()
+                for k, v in zip(names, row, strict=True)
             }
-            digest.update(json.dumps(values, sort_keys=True, separators=(",", ":")).encode())
-    return digest.hexdigest()
+            digest.update(prefix)
+            digest.update(encode(values).encode())
+            if table is charges_table:
+                charges += 1
+            elif table is meta_table and values["key"] == "store_id":
+                sid = str(values["value"])
+    return Scan(digest.hexdigest(), sid, charges, objects)
+
+
+def state_digest(conn: Connection) -> str:
+    """The digest a head signs for the store's state now (see `scan`)."""
+    return scan(conn).digest
 
 
 @dataclass(frozen=True)
@@ -138,8 +178,12 @@ class StoreAnchor:
                 f"site's key (edited, or written by another key). {ACK_HINT}"
             ) from None
 
-    def write(self, *, store: str, digest: str, pending: str | None, charges: int) -> Head:
-        """Sign and atomically replace the head (0600, fsynced)."""
+    def write(
+        self, *, store: str, digest: str, pending: str | None, charges: int, settled: bool = False
+    ) -> Head:
+        """Sign and atomically replace the head (0600, fsynced). A `settled` head (after the
+        commit) need not survive a power loss: the pending head it replaces names the same
+        state, and the next open promotes it, so its folder is not fsynced."""
         time = datetime.now(UTC).isoformat(timespec="microseconds")
         payload = {
             "statement": HEAD_STATEMENT,
@@ -153,17 +197,18 @@ class StoreAnchor:
         body = json.dumps(
             {"payload": text, "signature": crypto.sign(self.private_key, text.encode()).hex()}
         )
-        write_atomic(self.head_path, body)  # 0600, durable before the charge commits
+        write_atomic(self.head_path, body, sync_folder=not settled)  # 0600
         return Head(store, digest, pending, charges, time)
 
     def check(self, conn: Connection, path: Path) -> Head:
         """The head in force; StoreIntegrityError unless the store is the one, in the state,
         the head signed (a fresh or promoted head is written and returned)."""
-        check_schema(conn, path)
+        now = scan(conn)
+        check_schema(now.objects, path)
+        if now.store_id is None:
+            raise BudgetStoreError(f"budget store {path} has no store_id (not created by fedsafe)")
         head = self.read()
-        sid = store_id(conn)
-        digest = state_digest(conn)
-        charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
+        sid, digest, charges = now.store_id, now.digest, now.charges
         if head is None:
             if charges == 0:
                 return self.write(store=sid, digest=digest, pending=None, charges=0)
@@ -199,10 +244,10 @@ class StoreAnchor:
 
     def pending(self, conn: Connection, store: str, before: Head) -> Head:
         """Inside the write transaction, just before commit: vouch for the state to come."""
-        digest = state_digest(conn)
-        charges = int(conn.execute(select(func.count()).select_from(charges_table)).scalar_one())
-        current = before.digest
-        return self.write(store=store, digest=current, pending=digest, charges=charges)
+        after = scan(conn)
+        return self.write(
+            store=store, digest=before.digest, pending=after.digest, charges=after.charges
+        )
 
     def settle(self, pending: Head) -> None:
         """After the commit: the state committed (the one `pending` digested inside the
@@ -212,7 +257,11 @@ class StoreAnchor:
         if pending.pending is None:  # pragma: no cover - `pending` always names a digest
             raise StoreIntegrityError("settle needs the head written before the commit")
         self.write(
-            store=pending.store_id, digest=pending.pending, pending=None, charges=pending.charges
+            store=pending.store_id,
+            digest=pending.pending,
+            pending=None,
+            charges=pending.charges,
+            settled=True,
         )
 
 

@@ -209,6 +209,7 @@ def open_engine(path: Path, *, create: bool) -> Engine:
     engine = open_store_engine(
         store_url(path),
         create=create,
+        shared=True,
         missing=lambda p: BudgetStoreError(
             f"no budget store at {p}: the site creates it on its first private round; "
             "check the site config's budget store path"

@@ -102,26 +102,24 @@ class BudgetStore(StoreReader, SummariesMixin):
         """Open the store at `path` (made if missing, with `create`), checked against `anchor`."""
         engine = open_engine(Path(path), create=create)
         store = cls(engine, path=Path(path), anchor=anchor, clock=clock)
-        if anchor is not None:
-            try:
-                with store._transaction(write=True) as conn:
+        try:  # one transaction: the head's check and the version the store is at
+            with store._transaction(write=anchor is not None) as conn:
+                if anchor is not None:
                     anchor.check(conn, store._path)
-            except BudgetStoreError:
-                engine.dispose()
-                raise
-            except sa_exc.SQLAlchemyError as err:
-                engine.dispose()
-                raise StoreIntegrityError(f"budget store {path} cannot be read: {err}") from err
-        if create:  # a writer (the site) migrates an older store under its signed head
-            with store._transaction(write=False) as conn:
                 current = schema_version(conn) == str(SCHEMA_VERSION)
-            if not current:
-                with store._write() as conn:
-                    migrate(conn, store._path)
+        except BudgetStoreError:
+            engine.dispose()
+            raise
+        except sa_exc.SQLAlchemyError as err:
+            engine.dispose()
+            raise StoreIntegrityError(f"budget store {path} cannot be read: {err}") from err
+        if create and not current:  # a writer (the site) migrates an older store under its head
+            with store._write() as conn:
+                migrate(conn, store._path)
         return store
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._engine.dispose()  # the engine (its compiled statements) stays for the next open
 
     def __enter__(self) -> BudgetStore:
         return self

@@ -18,9 +18,17 @@ PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
 
 
-def write_atomic(path: Path, data: bytes | str, *, mode: int = PRIVATE_MODE) -> Path:
+def write_atomic(
+    path: Path, data: bytes | str, *, mode: int = PRIVATE_MODE, sync_folder: bool = True
+) -> Path:
     """Replace ``path`` with ``data`` atomically and durably (the file and its folder are
-    fsynced: a returned write survives power loss), the file mode ``mode`` from its first byte."""
+    fsynced: a returned write survives power loss), the file mode ``mode`` from its first byte.
+
+    With ``sync_folder=False`` the folder is not fsynced: after a power loss ``path`` holds the
+    old content or the new, each whole, but the new one may be lost. Only for a write whose
+    loss the reader already recovers from (the budget head's settle: the head before it names
+    the same state as pending).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -35,7 +43,8 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int = PRIVATE_MODE) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    if sync_folder:
+        _fsync_folder(path.parent)
     return path
 
 
