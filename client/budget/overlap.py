@@ -12,9 +12,10 @@ other row.
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import Connection, delete, insert, inspect, select
+from sqlalchemy import Connection, delete, insert, select
 
 from fedsafe.client.budget.schema import datasets_table, records_table
+from fedsafe.common.storage import table_names
 
 __all__ = [
     "pack",
@@ -36,7 +37,7 @@ def unpack(blob: bytes) -> np.ndarray:
 
 
 def _has_table(conn: Connection) -> bool:
-    return bool(inspect(conn).has_table(records_table.name))
+    return records_table.name in table_names(conn)
 
 
 def put_records(conn: Connection, dataset_id: str, hashes: np.ndarray) -> None:

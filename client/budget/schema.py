@@ -17,13 +17,18 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    inspect,
     select,
 )
 from sqlalchemy import exc as sa_exc
 
 from fedsafe.client.budget.records import BudgetStoreError
-from fedsafe.common.storage import StoreSchema, StoreVersionError, store_url, transaction
+from fedsafe.common.storage import (
+    StoreSchema,
+    StoreVersionError,
+    store_url,
+    table_names,
+    transaction,
+)
 from fedsafe.common.storage import open_engine as open_store_engine
 from fedsafe.common.storage.schema import meta_table as key_value_table
 
@@ -184,19 +189,17 @@ def _create(engine: Engine) -> None:
             BUDGET_SCHEMA.stamp(conn)
 
 
-def _check(engine: Engine, path: Path) -> None:
-    names = set(inspect(engine).get_table_names())
+def _check(conn: Connection, names: set[str], path: Path) -> None:
     missing = _TABLES - names - _ADDED_IN_3
     legacy = charges_table.name in names and meta_table.name not in names  # version 1
     if missing and not legacy:
         raise BudgetStoreError(
             f"{path} is not a fedsafe budget store (missing tables {sorted(missing)})"
         )
-    with engine.connect() as conn:
-        try:
-            BUDGET_SCHEMA.check(conn, str(path))
-        except StoreVersionError as err:
-            raise BudgetStoreError(str(err)) from None
+    try:
+        BUDGET_SCHEMA.check(conn, str(path))
+    except StoreVersionError as err:
+        raise BudgetStoreError(str(err)) from None
 
 
 def open_engine(path: Path, *, create: bool) -> Engine:
@@ -216,10 +219,12 @@ def open_engine(path: Path, *, create: bool) -> Engine:
         ),
     )
     try:
-        if create and not inspect(engine).get_table_names():
+        with engine.connect() as conn:  # its tables and version, read once
+            names = table_names(conn)
+            if names or not create:
+                _check(conn, names, path)
+        if create and not names:
             _create(engine)
-        else:
-            _check(engine, path)
     except sa_exc.SQLAlchemyError as err:
         engine.dispose()
         raise BudgetStoreError(f"cannot open budget store at {path}: {err}") from err

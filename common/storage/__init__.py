@@ -12,7 +12,7 @@ from __future__ import annotations
 from fedsafe.common.storage.atomic import write_atomic
 from fedsafe.common.storage.engine import open_engine, private_file, store_url
 from fedsafe.common.storage.schema import StoreSchema, StoreVersionError
-from fedsafe.common.storage.sqlite import WRITE_OPTION, configure_sqlite, transaction
+from fedsafe.common.storage.sqlite import WRITE_OPTION, configure_sqlite, table_names, transaction
 
 __all__ = [
     "WRITE_OPTION",
@@ -22,6 +22,7 @@ __all__ = [
     "open_engine",
     "private_file",
     "store_url",
+    "table_names",
     "transaction",
     "write_atomic",
 ]

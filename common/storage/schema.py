@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, inspect, select
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, select
 
 from fedsafe.common.errors import FedsafeError
-from fedsafe.common.storage.sqlite import transaction
+from fedsafe.common.storage.sqlite import table_names, transaction
 
 __all__ = ["Migration", "StoreSchema", "StoreVersionError", "meta_table"]
 
@@ -73,7 +73,7 @@ class StoreSchema:
 
     def found(self, conn: Connection) -> str | None:
         """The version recorded in the file; for an unversioned legacy file, `unmarked`."""
-        names = set(inspect(conn).get_table_names())
+        names = table_names(conn)
         if self.meta.name not in names:
             implied = (version for table, version in self.unmarked if table in names)
             found = next(implied, None)
@@ -127,14 +127,14 @@ class StoreSchema:
         mine = set(tables.tables) | {table for table, _ in self.unmarked} | {self.meta.name}
         data = set(tables.tables) - {self.meta.name}
         with transaction(engine, write=False) as conn:
-            names = set(inspect(conn).get_table_names())
+            names = table_names(conn)
             exists = not names.isdisjoint(mine)
             if exists and self.check(conn, where) == self.version and data <= names:
                 return
         with transaction(engine, write=True) as conn:
             if conn.dialect.name == "postgresql":  # one creator or migrator at a time
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.store,))
-            if set(inspect(conn).get_table_names()).isdisjoint(mine):
+            if table_names(conn).isdisjoint(mine):
                 tables.create_all(conn, checkfirst=True)
                 self.stamp(conn)
                 return
@@ -142,4 +142,4 @@ class StoreSchema:
             tables.create_all(conn, checkfirst=True)  # tables the file lacked (checkfirst)
 
     def _stamped(self, conn: Connection) -> bool:
-        return self.meta.name in set(inspect(conn).get_table_names())
+        return self.meta.name in table_names(conn)

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, inspect
 
-__all__ = ["WRITE_OPTION", "configure_sqlite", "transaction"]
+__all__ = ["WRITE_OPTION", "configure_sqlite", "table_names", "transaction"]
 
 WRITE_OPTION = "fedsafe_write"
 
@@ -50,3 +50,17 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
         conn.execution_options(**{WRITE_OPTION: write})
         with conn.begin():
             yield conn
+
+
+# What SQLAlchemy's SQLite reflection asks for the main schema's tables, without building an
+# inspector (a store checks its tables on every open, several times per round).
+_SQLITE_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'"
+)
+
+
+def table_names(conn: Connection) -> set[str]:
+    """The tables in the database `conn` is on (SQLite's own internal tables left out)."""
+    if conn.dialect.name == "sqlite":
+        return {str(row[0]) for row in conn.exec_driver_sql(_SQLITE_TABLES)}
+    return set(inspect(conn).get_table_names())
