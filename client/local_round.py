@@ -18,6 +18,7 @@ from fedsafe.client.budget import (
     record_nonprivate,
     round_lock,
 )
+from fedsafe.client.plan_cache import PlanCache, site_plan
 from fedsafe.client.round_request import (
     RoundContext,
     check_request,
@@ -34,7 +35,6 @@ from fedsafe.common.data import SiteData, dataset_info
 from fedsafe.common.models import model_for
 from fedsafe.common.privacy import Charge
 from fedsafe.common.privacy.plan_table import expected_rounds
-from fedsafe.common.privacy.planner import plan_site
 from fedsafe.common.privacy.randomness import Randomness, site_randomness
 from fedsafe.common.quantise import compact_update
 from fedsafe.common.release_policy import release_count, release_evaluation
@@ -276,7 +276,13 @@ def _train_round(
     check_request(cfg, site, ctx)
     weights = class_weights(cfg, site, ctx, private=True)  # refused before anything is charged
     rounds = expected_rounds(cfg.strategy.fraction_train, cfg.training.rounds)
-    plan = plan_site(cfg.privacy, cfg.training, n_train=site.data.n_train, rounds=rounds)
+    plan = site_plan(
+        cfg.privacy,
+        cfg.training,
+        n_train=site.data.n_train,
+        rounds=rounds,
+        cache=PlanCache(site.budget_store.parent, site.signing_key),
+    )
     charge = Charge(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
     randomness = site_randomness(deployed=site.require_dp, salt=ctx.server_round)
     policy = site.policy
