@@ -238,7 +238,7 @@ class Compliance:
                 )
                 payload = decision.ledger_payload(server_round)
                 payload["record_id"] = decision.record_id
-                payload["legal_basis"] = self._legal_basis(site, decision.record_id)
+                payload["legal_basis"] = decision.legal_basis
                 if decision.allowed and (site, str(decision.record_id)) in withdrawn:
                     payload["decision"] = "refused"
                     payload["reason"] = (
@@ -261,12 +261,6 @@ class Compliance:
         if self._pending:
             self.ledger.append_many(self._pending)
             self._pending = []
-
-    def _legal_basis(self, site: str, record_id: str | None) -> str | None:
-        for entry in self.consent.records(site):
-            if entry.signed.record.record_id == record_id:
-                return entry.signed.record.legal_basis
-        return None
 
     def unseal(
         self, server_round: int, node_id: int, content: RecordDict, *, required: bool

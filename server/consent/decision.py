@@ -16,7 +16,9 @@ class ConsentDecision:
     """Whether ``site`` may take part this round, and a reason a compliance officer can read.
 
     ``code`` is the machine-readable reason: granted, no_record, invalid_signature,
-    not_yet_valid, expired, withdrawn, purpose, jurisdiction.
+    not_yet_valid, expired, withdrawn, purpose, jurisdiction. ``legal_basis`` is the decided
+    record's, read from its signed text (None where there is no record or its signature
+    fails: an unverified basis is never recorded as the one relied on).
     """
 
     site: str
@@ -24,6 +26,7 @@ class ConsentDecision:
     reason: str
     record_id: str | None
     code: str = ""
+    legal_basis: str | None = None
 
     def ledger_payload(self, round_number: int) -> dict[str, Any]:
         """Payload of a ``consent_decision`` ledger entry (see common.ledger.records)."""

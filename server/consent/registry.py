@@ -276,10 +276,11 @@ class ConsentRegistry:
         site_public_pem: bytes,
     ) -> ConsentDecision:
         site, rid = row.site, row.record_id
+        basis: str | None = None  # known once the record's signature verifies
 
         def refuse(code: str, reason: str) -> ConsentDecision:
             sep = " " if code in ("withdrawn", "expired", "not_yet_valid") else ": "
-            return ConsentDecision(site, False, f"consent {rid}{sep}{reason}", rid, code)
+            return ConsentDecision(site, False, f"consent {rid}{sep}{reason}", rid, code, basis)
 
         try:
             signed = _row_to_signed(row)
@@ -293,6 +294,7 @@ class ConsentRegistry:
             # A row edited out of shape is as untrustworthy as one whose signature fails.
             return refuse("invalid_signature", "signature does not verify")
         record = signed.record
+        basis = record.legal_basis
         if withdrawal is not None and withdrawal.withdrawn_at <= at_time:
             return refuse("withdrawn", f"withdrawn at {format_time(withdrawal.withdrawn_at)}")
         if at_time < record.valid_from:
@@ -322,6 +324,7 @@ class ConsentRegistry:
             f"({record.legal_basis}; {record.jurisdiction}; {until})",
             rid,
             "granted",
+            basis,
         )
 
     # --- simulations ----------------------------------------------------------------------------

@@ -88,6 +88,31 @@ def test_grant_then_decide_allows(registry: ConsentRegistry, keys: tuple[bytes, 
     }
 
 
+def test_the_decision_carries_the_signed_legal_basis(
+    registry: ConsentRegistry, keys: tuple[bytes, bytes]
+) -> None:
+    registry.grant(_signed(keys), keys[1])
+    assert _decide(registry, keys).legal_basis == "GDPR Art. 6(1)(e) + 9(2)(j)"
+    expired = _decide(registry, keys, at_time=T0 + 60 * DAY)
+    assert not expired.allowed and expired.legal_basis == "GDPR Art. 6(1)(e) + 9(2)(j)"
+
+
+def test_an_edited_legal_basis_is_never_the_one_recorded(
+    registry: ConsentRegistry, keys: tuple[bytes, bytes]
+) -> None:
+    """Whoever can write the consent store cannot put a basis of their own on the ledger."""
+    registry.grant(_signed(keys), keys[1])
+    with registry.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE site_consent_records SET legal_basis = 'planted' WHERE record_id = 'r-123'"
+            )
+        )
+    decision = _decide(registry, keys)
+    assert not decision.allowed and decision.code == "invalid_signature"
+    assert decision.legal_basis is None
+
+
 def test_no_jurisdiction_policy_allows_any(
     registry: ConsentRegistry, keys: tuple[bytes, bytes]
 ) -> None:
