@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 
+from fedsafe.common.heldout_metrics import auroc_binary, auroc_one_vs_rest, balanced_accuracy
 from fedsafe.common.privacy.dp_sgd import (
     PrivateGradient,
     batches_per_epoch,
@@ -197,15 +197,13 @@ def eval_counts(
     correct = int((pred == y).sum())
     n_classes = prob.shape[1]
     present = np.unique(y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        balanced = float(balanced_accuracy_score(y, pred)) if n else math.nan
-        if len(present) < 2:
-            auroc = math.nan
-        elif n_classes == 2:
-            auroc = float(roc_auc_score(y, prob[:, 1]))
-        else:  # one-vs-rest, macro over the classes this split holds (label skew leaves gaps)
-            auroc = float(np.mean([roc_auc_score(y == c, prob[:, c]) for c in present]))
+    balanced = balanced_accuracy(y, pred) if n else math.nan
+    if len(present) < 2:
+        auroc = math.nan
+    elif n_classes == 2:
+        auroc = auroc_binary(y == 1, prob[:, 1])
+    else:  # one-vs-rest, macro over the classes this split holds (label skew leaves gaps)
+        auroc = auroc_one_vs_rest(y, prob)
     return EvalCounts(
         n=n,
         correct=correct,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from fedsafe.common.data.schema import TabularSchema
 
@@ -60,6 +59,8 @@ def flamby_rows(hospital_rows: pd.DataFrame) -> pd.DataFrame:
 
 def flamby_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """FLamby's per-hospital split of rows 0..n-1 (sorted index arrays: train, test)."""
+    from sklearn.model_selection import train_test_split  # 0.9 s: only where FLamby's split is used
+
     n = len(y)
     levels, counts = np.unique(y, return_counts=True)
     stratify = y if len(levels) > 1 and bool((counts > 2).all()) else None
