@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 
 from fedsafe.common.errors import AccountantError, PrivacyError
 from fedsafe.common.privacy import Charge, epsilon_for, noise_for_target
+from fedsafe.common.privacy.accountants import get_accountant
 
 # Opacus' own tests (opacus/tests/accountants_test.py): sigma 1.5, q 0.04, 90 epochs, delta 1e-5.
 OPACUS_SIGMA, OPACUS_Q, OPACUS_STEPS, OPACUS_EPS = 1.5, 0.04, int(90 / 0.04), 7.32911117143
@@ -141,3 +143,61 @@ def test_the_noise_search_lands_within_one_percent_below_the_target_in_few_passe
         epsilon_for([(sigma, rate, steps)], delta=1e-5, accountant=accountant)
     )
     assert len(passes) <= 8  # the last pass above is the check's own
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_rdp_upper_bound_is_never_below_the_epsilon(seed: int) -> None:
+    """The search may steer by the bound only because it can never under-state epsilon."""
+    rng = np.random.default_rng(seed)
+    acc = get_accountant("rdp")
+    history = [
+        Charge(
+            float(rng.uniform(0.4, 6.0)), float(rng.uniform(0.001, 0.6)), int(rng.integers(1, 500))
+        )
+        for _ in range(int(rng.integers(1, 4)))
+    ]
+    delta = float(10 ** rng.uniform(-9, -3))
+    bound = acc.upper_bound(history, delta=delta)
+    assert bound is not None
+    assert bound >= acc.epsilon(history, delta=delta)
+
+
+@pytest.mark.parametrize(
+    ("target", "rate", "steps"),
+    [(3.0, 1 / 8, 80), (3.0, 0.2, 50), (3.0, 0.25, 40), (1.0, 1 / 32, 640)],
+)
+def test_the_rdp_search_confirms_the_bounds_answer_in_one_full_pass(
+    target: float, rate: float, steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedsafe.common.privacy import accountants
+
+    passes = []
+    real = accountants.RdpAccountant._compose  # noqa: SLF001
+
+    def counted(self: object, live: list[Charge], delta: float) -> float:
+        passes.append(1)
+        return real(self, live, delta)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(accountants.RdpAccountant, "_compose", counted)
+    sigma, eps = noise_for_target(target_epsilon=target, sample_rate=rate, steps=steps, delta=1e-5)
+    assert 0.99 * target <= eps <= target
+    assert len(passes) == 1
+
+
+def test_a_bound_whose_answer_misses_the_band_falls_back_to_the_full_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bound twice too pessimistic gives far too much noise; the full search still lands
+    within 1% below the target."""
+    from fedsafe.common.privacy import accountants
+
+    real = accountants.RdpAccountant.upper_bound
+
+    def pessimistic(self: object, history: list[Charge], *, delta: float) -> float | None:
+        value = real(self, history, delta=delta)  # type: ignore[arg-type]
+        return None if value is None else 2 * value
+
+    monkeypatch.setattr(accountants.RdpAccountant, "upper_bound", pessimistic)
+    sigma, eps = noise_for_target(target_epsilon=3.0, sample_rate=0.125, steps=80, delta=1e-5)
+    assert 0.99 * 3.0 <= eps <= 3.0
+    assert eps == pytest.approx(epsilon_for([(sigma, 0.125, 80)], delta=1e-5))
