@@ -11,7 +11,7 @@ from typing import Any
 from fedsafe.common.config import PrivacyConfig, TrainingConfig
 from fedsafe.common.privacy.accountants import Charge, epsilon_for, noise_for_target
 from fedsafe.common.privacy.client_level import ClientLevelAccount
-from fedsafe.common.privacy.planner import plan_site
+from fedsafe.common.privacy.planner import plan_shape
 
 __all__ = [
     "FederationPlan",
@@ -118,7 +118,7 @@ def plan_federation(
 ) -> FederationPlan:
     """Plan every site before a run: what noise it uses and when its own cap would stop it.
 
-    Each site plans with its own Poisson sample rate (`plan_site`: 1 / ceil(n / batch)).
+    Each site plans with its own Poisson sample rate (`plan_shape`: 1 / ceil(n / batch)).
     With participation p a site expects `expected_rounds(p, rounds)` rounds; a target
     epsilon is met over exactly those rounds on top of the site's prior spend (its store's
     history), so a site sampled more often than expected overshoots the target. The
@@ -176,16 +176,7 @@ def _plan_one(
 ) -> SiteRow:
     delta, accountant = privacy.delta, privacy.accountant
     prior_eps = epsilon_for(prior, delta=delta, accountant=accountant)
-    # A known noise makes plan_site cheap; only its sample rate and steps are used here.
-    shape = plan_site(
-        PrivacyConfig(
-            target_epsilon=None, noise_multiplier=1.0, delta=delta, accountant=accountant
-        ),
-        training,
-        n_train=n_train,
-        rounds=max(k, 1),
-    )
-    q, steps = shape.sample_rate, shape.steps_per_round
+    q, steps, _ = plan_shape(training, n_train=n_train, rounds=max(k, 1))
     warnings: list[str] = []
     sigma: float | None = privacy.noise_multiplier
     if sigma is None:

@@ -9,7 +9,14 @@ from functools import lru_cache
 from fedsafe.common.config import PrivacyConfig, TrainingConfig
 from fedsafe.common.privacy.accountants import noise_for_target
 
-__all__ = ["NoiseQuestion", "SitePlan", "noise_question", "plan_site", "plan_with"]
+__all__ = [
+    "NoiseQuestion",
+    "SitePlan",
+    "noise_question",
+    "plan_shape",
+    "plan_site",
+    "plan_with",
+]
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,9 @@ class NoiseQuestion:
     accountant: str
 
 
-def _shape(training: TrainingConfig, n_train: int, rounds: int | None) -> tuple[float, int, int]:
+def plan_shape(
+    training: TrainingConfig, *, n_train: int, rounds: int | None = None
+) -> tuple[float, int, int]:
     """(sample rate, steps per round, rounds) as the site will really run them.
 
     Opacus' Poisson loader keeps the batch count of the plain loader, so the sample rate
@@ -53,7 +62,7 @@ def noise_question(
     if privacy.noise_multiplier is not None:
         return None
     assert privacy.target_epsilon is not None  # guaranteed by PrivacyConfig
-    sample_rate, steps_per_round, rounds = _shape(training, n_train, rounds)
+    sample_rate, steps_per_round, rounds = plan_shape(training, n_train=n_train, rounds=rounds)
     return NoiseQuestion(
         float(privacy.target_epsilon),
         sample_rate,
@@ -94,7 +103,7 @@ def plan_with(
 ) -> SitePlan:
     """The plan for these settings, the target's noise and epsilon taken from `answer` (what
     `noise_for_target` gave for `noise_question(...)`; None when the noise is given)."""
-    sample_rate, steps_per_round, rounds = _shape(training, n_train, rounds)
+    sample_rate, steps_per_round, rounds = plan_shape(training, n_train=n_train, rounds=rounds)
     if privacy.noise_multiplier is not None:
         from fedsafe.common.privacy.accountants import epsilon_for
 
