@@ -12,13 +12,16 @@ from torch import nn
 
 from fedsafe.common.heldout_metrics import auroc_binary, auroc_one_vs_rest, balanced_accuracy
 from fedsafe.common.privacy.dp_sgd import (
+    OPACUS,
     PrivateGradient,
     batches_per_epoch,
+    mechanism_for,
     poisson_batches,
     site_loss,
 )
 from fedsafe.common.privacy.randomness import Randomness
 from fedsafe.common.release_policy import EvalCounts
+from fedsafe.common.sgd import PlainSgd
 
 __all__ = [
     "balanced_class_weights",
@@ -106,8 +109,12 @@ def train_local(
     model.to(device).train()
     features = torch.from_numpy(x).float().to(device)
     labels = torch.from_numpy(y).long().to(device)
-    optimizer: torch.optim.Optimizer = torch.optim.SGD(
-        model.parameters(), lr=learning_rate, momentum=momentum
+    # The fused DP path needs only the update (no torch.optim: its first use costs ~1 s)
+    fused = dp is not None and mechanism_for(model) != OPACUS
+    optimizer: torch.optim.Optimizer | PlainSgd = (
+        PlainSgd(model.parameters(), lr=learning_rate, momentum=momentum)
+        if fused
+        else torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
     )
     n = len(y)
     sample_rate = 1.0 / batches_per_epoch(n, batch_size)
