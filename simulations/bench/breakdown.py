@@ -102,6 +102,7 @@ class _Round:
 
         plan_site.cache_clear()
         accountants._rdp_one_step.cache_clear()
+        accountants._rdp_one_step_integer.cache_clear()
         plan_site(self.cfg.privacy, self.cfg.training, n_train=self.site.data.n_train)
 
     def evaluate(self) -> None:
