@@ -23,6 +23,7 @@ from torch import nn
 from fedsafe.common.privacy.fused_dp import FusedDP, FusedLinearDP, supports_fused
 from fedsafe.common.privacy.fused_layers import FusedLayersDP, supports_layers
 from fedsafe.common.privacy.randomness import Randomness
+from fedsafe.common.sgd import PlainSgd
 
 __all__ = [
     "SiteDPOptimizer",
@@ -141,7 +142,7 @@ class PrivateGradient:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | PlainSgd,
         *,
         n_train: int,
         batch_size: int,
@@ -165,8 +166,10 @@ class PrivateGradient:
                 steps=steps,
                 prefetch_noise=prefetch_noise,
             )
-            self.optimizer = optimizer
+            self.optimizer: torch.optim.Optimizer | PlainSgd = optimizer
         else:
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise TypeError("Opacus' DP-SGD wraps a torch.optim optimizer, not PlainSgd")
             self._module, self.optimizer, _ = private_parts(
                 model,
                 optimizer,
