@@ -156,6 +156,86 @@ def test_an_unreadable_file_is_searched_again_and_replaced(
     assert PlanCache(tmp_path, key).get(question) == (plan.noise_multiplier, plan.planned_epsilon)
 
 
+def test_an_answer_verified_for_one_site_is_not_used_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process serves two sites: what site A's key signed (a stolen key, a misused one)
+    sets A's noise at most; site B, with an empty cache of its own, searches for itself."""
+    key_a, key_b = _key(), _key()
+    question = noise_question(PRIVACY, TRAINING, n_train=N_TRAIN)
+    assert question is not None
+    folder_a, folder_b = tmp_path / "a", tmp_path / "b"
+    folder_a.mkdir(), folder_b.mkdir()
+    PlanCache(folder_a, key_a).put(question, (0.3, 2.9))  # signed with A's own key
+    calls = _no_search(monkeypatch)
+    assert _plan(folder_a, key_a).noise_multiplier == 0.3  # verified for A: A's to answer for
+    plan_b = _plan(folder_b, key_b)
+    assert calls == [1], "site B must search, not take A's verified answer from memory"
+    assert plan_b.noise_multiplier == _searched().noise_multiplier
+
+
+def test_what_this_process_searched_serves_every_site_without_a_second_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder_a, folder_b = tmp_path / "a", tmp_path / "b"
+    folder_a.mkdir(), folder_b.mkdir()
+    calls = _no_search(monkeypatch)
+    plan_a = _plan(folder_a, _key())
+    plan_b = _plan(folder_b, _key())
+    assert calls == [1] and plan_a.noise_multiplier == plan_b.noise_multiplier
+
+
+def test_a_signed_answer_above_its_own_target_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even under the site's own signature (an older build's bug), an answer whose epsilon
+    exceeds the question's target, or whose noise is not a positive number, is searched again."""
+    key = _key()
+    question = noise_question(PRIVACY, TRAINING, n_train=N_TRAIN)
+    assert question is not None
+    for bad in [(0.3, 3.5), (0.0, 2.9), (float("nan"), 2.9), (-1.0, 2.9)]:
+        plan_cache._known.clear()  # noqa: SLF001
+        PlanCache(tmp_path, key).put(question, bad)
+        assert PlanCache(tmp_path, key).get(question) is None, bad
+    calls = _no_search(monkeypatch)
+    plan = _plan(tmp_path, key)
+    assert calls == [1] and plan.noise_multiplier == _searched().noise_multiplier
+
+
+def test_a_fifo_or_an_oversized_file_is_refused_without_hanging(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can write the site's folder plants a FIFO (a plain read would block forever)
+    or a huge file; the site logs it, searches, and goes on."""
+    import os
+
+    key = _key()
+    question = noise_question(PRIVACY, TRAINING, n_train=N_TRAIN)
+    assert question is not None
+    os.mkfifo(tmp_path / FILE_NAME)
+    with caplog.at_level(logging.WARNING, logger="fedsafe.client.plan_cache"):
+        assert PlanCache(tmp_path, key).get(question) is None
+    assert "unreadable" in caplog.text
+    (tmp_path / FILE_NAME).unlink()
+    (tmp_path / FILE_NAME).write_bytes(b" " * (plan_cache.MAX_FILE_BYTES + 1))
+    assert PlanCache(tmp_path, key).get(question) is None
+    (tmp_path / FILE_NAME).unlink()
+    (tmp_path / FILE_NAME).write_text("[" * 100_000 + "]" * 100_000)  # nesting past recursion
+    assert PlanCache(tmp_path, key).get(question) is None
+
+
+def test_a_cache_that_cannot_be_written_costs_a_search_not_the_round(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / FILE_NAME).mkdir()  # the replace onto a folder fails with an OSError
+    with caplog.at_level(logging.WARNING, logger="fedsafe.client.plan_cache"):
+        plan = _plan(folder, _key())
+    assert plan == _searched()
+    assert "not written" in caplog.text
+
+
 def test_a_given_noise_needs_no_search_and_writes_nothing(tmp_path: Path) -> None:
     given = PrivacyConfig(target_epsilon=None, noise_multiplier=1.2)
     plan = site_plan(
