@@ -245,7 +245,10 @@ def noise_for_target(
     if acc.upper_bound([Charge(1.0, sample_rate, steps)], delta=delta) is not None:
         hint = _search(bound, target_epsilon, floor=0.997, aim=0.9985)
         if hint is not None:
-            reached = eps(hint[0])
+            try:
+                reached = eps(hint[0])
+            except AccountantError:  # the bound's answer is only a hint: the full search decides
+                reached = math.inf
             if 0.99 * target_epsilon <= reached <= target_epsilon:
                 return hint[0], reached
     found = _search(eps, target_epsilon, floor=0.99, aim=0.995)
