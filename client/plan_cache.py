@@ -26,6 +26,7 @@ from pathlib import Path
 from fedsafe.common import crypto
 from fedsafe.common.config import PrivacyConfig, TrainingConfig
 from fedsafe.common.errors import IntegrityError
+from fedsafe.common.privacy.accountants import NOISE_SEARCH_REVISION
 from fedsafe.common.privacy.planner import (
     NoiseQuestion,
     SitePlan,
@@ -47,13 +48,14 @@ MAX_FILE_BYTES = 1 << 20  # 64 entries take about 60 KiB; a larger file was not 
 
 @cache
 def _accountant_version() -> str:
-    """The accountant's code is part of the question: an upgrade of Opacus asks afresh."""
+    """The accountant's code is part of the question: an upgrade of Opacus, or a change to
+    fedsafe's own search (NOISE_SEARCH_REVISION), asks afresh."""
     return metadata.version("opacus")
 
 
 def _key(question: NoiseQuestion) -> str:
     text = json.dumps(
-        {**asdict(question), "opacus": _accountant_version()},
+        {**asdict(question), "opacus": _accountant_version(), "search": NOISE_SEARCH_REVISION},
         sort_keys=True,
         separators=(",", ":"),
     )

@@ -15,6 +15,7 @@ from fedsafe.common.errors import AccountantError, PrivacyError
 
 __all__ = [
     "ACCOUNTANTS",
+    "NOISE_SEARCH_REVISION",
     "Accountant",
     "Charge",
     "RdpAccountant",
@@ -125,6 +126,11 @@ class RdpAccountant(Accountant):
             return None
         return value if math.isfinite(value) and value >= 0 else None
 
+
+# What `noise_for_target` returns for a question changes only with this code or Opacus': bump
+# it with any change to the search or the bounds it uses, so that a site's signed cache of
+# past answers (client/plan_cache.py) asks afresh, never serving what the new code would not.
+NOISE_SEARCH_REVISION = "2"
 
 _RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))  # Opacus' defaults
 _INTEGER_AT = [i for i, order in enumerate(_RDP_ORDERS) if float(order).is_integer()]

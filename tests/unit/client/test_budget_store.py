@@ -305,3 +305,32 @@ def test_concurrent_writers_cannot_both_pass_the_cap(tmp_path: Path) -> None:
     with BudgetStore.open(path) as check:
         assert check.spent("d", delta=1e-5, accountant="rdp") <= cap
         assert len(check.refusals("d")) == 3
+
+
+def test_a_settled_head_lost_to_a_power_cut_is_promoted_and_the_spend_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settled head is written without a folder fsync: after a power cut the pending head
+    (fsynced before the commit) may be all that is on disk. The next open must promote it and
+    count the charge, never refuse the store or lose the spend."""
+    from fedsafe.client.budget import StoreAnchor
+    from fedsafe.common import crypto
+
+    anchor = StoreAnchor(tmp_path / "keys" / "budget-head.json", crypto.generate_signing_key()[0])
+    path = tmp_path / "site" / "budget.db"
+    with BudgetStore.open(path, anchor=anchor) as opened:
+        reserve(opened, 1)
+    monkeypatch.setattr(StoreAnchor, "settle", lambda self, pending: None)  # the write is lost
+    with BudgetStore.open(path, anchor=anchor) as opened:
+        reserve(opened, 2)
+    left = anchor.read()
+    assert left is not None and left.pending is not None and left.charges == 2
+    monkeypatch.undo()
+
+    with BudgetStore.open(path, anchor=anchor) as reopened:
+        promoted = anchor.read()
+        assert promoted is not None and promoted.pending is None
+        assert promoted.digest == left.pending and promoted.charges == 2
+        assert reopened.history("cleveland") == [ROUND, ROUND]
+        reserve(reopened, 3)
+        assert reopened.history("cleveland") == [ROUND, ROUND, ROUND]

@@ -142,6 +142,24 @@ def test_a_changed_question_is_searched_again(
     assert calls == [1] and larger.noise_multiplier < small.noise_multiplier
 
 
+@pytest.mark.parametrize("changed", ["opacus", "search"])
+def test_new_accountant_or_search_code_asks_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: str
+) -> None:
+    """An answer signed under older accountant or search code is not served by newer code."""
+    key = _key()
+    _plan(tmp_path, key)
+    plan_cache._known.clear()  # noqa: SLF001 - a process running the upgraded code
+    plan_site.cache_clear()
+    if changed == "opacus":
+        monkeypatch.setattr(plan_cache, "_accountant_version", lambda: "99.0.0")
+    else:
+        monkeypatch.setattr(plan_cache, "NOISE_SEARCH_REVISION", "upgraded")
+    calls = _no_search(monkeypatch)
+    _plan(tmp_path, key)
+    assert calls == [1]
+
+
 def test_an_unreadable_file_is_searched_again_and_replaced(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
