@@ -228,6 +228,7 @@ def train_round(
 ) -> RoundOutcome:
     """One round at a site, one process at a time per budget store (see `_train_round`)."""
     _model(cfg, state)  # a malformed model is refused before anything is reserved or charged
+    resolve_device(cfg.training.device)  # so is a device this site does not have
     with round_lock(site.budget_store):
         return _train_round(cfg, site, state, ctx)
 

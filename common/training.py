@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedsafe.common.errors import ConfigError
 from fedsafe.common.heldout_metrics import auroc_binary, auroc_one_vs_rest, balanced_accuracy
 from fedsafe.common.privacy.dp_sgd import (
     OPACUS,
@@ -64,9 +65,19 @@ class EvalResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present, the CPU otherwise."""
+    """`auto` picks CUDA when present, the CPU otherwise; `cuda` where this process sees no
+    CUDA device is a ConfigError naming the setting (not torch's assertion mid-round)."""
+    cuda = torch.cuda.is_available()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda else "cpu")
+    if name.startswith("cuda") and not cuda:
+        raise ConfigError(
+            "training.device",
+            name,
+            "a device this process has: it sees no CUDA device (a CPU-only torch, no driver, "
+            "or CUDA_VISIBLE_DEVICES empty, as Ray sets it for a site given no GPU); use auto "
+            "or cpu",
+        )
     return torch.device(name)
 
 

@@ -25,7 +25,12 @@ BOUND_SECTIONS = (
 )
 # Where the run executes, not what it computes: a resume on another machine may differ here.
 RESOURCE_KEYS = frozenset(
-    {"training.device", "federation.cpus_per_site", "federation.max_parallel_sites"}
+    {
+        "training.device",
+        "federation.cpus_per_site",
+        "federation.gpus_per_site",
+        "federation.max_parallel_sites",
+    }
 )
 
 

@@ -15,6 +15,7 @@ from fedsafe.common.layout import coordinator_keys_dir, federation_sites
 from fedsafe.common.privacy.plan_table import format_plan, plan_to_json
 from fedsafe.server.checkpoint import checkpoint_to_resume
 from fedsafe.simulations.planning import plan_simulation
+from fedsafe.simulations.resources import backend_config
 
 __all__ = ["simulate", "format_table", "write_config"]
 
@@ -66,6 +67,7 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     # Fail before Ray starts, not after; the coordinator's own key verifies the checkpoint.
     public = coordinator_keys_dir(cfg) / "server_signing.pub"
     checkpoint_to_resume(cfg, run_dir, public.read_bytes() if public.is_file() else None)
+    backend = backend_config(cfg, len(sites))  # refuses a GPU setting this machine cannot meet
     write_config(cfg, run_dir)
     if cfg.privacy.enabled:
         plan = plan_simulation(cfg, run_dir.name)
@@ -73,16 +75,6 @@ def simulate(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
         print(format_plan(plan))
         for warning in plan.warnings:
             log.warning("privacy plan: %s", warning)
-    parallel = max(1, min(cfg.federation.max_parallel_sites, len(sites)))
-    backend = {
-        "client_resources": {"num_cpus": cfg.federation.cpus_per_site, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": parallel * cfg.federation.cpus_per_site,
-            "include_dashboard": False,
-            "log_to_driver": True,
-            "logging_level": logging.ERROR,
-        },
-    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(

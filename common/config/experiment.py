@@ -46,6 +46,10 @@ class FederationConfig:
     name: str = "hospitals"
     sites: tuple[str, ...] = ()
     cpus_per_site: float = 1.0
+    # GPUs each simulated site holds in Ray. None (auto): where training.device is not cpu and
+    # CUDA is present, a share that lets `max_parallel_sites` train at once; else none. A site
+    # given no GPU sees none (Ray hides them), so it trains on the CPU.
+    gpus_per_site: float | None = None
     max_parallel_sites: int = 2
     max_epsilon: float = 30.0
     caps: dict[str, float] = field(default_factory=dict)
@@ -67,6 +71,8 @@ class FederationConfig:
                 "one probability in (0, 1) per class, summing to 1 (or empty)",
             )
         _within("federation.cpus_per_site", self.cpus_per_site, 0, 1024.0)
+        if self.gpus_per_site is not None:
+            _within("federation.gpus_per_site", self.gpus_per_site, 0, 64.0, low_open=False)
         _check(
             self.max_parallel_sites >= 1,
             "federation.max_parallel_sites",

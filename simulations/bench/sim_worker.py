@@ -20,7 +20,7 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-__all__ = ["main", "backend_config"]
+__all__ = ["main"]
 
 MARKS: dict[str, float] = {"start": T_START}
 
@@ -43,20 +43,6 @@ def _wrap(owner: Any, attr: str, before: str | None, after: str | None) -> None:
                 _mark(after)
 
     setattr(owner, attr, wrapped)
-
-
-def backend_config(cfg: Any, n_sites: int) -> dict[str, Any]:
-    """The Ray backend config exactly as simulations/engine.py builds it."""
-    parallel = max(1, min(cfg.federation.max_parallel_sites, n_sites))
-    return {
-        "client_resources": {"num_cpus": cfg.federation.cpus_per_site, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": parallel * cfg.federation.cpus_per_site,
-            "include_dashboard": False,
-            "log_to_driver": True,
-            "logging_level": logging.ERROR,
-        },
-    }
 
 
 def _instrument_flower() -> None:
@@ -91,6 +77,7 @@ def _run_baseline(cfg: Any, run_dir: Path) -> dict[str, Any]:
 
     from fedsafe.common.data import site_names
     from fedsafe.simulations.bench.baseline_app import build_baseline_apps
+    from fedsafe.simulations.resources import backend_config  # as simulations/engine.py asks
 
     _mark("imported")
     _mark("simulate_call")

@@ -575,6 +575,21 @@ def test_a_malformed_model_is_refused_before_anything_is_charged(tmp_path: Path)
     )
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a site without CUDA")
+def test_a_device_the_site_lacks_is_refused_before_anything_is_charged(tmp_path: Path) -> None:
+    """A coordinator that asks a CPU-only site for CUDA gets a refusal naming the setting, and
+    the site's budget keeps every epsilon it had."""
+    cfg = dataclasses.replace(
+        _cfg(tmp_path), training=dataclasses.replace(_cfg(tmp_path).training, device="cuda")
+    )
+    with pytest.raises(FedsafeError, match="training.device"):
+        train_round(cfg, _site(cfg), _state(cfg), _ctx())
+    assert (
+        not _store(cfg).exists()
+        or BudgetStore.open(_store(cfg)).history("heart_disease/cleveland") == []
+    )
+
+
 _RACE = """
 import json, sys
 from pathlib import Path
