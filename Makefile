@@ -11,7 +11,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: env simulate test test-heavy lint sweep bench fashion-mnist clean
+.PHONY: env simulate test test-heavy lint sweep bench gpu-check fashion-mnist clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ sweep: env
 
 bench: env
 	$(VENV)/bin/python -m fedsafe.simulations.bench $(ARGS)
+
+# On a CUDA machine (a CUDA build of torch in the environment): the DP step and one simulated
+# round on the GPU, with figures; exits 2 where torch sees no CUDA device. ARGS=--device=cpu here.
+gpu-check: env
+	$(VENV)/bin/python -m fedsafe.simulations.bench.gpu_check $(ARGS)
 
 fashion-mnist:
 	apt-get update -q && apt-get install -y -q dataset-fashion-mnist

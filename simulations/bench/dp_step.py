@@ -19,7 +19,7 @@ from fedsafe.common.privacy.fused_dp import NOISE_STEPS
 from fedsafe.simulations.bench.rows import Row, summarize
 from fedsafe.simulations.bench.timing import interleave
 
-__all__ = ["MODES", "Case", "CASES", "make_step", "bench_case", "run"]
+__all__ = ["MODES", "Case", "CASES", "make_step", "same_update", "bench_case", "run"]
 
 # fedsafe's fused step draws the next steps' noise on a second thread while these train;
 # "fused-sync" draws it on the training thread, the cost where no second core is free
@@ -45,14 +45,19 @@ CASES: tuple[Case, ...] = (
 )
 
 
-def _batch(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+CPU = torch.device("cpu")
+
+
+def _batch(
+    case: Case, seed: int = 0, device: torch.device = CPU
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(case.batch_size, *case.input_shape, generator=g)
     y = torch.randint(0, case.n_classes, (case.batch_size,), generator=g)
-    return x, y
+    return x.to(device), y.to(device)
 
 
-def _model(case: Case) -> nn.Module:
+def _model(case: Case, device: torch.device = CPU) -> nn.Module:
     n_features = int(np.prod(case.input_shape))
     return build_model(
         case.model,
@@ -60,20 +65,25 @@ def _model(case: Case) -> nn.Module:
         n_classes=case.n_classes,
         input_shape=case.input_shape,
         seed=0,
-    )
+    ).to(device)
 
 
 def make_step(
-    case: Case, mode: str | None, *, noise_multiplier: float = 1.0, max_grad_norm: float = 1.0
+    case: Case,
+    mode: str | None,
+    *,
+    noise_multiplier: float = 1.0,
+    max_grad_norm: float = 1.0,
+    device: torch.device = CPU,
 ) -> tuple[Callable[[], None], nn.Module]:
-    """One optimiser step on a fixed batch; `mode` None is the non-private PyTorch step.
+    """One optimiser step on a fixed batch on `device`; `mode` None is the non-private step.
 
     Every DP mode uses flat per-sample clipping at `max_grad_norm` and Gaussian noise of
     std `noise_multiplier * max_grad_norm` on the summed clipped gradient: the same
     mechanism, hence the same (epsilon, delta) for the same sampling and steps.
     """
-    x, y = _batch(case)
-    model = _model(case)
+    x, y = _batch(case, device=device)
+    model = _model(case, device)
     optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     criterion: Callable[..., torch.Tensor] = nn.CrossEntropyLoss()
     module: nn.Module = model
@@ -115,7 +125,8 @@ def make_step(
                 max_grad_norm=max_grad_norm,
                 poisson_sampling=True,
                 grad_sample_mode=mode,
-                noise_generator=torch.Generator().manual_seed(1),
+                # a CPU generator cannot draw on another device: Opacus' own draw there
+                noise_generator=torch.Generator().manual_seed(1) if device == CPU else None,
             )
         if mode == "ghost":
             module, optimizer, criterion, _ = made  # type: ignore[misc]
@@ -131,11 +142,11 @@ def make_step(
     return step, model
 
 
-def _same_update(case: Case, mode: str) -> float:
+def same_update(case: Case, mode: str, device: torch.device = CPU) -> float:
     """Max |difference| of the weights after one noise-free step, against the `hooks` mode."""
     results = []
     for m in ("hooks", mode):
-        step, model = make_step(case, m, noise_multiplier=0.0, max_grad_norm=0.05)
+        step, model = make_step(case, m, noise_multiplier=0.0, max_grad_norm=0.05, device=device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             step()
@@ -153,7 +164,7 @@ def bench_case(case: Case, *, repeats: int, inner: int) -> list[Row]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 step()  # warm-up, and a mode that cannot run this model fails here
-            deviations[mode] = _same_update(case, mode) if mode != "hooks" else 0.0
+            deviations[mode] = same_update(case, mode) if mode != "hooks" else 0.0
             cases[mode] = step
         except Exception as err:  # a mode that does not support a layer: report, go on
             errors[mode] = f"{type(err).__name__}: {str(err)[:120]}"
